@@ -1,1 +1,18 @@
+"""pcnotes: PatchCore (Roth et al., CVPR 2022), one stage at a time.
 
+Each stage is a module with plain functions, tensors in and tensors out:
+
+===================  ===========================================================
+``backbone``         layer hooks on a torchvision backbone
+``patches``          ``patchify``: unfold p x p neighbourhoods
+``align``            bilinear alignment of deeper layers onto the first grid
+``embedding``        mean mappers and the aggregator
+``coreset``          random, greedy and approximate greedy coresets
+``scoring``          kNN patch scores (faiss or torch), image scores, eq. 7
+``maps``             ``anomaly_map``: upsample and blur
+``metrics``          image AUROC, pixel AUROC, AUPRO
+``model``            ``PatchCore``: fit, predict, save, load
+===================  ===========================================================
+"""
+
+__version__ = "0.1.0"

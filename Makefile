@@ -1,0 +1,57 @@
+# The two commands that matter: `make demo` and `make test`. Both set up
+# everything they need on a fresh machine (a venv in .venv, the data set,
+# Chromium for the browser test) before they run.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+# pip takes these two from local disk here; elsewhere they come from PyPI.
+TORCH := torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test unit notebooks-test sync-check notebooks lab browser benchmark clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e '.[dev]'
+	# a `python3` kernelspec inside the venv, so nbval and JupyterLab use this env
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (pcnotes)"
+	touch $@
+
+# Headless Chromium for the Playwright test (Playwright's own download can't work here).
+browser:
+	@command -v chromium >/dev/null || { \
+	  echo "installing Debian's chromium for the browser test"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
+	@chromium --version
+
+demo: install
+	$(BIN)/python -m pcnotes demo
+
+test: install browser
+	$(BIN)/python -m pytest tests
+	$(MAKE) --no-print-directory sync-check
+	$(BIN)/python -m pytest --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg \
+	  notebooks/
+
+# The .py (percent) and .ipynb of every notebook must hold the same inputs.
+sync-check: install
+	$(BIN)/python tools/nbsync.py check notebooks
+
+# Re-sync every .ipynb from its .py and re-execute it in place.
+notebooks: install
+	$(BIN)/python tools/nbsync.py execute notebooks $(if $(ONLY),--only $(ONLY))
+
+lab: install
+	$(BIN)/jupyter lab --notebook-dir=notebooks
+
+benchmark: install
+	$(BIN)/python benchmarks/coreset.py
+
+clean:
+	rm -rf $(VENV) data/synthetic runs

@@ -1,0 +1,20 @@
+"""nbval runs each notebook as a test file; report how long each one took."""
+
+import time
+from collections import defaultdict
+
+_seconds: dict[str, float] = defaultdict(float)
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call":
+        _seconds[report.nodeid.split("::")[0]] += report.duration
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _seconds:
+        return
+    terminalreporter.section("notebook run times")
+    for name, seconds in sorted(_seconds.items()):
+        terminalreporter.write_line(f"{seconds:7.1f} s  {name}")
+    terminalreporter.write_line(f"{sum(_seconds.values()):7.1f} s  all notebooks")
