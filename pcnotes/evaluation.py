@@ -1,0 +1,93 @@
+"""Fit on a category's good images, score its test set, compute the three metrics.
+
+Shared by the CLI, the evaluation notebook and the explorer, so that all of
+them report the same numbers for the same configuration.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from pcnotes.data import MVTecDataset
+from pcnotes.metrics import aupro, image_auroc, pixel_auroc
+from pcnotes.model import PatchCore, PatchCoreConfig
+
+
+@dataclass
+class Evaluation:
+    """Scores, maps and metrics of one category's test set."""
+
+    category: str
+    scores: np.ndarray  # (N,)
+    maps: np.ndarray  # (N, H, W)
+    labels: np.ndarray  # (N,) 0 good, 1 defective
+    masks: np.ndarray  # (N, H, W) bool
+    defects: list[str]
+    paths: list[str]
+    metrics: dict = field(default_factory=dict)
+
+
+def load_split(root: str | Path, category: str, split: str, config: PatchCoreConfig) -> MVTecDataset:
+    return MVTecDataset(root, category, split, resize=config.resize, crop=config.crop,
+                        mean=config.mean, std=config.std)
+
+
+def stack(dataset: MVTecDataset) -> tuple[torch.Tensor, np.ndarray]:
+    """Load a whole (small) split: images ``(N, 3, H, W)`` and masks ``(N, H, W)`` bool."""
+    images, masks = [], []
+    for batch in DataLoader(dataset, batch_size=16):
+        images.append(batch["image"])
+        masks.append(batch["mask"][:, 0].numpy() > 0.5)
+    return torch.cat(images), np.concatenate(masks)
+
+
+def compute_metrics(labels, scores, masks, maps) -> dict[str, float]:
+    """image AUROC, pixel AUROC and AUPRO (FPR <= 0.3) of one test set."""
+    return {
+        "image_auroc": image_auroc(labels, scores),
+        "pixel_auroc": pixel_auroc(masks, maps),
+        "aupro": aupro(masks, maps, max_fpr=0.3),
+    }
+
+
+def evaluate_category(
+    root: str | Path, category: str, config: PatchCoreConfig | None = None
+) -> tuple[PatchCore, Evaluation]:
+    """Fit PatchCore on ``train/good`` and evaluate it on ``test``.
+
+    Both splits are opened (and so validated) before any work starts.
+    """
+    config = config or PatchCoreConfig()
+    train = load_split(root, category, "train", config)
+    test = load_split(root, category, "test", config)
+    model = PatchCore(config)
+
+    start = time.perf_counter()
+    train_images, _ = stack(train)
+    model.fit(train_images)
+    fit_seconds = time.perf_counter() - start
+
+    start = time.perf_counter()
+    test_images, masks = stack(test)
+    scores, maps = model.predict(test_images)
+    predict_seconds = time.perf_counter() - start
+
+    labels = np.asarray(test.labels)
+    result = Evaluation(category, scores, maps, labels, masks, list(test.defects), list(test.paths))
+    result.metrics = {
+        **compute_metrics(labels, scores, masks, maps),
+        "n_train": len(train),
+        "n_test": len(test),
+        "memory_bank_size": int(model.memory_bank.shape[0]),
+        "fit_seconds": round(fit_seconds, 3),
+        "predict_seconds": round(predict_seconds, 3),
+        "backbone": config.backbone,
+        "weights": str(model.weights),
+    }
+    return model, result
