@@ -251,6 +251,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _check_replaceable(target: Path, marker: str, command: str) -> None:
     """Refuse early to replace a folder that is not an earlier output of ``command``."""
+    if Path.cwd().is_relative_to(target.resolve()):
+        raise ValueError(f"output folder {target} is the current folder or one of its parents; "
+                         "it would be replaced: choose a subfolder")
     if not target.exists():
         return
     if not target.is_dir():
@@ -277,8 +280,8 @@ def staged_output(target: Path) -> Iterator[Path]:
     On any failure the temporary folder (and any parent folders this made) is
     removed and an existing ``target`` is left as it was.
     """
-    target = Path(target)
-    created = [p for p in reversed(target.absolute().parents) if not p.exists()]
+    target = Path(os.path.abspath(target))  # also gives "." and "a/.." a real name
+    created = [p for p in reversed(target.parents) if not p.exists()]
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
@@ -486,6 +489,8 @@ def cmd_predict(args) -> int:
     from pcnotes.data import image_transform
     from pcnotes.model import PatchCore
 
+    if args.vmin is not None and args.vmax is not None and not args.vmin < args.vmax:
+        raise ValueError(f"--vmin ({args.vmin}) must be below --vmax ({args.vmax})")
     paths = _expand_images(args.images)
     _check_replaceable(args.output, "scores.csv", "predict")
     _check_not_inside(paths + [args.model], args.output)

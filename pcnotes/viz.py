@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib import patheffects
 from matplotlib.cm import ScalarMappable
 from matplotlib.figure import Figure
 
@@ -54,7 +55,7 @@ __all__ = [
     "save_figure",
 ]
 
-PANEL_INCHES = 3.1  # one 224 px panel at the CLI's dpi of 72
+PANEL_INCHES = 224 / 72  # one 224 px panel at the CLI's dpi of 72: no resampling
 CONTOUR_WIDTH = 1.5
 
 
@@ -120,7 +121,10 @@ def draw_mask_contour(ax, mask, color="white"):
     if mask.ndim != 2:
         raise ValueError(f"expected a mask (H, W), got shape {mask.shape}")
     if mask.max(initial=0.0) > 0.5:
-        ax.contour(mask, levels=[0.5], colors=[color], linewidths=CONTOUR_WIDTH)
+        contour = ax.contour(mask, levels=[0.5], colors=[color], linewidths=CONTOUR_WIDTH)
+        # A thin dark rim keeps a white outline visible on white defects too.
+        contour.set(path_effects=[patheffects.withStroke(linewidth=CONTOUR_WIDTH + 1.5,
+                                                          foreground="black", alpha=0.8)])
     return ax
 
 
@@ -142,8 +146,7 @@ def heatmap_panel(image, amap, mask=None, *, title=None, vmin=None, vmax=None,
     Axes: ``fig.axes`` holds the 2 or 3 panels followed by the colour bar.
     """
     panels = 2 if mask is None else 3
-    fig = Figure(figsize=(PANEL_INCHES * panels + 0.6, PANEL_INCHES + 0.5), dpi=dpi)
-    axes = fig.subplots(1, panels)
+    fig, axes, colorbar_ax = _panel_layout(panels, dpi)
     show_image(axes[0], image)
     axes[0].set_title("image")
     overlay_heatmap(axes[1], image, amap, vmin=vmin, vmax=vmax, cmap=cmap)
@@ -154,14 +157,31 @@ def heatmap_panel(image, amap, mask=None, *, title=None, vmin=None, vmax=None,
         axes[2].set_title("ground truth" if np.any(mask) else "ground truth: good")
     # The colour bar gets its own opaque mappable: the overlay's is half transparent.
     overlay = axes[1].images[-1]
-    colorbar = fig.colorbar(ScalarMappable(norm=overlay.norm, cmap=overlay.get_cmap()),
-                            ax=list(axes), fraction=0.025, pad=0.02)
+    colorbar = fig.colorbar(ScalarMappable(norm=overlay.norm, cmap=overlay.get_cmap()), cax=colorbar_ax)
     colorbar.ax.tick_params(labelsize=8)
     colorbar.set_label("anomaly score", fontsize=9)
     if title:
         fig.suptitle(title, fontsize=11)
-    fig.subplots_adjust(left=0.01, right=0.92, bottom=0.02, top=0.84, wspace=0.04)
     return fig
+
+
+def _panel_layout(panels: int, dpi: int):
+    """A figure with ``panels`` square axes in a row and a colour bar, placed in inches.
+
+    Fixed positions (no layout engine) keep every PNG of a run identical in
+    layout and make re-drawing cheap; each panel is ``PANEL_INCHES`` square.
+    """
+    left, gap, bar_gap, bar, right, bottom, top = 0.1, 0.1, 0.15, 0.15, 0.75, 0.1, 0.65
+    width = left + panels * PANEL_INCHES + (panels - 1) * gap + bar_gap + bar + right
+    height = bottom + PANEL_INCHES + top
+    fig = Figure(figsize=(width, height), dpi=dpi)
+
+    def box(x, w):  # inches -> figure fractions
+        return [x / width, bottom / height, w / width, PANEL_INCHES / height]
+
+    axes = [fig.add_axes(box(left + i * (PANEL_INCHES + gap), PANEL_INCHES)) for i in range(panels)]
+    colorbar_ax = fig.add_axes(box(width - right - bar, bar))
+    return fig, axes, colorbar_ax
 
 
 class PanelWriter:

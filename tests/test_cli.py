@@ -247,6 +247,15 @@ def test_refuses_to_replace_a_folder_it_did_not_write(tiny, tmp_path):
     assert (output / "thesis.tex").read_text() == "years of work"
 
 
+def test_refuses_to_replace_the_current_folder(tiny, tmp_path, monkeypatch):
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    for output in (".", ".."):
+        evaluate_fails(tiny, output, "is the current folder or one of its parents")
+    assert here.is_dir() and not any(here.iterdir())
+
+
 def test_fit_errors_name_the_folder_or_file(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -277,6 +286,10 @@ def test_predict_errors_name_the_model_or_image(tiny, tmp_path):
     (not_a_model / "memory_bank.npy").write_bytes(b"")
     code, _, err = run(["predict", "--model", not_a_model, image, "--output", output])
     assert code == 1 and "not valid JSON" in error_line(err)
+
+    code, _, err = run(["predict", "--model", not_a_model, image, "--output", output,
+                        "--vmin", "2", "--vmax", "1"])
+    assert code == 1 and "--vmin (2.0) must be below --vmax (1.0)" in error_line(err)
 
     missing = tmp_path / "missing.png"
     code, _, err = run(["predict", "--model", not_a_model, missing, "--output", output])
