@@ -1,0 +1,471 @@
+"""Loading images and masks, the PatchCore transforms, and the MVTec AD layout.
+
+Everything that touches files lives here, so that every data problem (a
+missing folder, a corrupt PNG, a defect image without its mask) surfaces as
+one exception type, :class:`DataError`, whose message names the file or folder
+and says what is wrong.
+
+Shapes used throughout:
+
+* an image tensor is ``(3, H, W)`` float32, normalised with ``mean``/``std``;
+* a mask tensor is ``(1, H, W)`` float32 with values exactly in ``{0., 1.}``;
+* a batch adds a leading ``B``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision import transforms
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "IMAGE_EXTENSIONS",
+    "DataError",
+    "load_rgb",
+    "load_mask",
+    "image_transform",
+    "mask_transform",
+    "unnormalize",
+    "MVTecDataset",
+    "list_categories",
+    "load_images",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: File name endings accepted as images (compared case-insensitively).
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+class DataError(ValueError):
+    """A data problem: the message names the file or folder and the problem."""
+
+
+# --------------------------------------------------------------------------
+# Reading single files
+# --------------------------------------------------------------------------
+
+# Integer modes whose samples are 16 bits wide.  Mode "I" (32-bit signed) is
+# what older Pillow versions return for 16-bit PNGs, so it is treated as
+# 16-bit too: values are clipped to [0, 65535] and scaled like I;16.
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def _open_loaded(path: Path) -> Image.Image:
+    """Open ``path`` and decode it fully, turning every failure into DataError.
+
+    ``Image.open`` only reads the header; ``load()`` decodes the pixels, which
+    is where truncated or corrupt files fail.  Both happen inside the ``try``
+    so that no half-read image escapes.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file does not exist")
+    if not path.is_file():
+        raise DataError(f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: file is empty")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            # ``copy`` detaches the pixels from the file handle we close here.
+            return img.copy()
+    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, zlib.error ...
+        raise DataError(
+            f"{path}: cannot read image ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+def _sixteen_bit_to_uint8(array: np.ndarray) -> np.ndarray:
+    """Scale 16-bit samples to 8 bits by the bit depth: 65535 -> 255, 32768 -> 128."""
+    array = np.clip(array.astype(np.float64), 0, 65535)
+    return np.rint(array * (255.0 / 65535.0)).astype(np.uint8)
+
+
+def _float_to_uint8(array: np.ndarray) -> np.ndarray:
+    """Scale a float image to 8 bits.
+
+    Float images are usually stored in [0, 1]; that is assumed unless some
+    value exceeds 1, in which case the image is taken to be on the 0..255
+    scale.  NaNs become 0.
+    """
+    array = np.nan_to_num(array.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    scale = 255.0 if array.max(initial=0.0) <= 1.0 else 1.0
+    return np.rint(np.clip(array * scale, 0, 255)).astype(np.uint8)
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB (see :func:`load_rgb` for the rules)."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in _SIXTEEN_BIT_MODES:
+        gray = _sixteen_bit_to_uint8(np.asarray(img))
+        return Image.fromarray(gray, mode="L").convert("RGB")
+    if mode == "F":
+        gray = _float_to_uint8(np.asarray(img))
+        return Image.fromarray(gray, mode="L").convert("RGB")
+    if mode == "P":
+        # A palette may carry transparency; going through RGBA avoids Pillow's
+        # warning and then drops alpha like every other mode here.
+        if "transparency" in img.info:
+            return img.convert("RGBA").convert("RGB")
+        return img.convert("RGB")
+    # 1, L, LA, RGBA, RGBa, CMYK, YCbCr, ...: Pillow's own conversion is right.
+    # For LA/RGBA it keeps the colour channels and drops alpha.
+    return img.convert("RGB")
+
+
+def load_rgb(path: str | Path) -> Image.Image:
+    """Read an image file as an 8-bit RGB ``PIL.Image``.
+
+    Conversions:
+
+    * grayscale (``1``, ``L``) is replicated to three channels;
+    * ``LA`` and ``RGBA``: the alpha channel is **dropped** (the stored colour
+      is kept as is, not composited), which is what a camera image with an
+      unused alpha channel needs;
+    * palette (``P``) images are expanded through their palette;
+    * 16-bit (``I;16``, ``I;16B``, ``I``) images are scaled by their bit depth,
+      ``round(v * 255 / 65535)`` (65535 -> 255), never clipped to 255;
+    * float (``F``) images are taken to be in [0, 1] (scaled by 255) unless a
+      value exceeds 1, then they are taken to be in 0..255.
+
+    Raises :class:`DataError` naming ``path`` if the file is missing, empty,
+    truncated, corrupt or not an image.
+    """
+    img = _open_loaded(Path(path))
+    try:
+        return _to_rgb(img)
+    except Exception as exc:
+        raise DataError(f"{path}: cannot convert mode {img.mode!r} to RGB ({exc})") from exc
+
+
+def load_mask(path: str | Path) -> Image.Image:
+    """Read a ground-truth mask as a binary mode-``L`` image with values 0/255.
+
+    Any sample > 0 (in any channel, at the file's own bit depth) counts as
+    defective; MVTec AD masks are already 0/255.  Raises :class:`DataError`
+    naming ``path`` on any problem.
+    """
+    img = _open_loaded(Path(path))
+    if img.mode in _SIXTEEN_BIT_MODES + ("F", "1", "L"):
+        # Threshold the raw samples so that faint 16-bit values are not lost
+        # to rounding before the threshold.
+        positive = np.asarray(img) > 0
+    else:
+        positive = np.asarray(_to_rgb(img)).max(axis=-1) > 0
+    return Image.fromarray(positive.astype(np.uint8) * 255, mode="L")
+
+
+# --------------------------------------------------------------------------
+# Transforms
+# --------------------------------------------------------------------------
+
+
+class _Binarize:
+    """``mask > threshold`` as float; a class (not a lambda) so it pickles for DataLoader workers."""
+
+    def __init__(self, threshold: float = 0.5) -> None:
+        self.threshold = threshold
+
+    def __call__(self, mask: torch.Tensor) -> torch.Tensor:
+        return (mask > self.threshold).float()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(threshold={self.threshold})"
+
+
+def image_transform(
+    resize: int | Sequence[int] = 256,
+    crop: int | Sequence[int] = 224,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> Callable[[Image.Image], torch.Tensor]:
+    """PIL RGB image -> float tensor ``(3, crop, crop)``, as in the PatchCore reference.
+
+    ``Resize(resize)`` (an int resizes the shorter side, bilinear with
+    antialiasing), ``CenterCrop(crop)``, ``ToTensor`` (to [0, 1]) and
+    ``Normalize(mean, std)``.
+    """
+    return transforms.Compose(
+        [
+            transforms.Resize(resize),
+            transforms.CenterCrop(crop),
+            transforms.ToTensor(),
+            transforms.Normalize(mean=list(mean), std=list(std)),
+        ]
+    )
+
+
+def mask_transform(
+    resize: int | Sequence[int] = 256,
+    crop: int | Sequence[int] = 224,
+) -> Callable[[Image.Image], torch.Tensor]:
+    """PIL mask -> float tensor ``(1, crop, crop)`` with values exactly in {0., 1.}.
+
+    Same geometry as :func:`image_transform` (so mask pixels stay on their
+    image pixels) but resized with NEAREST and thresholded at 0.5.  The
+    reference implementation resizes masks bilinearly and later counts only
+    pixels equal to exactly 1.0 as defective, so the blurred edge pixels of
+    every defect silently become "good"; nearest-neighbour keeps the mask
+    binary and its area unchanged.
+    """
+    return transforms.Compose(
+        [
+            transforms.Resize(resize, interpolation=transforms.InterpolationMode.NEAREST),
+            transforms.CenterCrop(crop),
+            transforms.ToTensor(),
+            _Binarize(0.5),
+        ]
+    )
+
+
+def unnormalize(
+    image_tensor: torch.Tensor | np.ndarray,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> np.ndarray:
+    """Undo ``Normalize`` for display: ``(3, H, W)`` -> ``(H, W, 3)`` float numpy in [0, 1].
+
+    A batch ``(B, 3, H, W)`` gives ``(B, H, W, 3)``.
+    """
+    if isinstance(image_tensor, torch.Tensor):
+        array = image_tensor.detach().cpu().float().numpy()
+    else:
+        array = np.asarray(image_tensor, dtype=np.float32)
+    if array.ndim not in (3, 4) or array.shape[-3] != 3:
+        raise ValueError(f"expected (3, H, W) or (B, 3, H, W), got shape {array.shape}")
+    array = np.moveaxis(array, -3, -1)  # channels last for matplotlib
+    array = array * np.asarray(std, dtype=np.float32) + np.asarray(mean, dtype=np.float32)
+    return np.clip(array, 0.0, 1.0)
+
+
+# --------------------------------------------------------------------------
+# The MVTec AD layout
+# --------------------------------------------------------------------------
+
+
+def _is_image_file(path: Path) -> bool:
+    # Skip hidden files such as macOS "._000.png" resource forks.
+    return (
+        path.is_file()
+        and not path.name.startswith(".")
+        and path.suffix.lower() in IMAGE_EXTENSIONS
+    )
+
+
+def _image_files(folder: Path) -> list[Path]:
+    """Image files directly in ``folder``, sorted by name (deterministic)."""
+    if not folder.is_dir():
+        return []
+    return sorted((p for p in folder.iterdir() if _is_image_file(p)), key=lambda p: p.name)
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    return sorted(
+        (p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")),
+        key=lambda p: p.name,
+    )
+
+
+def list_categories(root: str | Path) -> list[str]:
+    """Sorted names of the subfolders of ``root`` that contain ``train/good``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: data root folder does not exist")
+    return [p.name for p in _subfolders(root) if (p / "train" / "good").is_dir()]
+
+
+def _mask_path(category_dir: Path, image_path: Path) -> Path:
+    """Where MVTec AD keeps the mask of ``test/<defect>/<name>.<ext>``.
+
+    The canonical name is ``ground_truth/<defect>/<name>_mask.png``; a mask
+    with the image's own extension is accepted too.  Returns the canonical
+    path when neither exists, so that error messages name it.
+    """
+    folder = category_dir / "ground_truth" / image_path.parent.name
+    canonical = folder / f"{image_path.stem}_mask.png"
+    if canonical.is_file():
+        return canonical
+    same_ext = folder / f"{image_path.stem}_mask{image_path.suffix}"
+    if same_ext.is_file():
+        return same_ext
+    return canonical
+
+
+class MVTecDataset(Dataset):
+    """One category of an MVTec-AD-style data set.
+
+    Layout::
+
+        <root>/<category>/train/good/*.png
+        <root>/<category>/test/good/*.png
+        <root>/<category>/test/<defect>/*.png
+        <root>/<category>/ground_truth/<defect>/<name>_mask.png
+
+    Each item is a dict:
+
+    * ``image``  ``(3, crop, crop)`` float32, normalised;
+    * ``mask``   ``(1, crop, crop)`` float32 in {0, 1} (all zeros for good images);
+    * ``label``  int, 0 good / 1 defective;
+    * ``defect`` str, ``"good"`` or the defect folder name;
+    * ``path``   str, the image file.
+
+    Order: ``good`` first, then the defect folders alphabetically, files by
+    name within each.  The folder structure (and, for the test split, that
+    every defective image has its mask) is checked when the dataset is
+    constructed, before any image is decoded, so a run fails before doing any
+    work.  Corrupt image files raise :class:`DataError` when their item is
+    loaded.  ``labels``, ``defects`` and ``paths`` need no image decoding.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        category: str,
+        split: str = "train",
+        resize: int | Sequence[int] = 256,
+        crop: int | Sequence[int] = 224,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        self.root = Path(root)
+        self.category = category
+        self.split = split
+        self.category_dir = self.root / category
+        self.transform = image_transform(resize, crop, mean, std)
+        self.target_transform = mask_transform(resize, crop)
+        # Each sample: (image path, label, defect name, mask path or None).
+        self._samples = self._collect()
+
+    # -- construction-time validation ------------------------------------
+
+    def _collect(self) -> list[tuple[Path, int, str, Path | None]]:
+        if not self.root.is_dir():
+            raise DataError(f"{self.root}: data root folder does not exist")
+        if not self.category_dir.is_dir():
+            available = ", ".join(list_categories(self.root)) or "none"
+            raise DataError(
+                f"{self.category_dir}: category folder does not exist "
+                f"(categories found in {self.root}: {available})"
+            )
+        train_good = self.category_dir / "train" / "good"
+        if not _image_files(train_good):
+            # Checked for both splits: a category without training images is
+            # unusable, and saying so early beats failing after the test pass.
+            raise DataError(f"no training images in {train_good}")
+        if self.split == "train":
+            return [(p, 0, "good", None) for p in _image_files(train_good)]
+        return self._collect_test()
+
+    def _collect_test(self) -> list[tuple[Path, int, str, Path | None]]:
+        test_dir = self.category_dir / "test"
+        if not test_dir.is_dir():
+            raise DataError(f"{test_dir}: test folder does not exist")
+        folders = _subfolders(test_dir)
+        # "good" first, then defects alphabetically.
+        folders.sort(key=lambda p: (p.name != "good", p.name))
+        samples: list[tuple[Path, int, str, Path | None]] = []
+        missing: list[Path] = []
+        for folder in folders:
+            defect = folder.name
+            for image_path in _image_files(folder):
+                if defect == "good":
+                    samples.append((image_path, 0, defect, None))
+                    continue
+                mask_path = _mask_path(self.category_dir, image_path)
+                if not mask_path.is_file():
+                    missing.append(mask_path)
+                samples.append((image_path, 1, defect, mask_path))
+        if missing:
+            shown = ", ".join(str(p) for p in missing[:5])
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            raise DataError(f"missing ground-truth mask: {shown}{more}")
+        if not samples:
+            raise DataError(f"no test images in {test_dir}")
+        return samples
+
+    # -- metadata (no decoding) -------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._samples)
+
+    @property
+    def labels(self) -> list[int]:
+        """0/1 label of every item, in item order."""
+        return [label for _, label, _, _ in self._samples]
+
+    @property
+    def defects(self) -> list[str]:
+        """Defect name (``"good"`` for normal images) of every item."""
+        return [defect for _, _, defect, _ in self._samples]
+
+    @property
+    def paths(self) -> list[str]:
+        """Image file path of every item."""
+        return [str(path) for path, _, _, _ in self._samples]
+
+    @property
+    def mask_paths(self) -> list[str | None]:
+        """Mask file path of every item (``None`` for good images)."""
+        return [None if m is None else str(m) for _, _, _, m in self._samples]
+
+    # -- items -------------------------------------------------------------
+
+    def __getitem__(self, index: int) -> dict:
+        image_path, label, defect, mask_path = self._samples[index]
+        pil_image = load_rgb(image_path)
+        image = self.transform(pil_image)
+        if mask_path is None:
+            mask = torch.zeros((1, *image.shape[1:]), dtype=torch.float32)
+        else:
+            pil_mask = load_mask(mask_path)
+            if pil_mask.size != pil_image.size:
+                # Different sizes would be resized differently and the mask
+                # would no longer lie on its defect.
+                raise DataError(
+                    f"{mask_path}: mask size {pil_mask.size} differs from "
+                    f"image size {pil_image.size} of {image_path}"
+                )
+            mask = self.target_transform(pil_mask)
+        return {
+            "image": image,
+            "mask": mask,
+            "label": label,
+            "defect": defect,
+            "path": str(image_path),
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(root={str(self.root)!r}, category={self.category!r}, "
+            f"split={self.split!r}, n={len(self)})"
+        )
+
+
+def load_images(
+    paths: Iterable[str | Path],
+    transform: Callable[[Image.Image], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Load arbitrary image files into one batch ``(B, 3, H, W)``.
+
+    ``transform`` defaults to :func:`image_transform` with its defaults.
+    Raises :class:`DataError` naming the first unreadable file, or if
+    ``paths`` is empty.
+    """
+    paths = list(paths)
+    if not paths:
+        raise DataError("no image paths given")
+    transform = transform or image_transform()
+    return torch.stack([transform(load_rgb(p)) for p in paths])
