@@ -582,6 +582,13 @@ def _process_exists(pid: int) -> bool:
     return True
 
 
+def _chmod_like_mkdir(path: Path) -> None:
+    """mkdtemp makes a private (0700) folder; give it the permissions mkdir would."""
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o777 & ~umask)
+
+
 def _install(tmp: Path, root: Path, manifest: dict) -> None:
     """Move the finished ``tmp`` folder to ``root``.
 
@@ -654,6 +661,7 @@ def generate_dataset(
     root.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temps(root)
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(root, "tmp"), dir=root.parent))
+    _chmod_like_mkdir(tmp)
     try:
         counts = (n_train, n_test_good, n_test_per_defect)
         manifest = _write_into(tmp, categories, int(seed), counts, size, progress)

@@ -261,3 +261,9 @@ def test_identical_set_is_kept_and_stale_temps_are_cleaned(tmp_path, monkeypatch
         os.utime(folder, (0, 0))  # pretend both are hours old
     synth.generate_dataset(root, categories=["wood"], seed=0, **SMALL)
     assert not dead.exists() and live.exists()
+
+
+def test_generated_folder_has_normal_permissions(small_set):
+    umask = os.umask(0)
+    os.umask(umask)
+    assert small_set.stat().st_mode & 0o777 == 0o777 & ~umask
