@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterable
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from pcnotes import __version__
 from pcnotes.backbone import DEFAULT_LAYERS, FeatureExtractor, load_backbone
@@ -39,6 +40,11 @@ from pcnotes.patches import scores_to_grid, unpatch_scores
 from pcnotes.scoring import NearestNeighbours, image_scores, patch_scores, reweighted_image_scores
 
 FORMAT_VERSION = 1
+
+
+def _quiet() -> bool:
+    """Progress bars only on a terminal: not in notebooks, logs or CI."""
+    return not sys.stderr.isatty()
 
 
 @dataclass
@@ -107,6 +113,8 @@ class PatchCore:
         if config is None:
             config = PatchCoreConfig(**overrides)
         elif overrides:
+            if "backbone" in overrides and "layers" not in overrides:
+                overrides["layers"] = ()  # the new backbone's default layers, not the old ones
             config = dataclasses.replace(config, **overrides)
         self.config = config
         backbone, self.weights = load_backbone(config.backbone, config.weights, seed=config.seed)
@@ -148,7 +156,7 @@ class PatchCore:
         total = len(images) if hasattr(images, "__len__") else None
         if isinstance(images, torch.Tensor):
             total = -(-len(images) // self.config.batch_size)
-        for batch in tqdm(self._batches(images), total=total, desc=desc, disable=None, leave=False):
+        for batch in tqdm(self._batches(images), total=total, desc=desc, disable=_quiet(), leave=False):
             features, grid = self.embed(batch)
             chunks.append(features.numpy())
         if not chunks:
@@ -189,7 +197,7 @@ class PatchCore:
         cfg = self.config
         scores, maps, grids = [], [], []
         total = -(-len(images) // cfg.batch_size) if isinstance(images, torch.Tensor) else None
-        for batch in tqdm(self._batches(images), total=total, desc="scoring", disable=None, leave=False):
+        for batch in tqdm(self._batches(images), total=total, desc="scoring", disable=_quiet(), leave=False):
             features, grid = self.embed(batch)
             per_patch = torch.from_numpy(patch_scores(self.index, features, cfg.num_neighbors))
             score_grid = scores_to_grid(unpatch_scores(per_patch, len(batch)), grid).numpy()

@@ -125,3 +125,9 @@ def test_k_larger_than_the_bank_and_misuse_are_clear_errors():
         PatchCore(backbone="resnet18", weights="random").predict(textured(1, seed=0))
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
         PatchCore(backbone="resnet18", weights="random").fit(torch.zeros(3, 224, 224))
+
+
+def test_overriding_the_backbone_takes_its_default_layers():
+    base = PatchCoreConfig()  # mobilenet_v2: features.6, features.13
+    model = PatchCore(base, backbone="resnet18", weights="random")
+    assert model.config.layers == ("layer2", "layer3")
