@@ -360,6 +360,13 @@ class ExplorerState:
             self._greedy_orders[key] = (order, seconds)
         return order, seconds
 
+    def will_run_sampler(self, category: str, sampler: str, ratio: float) -> bool:
+        """Whether this setting needs a new greedy run (seconds to a minute), not a cached prefix."""
+        if sampler not in NESTED_SAMPLERS or category not in self._data:
+            return False
+        order, _ = self._greedy_orders.get((category, sampler), ((), 0.0))
+        return len(order) < bank_size(self._data[category].num_train, ratio)
+
     # -- scores ------------------------------------------------------------------
     def scores(self, data: CategoryData, sampler: str, coreset: CoresetResult,
                timed_image: int = 0) -> tuple[ScoreResult, bool]:
@@ -799,11 +806,14 @@ class CoresetExplorer(widgets.VBox):
     def _run(self, request: tuple) -> None:
         ratio, sampler, category, image_index = request
         start = time.perf_counter()
-        if self.state.is_loaded(category):
-            self._show_busy("updating…")
-        else:
+        if not self.state.is_loaded(category):
             self._show_busy(f"extracting {category} features and building its neighbour "
                             "tables (once per category)…")
+        elif self.state.will_run_sampler(category, sampler, ratio):
+            label = {v: k for k, v in SAMPLER_NAMES.items()}[sampler]
+            self._show_busy(f"running the {label} sampler (once; smaller ratios reuse its picks)…")
+        else:
+            self._show_busy("updating…")
         self._error = None
         try:
             stats = update(ratio, sampler, category, image_index, cache=self.state)

@@ -114,7 +114,11 @@ def test_greedy_prefixes_equal_fresh_runs(fresh_state, sampler):
 
 def test_a_ratio_above_10_percent_runs_the_greedy_sampler_to_100_percent(fresh_state):
     data = fresh_state.data("fabric")
+    assert fresh_state.will_run_sampler("fabric", "approximate_greedy", 0.01)
     explorer.update(0.01, "approximate_greedy", cache=fresh_state)
+    assert not fresh_state.will_run_sampler("fabric", "approximate_greedy", 0.1)
+    assert fresh_state.will_run_sampler("fabric", "approximate_greedy", 0.3)
+    assert not fresh_state.will_run_sampler("fabric", "random", 0.3)
     for ratio in [0.3, 0.02, 0.7]:
         stats = explorer.update(ratio, "approximate_greedy", cache=fresh_state)
         assert np.array_equal(stats.indices, select_coreset(data.train_features, ratio, "approximate_greedy"))
@@ -188,8 +192,11 @@ def test_the_slider_updates_stats_and_figure(fresh_state):
     assert "470 of 4,704 patches" in widget.stats_html.value and widget.stats_html.value != before_html
     assert widget.last_png != before_png and _png_of(widget.plots_output).size[1] > 300
 
+    statuses = []
+    widget.status.observe(lambda change: statuses.append(change["new"]), names="value")
     widget.sampler.value = "greedy"
     assert widget.stats.sampler == "greedy" and "greedy" in widget.stats_html.value
+    assert "running the greedy sampler" in statuses[0] and "ready" in statuses[-1]
     widget.image.value = 4
     assert widget.stats.image_label == fresh_state.data("fabric").image_labels[4]
     # The curve remembers every bank scored so far, one series per sampler.
@@ -214,7 +221,7 @@ def test_busy_state_and_coalescing(fresh_state, monkeypatch):
     widget.ratio.value = 0.05
     ratios = [round(r, 3) for r, _, _ in seen]
     assert ratios == [0.05, 0.2], "the change in between should be coalesced, not stacked"
-    assert all(disabled and "updating" in status for _, disabled, status in seen)
+    assert all(disabled and "updating…" in status for _, disabled, status in seen)
     assert widget.stats.bank_size == int(4704 * 0.2) and widget.updates == 3
     assert not widget.ratio.disabled and "ready" in widget.status.value
 
