@@ -112,8 +112,9 @@ print(f"bank of {len(bank)}: {data.test_table.misses:,} of {len(from_table):,} t
 # * **category** and **test image**: the heat map below shows that image next to its outlined
 #   ground truth.
 #
-# On the left: the bank size (and its memory), the coverage radius, the three metrics on the
-# whole test set, and the two times. On the right: the bank in its first two principal
+# On the left: the bank size (and its memory), the coverage radius (measured in the 128-d random
+# projection the greedy samplers work in, so it is exactly what they try to keep small), the
+# three metrics on the whole test set, and the two times. On the right: the bank in its first two principal
 # components with the kept patches in red; the AUROC curve, which gains a point for every
 # setting you try; and the heat map, on one colour scale for the whole test set. The status
 # next to the sampler says "updating…" while it works; the controls are disabled meanwhile.

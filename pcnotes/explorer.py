@@ -565,7 +565,7 @@ def stats_rows(stats: Stats) -> list[tuple[str, str]]:
         ("sampler", label),
         ("bank size", f"{stats.bank_size:,} of {stats.num_train:,} patches ({stats.effective_ratio:.2%})"),
         ("bank memory", f"{stats.bank_mib:.1f} MiB"),
-        ("coverage radius", f"{stats.coverage_radius:.2f}"),
+        ("coverage radius", f"{stats.coverage_radius:.2f} (in the 128-d projection)"),
         ("image AUROC", f"{stats.image_auroc:.3f}"),
         ("pixel AUROC", f"{stats.pixel_auroc:.3f}"),
         ("AUPRO", f"{stats.aupro:.3f}"),
