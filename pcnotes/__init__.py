@@ -13,6 +13,11 @@ Each stage is a module with plain functions, tensors in and tensors out:
 ``metrics``          image AUROC, pixel AUROC, AUPRO
 ``model``            ``PatchCore``: fit, predict, save, load
 ===================  ===========================================================
+
+Around the pipeline, depending on it and never the other way round:
+``data`` (MVTec-layout loader), ``synth`` (the procedural data set),
+``evaluation`` (fit + score + metrics for one category), ``viz`` (every plot),
+``cli`` (``python -m pcnotes``) and ``explorer`` (the coreset-ratio widget).
 """
 
 __version__ = "0.1.0"
