@@ -233,6 +233,11 @@ def main() -> None:
         load_features(n)  # build the cache first, outside every timing
     print(f"numba warm-up (first call: JIT compile, or loading the on-disk cache): {warm_up():.2f} s")
     print(f"numba threading layer: {numba.threading_layer()}")
+    parallel = coreset._parallel_min_members() < np.iinfo(np.int64).max
+    print(
+        "fast loop threads: "
+        + ("all (big steps are split over threads)" if parallel else "one (the load average leaves no free core)")
+    )
     benchmark_approximate(args.sizes, args.ratio, args.skip_reference_above)
     if args.greedy_size:
         benchmark_greedy(args.greedy_size, args.ratio)

@@ -52,8 +52,9 @@ Four implementations of the greedy loop (``method=``)
     a short numpy loop, the one to read first.
 ``"fast"`` (default)
     a numba kernel that selects *exactly the same indices* as ``"plain"``
-    but skips most distance computations with the triangle inequality (the
-    argument is written next to :func:`_fast_iterations`).  On a CUDA tensor
+    but skips most distance computations, using the triangle inequality and
+    partial sums over the leading coordinates (the argument is written in
+    section 4d of the source).  On a CUDA tensor
     ``"fast"`` runs the ``"torch"`` loop on the GPU instead.
 ``"torch"``
     the same arithmetic as ``"plain"`` in torch, written so that a GPU never
@@ -68,6 +69,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 import sys
 from typing import Callable, Union
 
@@ -210,12 +212,12 @@ def random_projection(
 def _mean_distance_to_start_points(points: torch.Tensor, start: np.ndarray) -> torch.Tensor:
     """``(N, d), (S,) -> (N,)`` float64: mean Euclidean distance to the start points.
 
-    Computed directly (no ``a^2 - 2ab + b^2`` expansion) in float64, so the
-    value does not depend on the method chosen later.
+    Computed directly from the differences (no ``a^2 - 2ab + b^2``
+    expansion, so no cancellation), once, whatever the method chosen later.
     """
-    as64 = points.double()
-    anchors = as64[torch.as_tensor(start, device=points.device)]
-    return torch.cdist(as64, anchors, compute_mode="donot_use_mm_for_euclid_dist").mean(dim=1)
+    anchors = points[torch.as_tensor(start, device=points.device)]
+    distances = torch.cdist(points, anchors, compute_mode="donot_use_mm_for_euclid_dist")
+    return distances.mean(dim=1, dtype=torch.float64)
 
 
 def _distance_matrix_row_norms(points: torch.Tensor) -> torch.Tensor:
@@ -242,20 +244,22 @@ def _distance_matrix_row_norms(points: torch.Tensor) -> torch.Tensor:
 
 
 def _rotate_to_principal_axes(points: torch.Tensor) -> torch.Tensor:
-    """``(N, d) -> (N, d)`` float32: the same points, centred and expressed in
-    their principal axes (largest variance first).
+    """``(N, d) -> (N, d)``: the same points, centred and expressed in their
+    principal axes (largest variance first).
 
     A translation plus a rotation changes no distance, so the greedy choices
     are the same in both coordinate systems (up to float32 rounding).  What
     changes is *where* the distance lives: for CNN patch features the first
     16 coordinates typically carry ~90 % of every squared distance, so a sum
     over them alone is a strong lower bound, which the fast loop uses to
-    skip most exact distances.  Computed in float64.
+    skip most exact distances.  (Computed in float32 with a float64
+    eigendecomposition of the d x d covariance; any orthonormal basis would
+    keep every distance.)
     """
-    as64 = points.double()
-    centred = as64 - as64.mean(dim=0)
-    _, axes = torch.linalg.eigh(centred.T @ centred)  # eigenvalues in ascending order
-    return (centred @ axes.flip(dims=(1,))).to(torch.float32)
+    mean = points.mean(dim=0, dtype=torch.float64).to(points.dtype)
+    centred = points - mean
+    _, axes = torch.linalg.eigh((centred.T @ centred).double())  # eigenvalues ascending
+    return centred @ axes.flip(dims=(1,)).to(points.dtype)
 
 
 # --------------------------------------------------------------------------
@@ -271,14 +275,14 @@ def _rotate_to_principal_axes(points: torch.Tensor) -> torch.Tensor:
 #   * the 8 lane sums are folded in halves: (a0+a4, a1+a5, a2+a6, a3+a7),
 #     then ((a0+a4)+(a2+a6), (a1+a5)+(a3+a7)), then their sum.
 #
-# Why this order and float32 (not float64 or a plain left-to-right sum)?
-# numpy (elementwise ops on (N, 8) slices) and torch can express it with
-# ordinary correctly-rounded elementwise operations, and a compiled loop with
-# 8 independent accumulators runs at SIMD speed *without* fast-math, which
-# would let the compiler reorder the sum (and break equality).  A single
-# left-to-right accumulator would be a chain of dependent additions, several
-# times slower.  Feature dimensions are zero-padded to a multiple of 8;
-# padded terms are exactly 0 and do not change any sum.
+# Why this order, and float32?  Every step is an ordinary, correctly rounded
+# elementwise operation, so numpy (16 additions of (N, 8) slices) and torch
+# reproduce it bit for bit, and a compiled loop can use SIMD *without*
+# fast-math (fast-math would let the compiler reorder the sum and break the
+# equality): the fast kernel copies each point's 8-float lane blocks side by
+# side and adds whole blocks elementwise.  float32 is what the reference uses
+# and halves the memory traffic.  Feature dimensions are zero-padded to a
+# multiple of 8; padded terms are exactly 0 and do not change any sum.
 #
 # Keys are *squared* distances: sqrt is monotone, so the greedy choices only
 # need squared values, and we save a sqrt per distance.
@@ -290,6 +294,8 @@ def _pad_to_lanes(points: np.ndarray) -> np.ndarray:
     """``(N, d) -> (N, ceil(d / 8) * 8)`` C-contiguous float32, zero-padded."""
     n, d = points.shape
     padded_dim = -(-d // LANES) * LANES
+    if padded_dim == d:
+        return np.ascontiguousarray(points, dtype=np.float32)
     out = np.zeros((n, padded_dim), dtype=np.float32)
     out[:, :d] = points
     return out
@@ -422,60 +428,68 @@ def _reference_loop(
 
 
 # --------------------------------------------------------------------------
-# 4d. The fast loop: numba + triangle-inequality pruning (exact)
+# 4d. The fast loop: numba, pruning, exact
 # --------------------------------------------------------------------------
 #
-# Data structure.  Every point belongs to exactly one *slot*:
+# Data structure.  Every point not yet selected belongs to one *slot*:
 #   * slots 0 .. F-1 are "free" blocks: points whose key is still the
 #     starting value (not a distance to a selected point);
 #   * slot F + t holds the points whose key was last lowered by the t-th
 #     selected centre c_t; we call them the *cluster* of c_t.
 # The points of a slot are stored in consecutive *rows* seg_start ..
-# seg_start + seg_size - 1 of the row arrays: coordinates, key, original
-# index, "moved" flag, and the first 16 coordinates again, stored
-# dimension-major (``dims16[k, row]``) so that a run of rows is 16 contiguous
-# streams.  A point that changes slot is physically moved, so scanning a
-# slot reads memory in order; that matters more than arithmetic here.  For each slot we
-# keep the largest key (seg_max), the lowest original index holding it
-# (seg_arg) and its row (seg_row), and whether all its positive keys lie in
-# the range where pruning is proven safe (seg_prunable).
+# seg_start + seg_size - 1 of the row arrays (coordinates, key, original
+# index, "alive" flag, and the first 16 coordinates again, dimension-major:
+# ``dims16[k, row]``, so that a run of rows is 16 contiguous streams), in
+# order of decreasing key (ties: increasing original index).  A point that
+# leaves a slot is copied to its new slot and its old row is only marked
+# dead, which keeps the order; a slot is squeezed when it holds more dead
+# rows than live ones.  So the first row of a slot is its largest key:
+# seg_max, seg_arg (its original index); seg_skip_at is the
+# centre-to-centre squared distance from which the whole slot may be
+# skipped.  Scanning a slot reads memory in order, which matters more than
+# arithmetic here.
 #
-# Invariant: a point x in the cluster of c has  key(x) == q(x, c), the
-# canonical squared distance (or -1 if x itself was selected).
+# Invariant: a live point x in the cluster of c has  key(x) == q(x, c), the
+# canonical squared distance.  (A selected point leaves its slot; in the
+# plain loop its key is -1, so it could neither move nor be chosen again.)
 #
 # One step (new centre c):
 #   1. c = the largest slot maximum, ties to the lowest original index: this
 #      is exactly np.argmax(keys) of the plain loop;
-#   2. for each cluster s with centre c_s compute  B = q(c, c_s)  and skip the
-#      whole cluster when  B >= 4 * slack * seg_max[s]  (triangle inequality,
-#      proof below);
-#   3. for every point x of the other slots compute the canonical sum over
-#      the first 16 coordinates (the first two lane blocks; one vectorised
-#      pass over the slot's rows), then, for the points that survive, over
-#      the first 32; drop x as soon as such a partial sum is >= key(x)
-#      (exact, see below); otherwise compute q(x, c).  Points whose key drops
-#      move to the cluster of c.
+#   2. for each cluster s with centre c_s, compute B = q(c, c_s) (first a
+#      lower bound, its sum over the first 32 coordinates) and skip the whole
+#      cluster when  B >= seg_skip_at[s] = 4 * slack * seg_max[s];  in a
+#      scanned cluster, skip the tail of rows with  B >= 4 * slack * key(x)
+#      (triangle inequality, proof below; keys decrease along the slot);
+#   3. for the remaining rows compute the canonical sum over the first 16
+#      coordinates (the first two lane blocks; one vectorised pass), then,
+#      for the rows that survive, over the first 32; drop x as soon as such a
+#      partial sum is >= key(x) (exact, see below); otherwise compute
+#      q(x, c).  Points whose key drops move to the cluster of c.
 #
 # Why the triangle test is exact.  Write d for true Euclidean distances and
 # q~ for computed float32 squared distances.  Triangle inequality:
 #     d(x, c) >= d(c, c_s) - d(x, c_s).
 # If d(c, c_s) >= 2 d(x, c_s) then d(x, c) >= d(x, c_s): c is not closer than
 # x's current centre, min(key(x), q(x, c)) == key(x), and computing q(x, c)
-# would change nothing; if that holds for the farthest member of the
-# cluster (key = seg_max), it holds for all of them.  Rounding: each q~ is a sum of n nonnegative rounded
-# terms, so |q~ - d^2| <= g * d^2 with g = (n + 2) u / (1 - (n + 2) u),
-# u = 2^-24, in *any* summation order (this also covers the fast-math bound
-# B, and B over the first 16 coordinates only, which is <= the full sum), as
-# long as nothing under- or overflows.  With slack >= ((1 + g) / (1 - g))^3
-# (we use 1 + 8 (n + 3) u), B >= 4 * slack * key(x) gives
-# d(c, c_s) >= 2 r d(x, c_s) with r = (1 + g) / (1 - g), hence
-# d(x, c) >= (2r - 1) d(x, c_s) >= r d(x, c_s) and so q~(x, c) >= key(x).
-# Underflow (subnormal terms) adds an absolute error below 2^-120, negligible
-# against keys >= 2^-64 (the slack has room for it), and keys above 2^100
-# might come from overflow: so a cluster is skipped only if every positive
-# key in it lies in [2^-64, 2^100] (seg_prunable; keys <= 0 cannot drop).
-# Free points have no centre, so free slots are always scanned.  B only
-# decides *whether* to scan; it is never a key.
+# would change nothing; if that holds for the farthest member of the cluster
+# (key = seg_max), it holds for all of them, and in general for every row
+# whose key is small enough.  Rounding: each q~ is a sum of n
+# nonnegative rounded terms, so |q~ - d^2| <= g * d^2 with
+# g = (n + 2) u / (1 - (n + 2) u), u = 2^-24, in *any* summation order (this
+# also covers the fast-math B, and B over the first 16 or 32 coordinates,
+# which is <= the full sum), as long as nothing under- or overflows.  With
+# slack >= ((1 + g) / (1 - g))^3 (we use 1 + 8 (n + 3) u),
+# B >= 4 * slack * key(x) gives d(c, c_s) >= 2 r d(x, c_s) with
+# r = (1 + g) / (1 - g), hence d(x, c) >= (2r - 1) d(x, c_s) >= r d(x, c_s),
+# and so q~(x, c) >= key(x).  Underflow (subnormal terms) adds an absolute
+# error below 2^-120, negligible against keys >= 2^-64 (the slack has room
+# for it), and keys above 2^100 might come from overflow: so a cluster is
+# pruned only if every positive key in it lies in [2^-64, 2^100] (keys <= 0
+# cannot drop); otherwise its seg_skip_at is +inf and all its rows are
+# visited.  Free points have no
+# centre, so free slots are always scanned.  B only decides *whether* to
+# visit; it is never a key.
 #
 # Why the partial sums are exact.  In round-to-nearest arithmetic fl(a + b)
 # is nondecreasing in a and in b.  A lane sum only ever adds nonnegative
@@ -492,8 +506,10 @@ def _reference_loop(
 # row and the result does not depend on the split.  Each step must finish
 # before the next one starts, so a parallel step costs two thread hand-offs:
 # cheap on an idle machine, but milliseconds when other processes compete
-# for the cores (measured with benchmarks/coreset.py).  Hence only steps with
-# at least _PARALLEL_MIN_MEMBERS points to visit use more than one thread.
+# for the cores: a waiting thread may not get a core back for a whole
+# scheduler time slice (measured with benchmarks/coreset.py).  Hence only
+# steps with at least _PARALLEL_MIN_MEMBERS points to visit use more than
+# one thread, and only when the load average says the cores are free.
 
 _KEY_FLOOR = np.float32(2.0**-64)
 _KEY_CEIL = np.float32(2.0**100)
@@ -503,7 +519,21 @@ _CHUNK = 256  # rows per vectorised pass of 16-coordinate sums
 _PREFIX_BLOCKS = 2  # first test: the first 2 * 8 = 16 (principal) coordinates
 _PREFIX_DIMS = LANES * _PREFIX_BLOCKS
 _MIDDLE_BLOCKS = 4  # second test: the first 32 coordinates (128 bytes of a row)
-_PARALLEL_MIN_MEMBERS = 1 << 16
+_PARALLEL_MIN_MEMBERS = 8192  # rows to visit: about 50 microseconds of work
+_ROW_PADDING = 64  # spare rows at the end: vectorised passes may read a little past a slot
+_SHORT_VISIT = 12  # visits of at most this many rows of a slot use a scalar loop
+
+
+def _parallel_min_members() -> int:
+    """Smallest step worth splitting over threads: ``_PARALLEL_MIN_MEMBERS`` when
+    the 1-minute load average leaves a free core for every thread, else never."""
+    threads = numba.get_num_threads()
+    try:
+        busy = os.getloadavg()[0]
+    except (AttributeError, OSError):  # not available on this platform
+        busy = 0.0
+    free_cores = (os.cpu_count() or 1) - busy
+    return _PARALLEL_MIN_MEMBERS if threads > 1 and free_cores >= threads - 0.5 else np.iinfo(np.int64).max
 
 
 def _pruning_slack(padded_dim: int) -> float:
@@ -536,18 +566,22 @@ def _tile_squared_distances(coords, candidates, centre_tile, tile, lane_sums, ou
     """
     count = len(candidates)
     blocks = tile.shape[0]
-    for b in range(blocks):
-        for p in range(count):
-            r = candidates[p]
+    for p in range(count):
+        row = coords[candidates[p]]
+        for b in range(blocks):
+            source = row[8 * b : 8 * b + 8]
+            target = tile[b, 8 * p : 8 * p + 8]
             for lane in range(8):
-                tile[b, 8 * p + lane] = coords[r, 8 * b + lane]
+                # unsigned indices: no negative-index handling, so loops vectorise
+                target[np.uint64(lane)] = source[np.uint64(lane)]
     width = 8 * count
     for j in range(width):
-        lane_sums[j] = 0.0  # 0 + x == x exactly, as in the numpy version's copy
+        lane_sums[np.uint64(j)] = 0.0  # 0 + x == x exactly, as in the numpy version's copy
     for b in range(blocks):
         block = tile[b]
         centre_block = centre_tile[b]
-        for j in range(width):
+        for i in range(width):
+            j = np.uint64(i)
             diff = block[j] - centre_block[j]
             lane_sums[j] += diff * diff
     for p in range(count):
@@ -558,69 +592,106 @@ def _tile_squared_distances(coords, candidates, centre_tile, tile, lane_sums, ou
 
 
 @numba.njit(cache=True, fastmath={"reassoc", "contract"})
-def _bound_squared_distance(x, y, length):
-    """Squared distance over the first ``length`` dims, any order: pruning decisions only."""
+def _bound_squared_distance(points, i, j):
+    """Squared distance between rows i and j, summed in any order: pruning decisions only."""
     total = np.float32(0.0)
-    for b in range(length):
-        diff = x[b] - y[b]
+    for b in range(points.shape[1]):
+        diff = points[i, np.uint64(b)] - points[j, np.uint64(b)]
         total += diff * diff
     return total
 
 
 @numba.njit(cache=True)
-def _squared_diff(dims, k, r, centre):
-    diff = dims[k, r] - centre[k]
+def _sq(x, c):
+    diff = x - c
     return diff * diff
 
 
 @numba.njit(cache=True)
-def _prefix_sums(dims16, start, stop, centre, out):
+def _prefix_sums(dims16, start, stop, c, out):
     """``out[r - start]`` = canonical sum over the first 16 coordinates, rows ``start .. stop - 1``.
 
-    ``dims16[k, r]`` holds coordinate k of row r (k < 16, or k < 8 when
-    the points only have 8), so this loop reads 16 contiguous streams and
-    the compiler vectorises it across rows.  Lane l is
-    ``(x_l - c_l)^2 + (x_{8+l} - c_{8+l})^2``, in the canonical order.
+    ``dims16[k, r]`` holds coordinate k of row r and ``c`` those of the
+    centre, so this loop reads 16 contiguous streams and the compiler
+    vectorises it across rows.  Lane l is ``(x_l - c_l)^2 + (x_{8+l} -
+    c_{8+l})^2``, in the canonical order.  (Points with only 8 coordinates
+    use :func:`_prefix_sums_8`.)
     """
-    if dims16.shape[0] == 8:  # a single lane block
-        for r in range(start, stop):
-            a0 = _squared_diff(dims16, 0, r, centre)
-            a1 = _squared_diff(dims16, 1, r, centre)
-            a2 = _squared_diff(dims16, 2, r, centre)
-            a3 = _squared_diff(dims16, 3, r, centre)
-            a4 = _squared_diff(dims16, 4, r, centre)
-            a5 = _squared_diff(dims16, 5, r, centre)
-            a6 = _squared_diff(dims16, 6, r, centre)
-            a7 = _squared_diff(dims16, 7, r, centre)
-            out[r - start] = ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))
-        return
-    for r in range(start, stop):
-        a0 = _squared_diff(dims16, 0, r, centre) + _squared_diff(dims16, 8, r, centre)
-        a1 = _squared_diff(dims16, 1, r, centre) + _squared_diff(dims16, 9, r, centre)
-        a2 = _squared_diff(dims16, 2, r, centre) + _squared_diff(dims16, 10, r, centre)
-        a3 = _squared_diff(dims16, 3, r, centre) + _squared_diff(dims16, 11, r, centre)
-        a4 = _squared_diff(dims16, 4, r, centre) + _squared_diff(dims16, 12, r, centre)
-        a5 = _squared_diff(dims16, 5, r, centre) + _squared_diff(dims16, 13, r, centre)
-        a6 = _squared_diff(dims16, 6, r, centre) + _squared_diff(dims16, 14, r, centre)
-        a7 = _squared_diff(dims16, 7, r, centre) + _squared_diff(dims16, 15, r, centre)
-        out[r - start] = ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))
+    x0, x1, x2, x3 = dims16[0, start:stop], dims16[1, start:stop], dims16[2, start:stop], dims16[3, start:stop]
+    x4, x5, x6, x7 = dims16[4, start:stop], dims16[5, start:stop], dims16[6, start:stop], dims16[7, start:stop]
+    x8, x9, x10, x11 = dims16[8, start:stop], dims16[9, start:stop], dims16[10, start:stop], dims16[11, start:stop]
+    x12, x13, x14, x15 = dims16[12, start:stop], dims16[13, start:stop], dims16[14, start:stop], dims16[15, start:stop]
+    for i in range(stop - start):
+        # An unsigned index: numba then skips its negative-index (wrap-around)
+        # handling, which would otherwise keep LLVM from vectorising the loop.
+        r = np.uint64(i)
+        a0 = _sq(x0[r], c[0]) + _sq(x8[r], c[8])
+        a1 = _sq(x1[r], c[1]) + _sq(x9[r], c[9])
+        a2 = _sq(x2[r], c[2]) + _sq(x10[r], c[10])
+        a3 = _sq(x3[r], c[3]) + _sq(x11[r], c[11])
+        a4 = _sq(x4[r], c[4]) + _sq(x12[r], c[12])
+        a5 = _sq(x5[r], c[5]) + _sq(x13[r], c[13])
+        a6 = _sq(x6[r], c[6]) + _sq(x14[r], c[14])
+        a7 = _sq(x7[r], c[7]) + _sq(x15[r], c[15])
+        out[r] = ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))
 
 
 @numba.njit(cache=True)
-def _summarise_rows(keys, index, start, size):
-    """(largest key, lowest original index holding it, its row, all keys prunable?)."""
-    best = np.float32(-np.inf)
-    arg = _NOT_A_POINT
-    best_row = -1
-    prunable = True
-    for r in range(start, start + size):
-        key = keys[r]
-        if key > best or (key == best and index[r] < arg):
-            best = key
-            arg = index[r]
-            best_row = r
-        prunable = prunable and (key <= 0.0 or (_KEY_FLOOR <= key <= _KEY_CEIL))
-    return best, arg, best_row, prunable
+def _prefix_sums_8(dims8, start, stop, c, out):
+    """:func:`_prefix_sums` for points with only 8 (padded) coordinates."""
+    x0, x1, x2, x3 = dims8[0, start:stop], dims8[1, start:stop], dims8[2, start:stop], dims8[3, start:stop]
+    x4, x5, x6, x7 = dims8[4, start:stop], dims8[5, start:stop], dims8[6, start:stop], dims8[7, start:stop]
+    for i in range(stop - start):
+        r = np.uint64(i)
+        a0 = _sq(x0[r], c[0])
+        a1 = _sq(x1[r], c[1])
+        a2 = _sq(x2[r], c[2])
+        a3 = _sq(x3[r], c[3])
+        a4 = _sq(x4[r], c[4])
+        a5 = _sq(x5[r], c[5])
+        a6 = _sq(x6[r], c[6])
+        a7 = _sq(x7[r], c[7])
+        out[r] = ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))
+
+
+@numba.njit(cache=True)
+def _dim_major_squared_distances(dims, count, c, out):
+    """``out[j] = sum_k (dims[k, j] - c[k])^2`` for ``j < count``, any summation order.
+
+    For pruning bounds only (not the canonical order); vectorised across j.
+    """
+    for j in range(count):
+        out[np.uint64(j)] = 0.0
+    for k in range(dims.shape[0]):
+        row = dims[k]
+        ck = c[k]
+        for j in range(count):
+            u = np.uint64(j)
+            diff = row[u] - ck
+            out[u] += diff * diff
+
+
+@numba.njit(cache=True)
+def _row_prefix_sum(dims16, r, c):
+    """Canonical sum over the first 16 (or 8) coordinates of one row (scalar twin of _prefix_sums)."""
+    a0 = _sq(dims16[0, r], c[0])
+    a1 = _sq(dims16[1, r], c[1])
+    a2 = _sq(dims16[2, r], c[2])
+    a3 = _sq(dims16[3, r], c[3])
+    a4 = _sq(dims16[4, r], c[4])
+    a5 = _sq(dims16[5, r], c[5])
+    a6 = _sq(dims16[6, r], c[6])
+    a7 = _sq(dims16[7, r], c[7])
+    if dims16.shape[0] == 16:
+        a0 += _sq(dims16[8, r], c[8])
+        a1 += _sq(dims16[9, r], c[9])
+        a2 += _sq(dims16[10, r], c[10])
+        a3 += _sq(dims16[11, r], c[11])
+        a4 += _sq(dims16[12, r], c[12])
+        a5 += _sq(dims16[13, r], c[13])
+        a6 += _sq(dims16[14, r], c[14])
+        a7 += _sq(dims16[15, r], c[15])
+    return ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))
 
 
 @numba.njit(cache=True)
@@ -634,45 +705,94 @@ def _select_next_centre(seg_max, seg_arg, num_slots):
 
 
 @numba.njit(cache=True)
-def _move_row(rows, source, target):
-    """Copy row ``source`` of every row array to row ``target``."""
-    coords, dims16, keys, index, moved = rows
-    for k in range(coords.shape[1]):
-        coords[target, k] = coords[source, k]
+def _copy_rows(rows, source, target, count):
+    """Copy rows ``source .. source + count - 1`` to ``target ..`` (forward, so
+    the ranges may overlap when ``target <= source``)."""
+    coords, dims16, keys, index, alive = rows
+    dim = coords.shape[1]
+    flat = coords.reshape(-1)  # rows are contiguous
+    for i in range(count * dim):
+        flat[np.uint64(target * dim + i)] = flat[np.uint64(source * dim + i)]
     for k in range(dims16.shape[0]):
-        dims16[k, target] = dims16[k, source]
-    keys[target] = keys[source]
-    index[target] = index[source]
-    moved[target] = moved[source]
+        for i in range(count):
+            dims16[k, np.uint64(target + i)] = dims16[k, np.uint64(source + i)]
+    for i in range(count):
+        keys[target + i] = keys[source + i]
+        index[target + i] = index[source + i]
+        alive[target + i] = alive[source + i]
 
 
 @numba.njit(cache=True)
-def _swap_rows(rows, a, b):
-    """Exchange rows a and b of every row array."""
-    coords, dims16, keys, index, moved = rows
-    for k in range(coords.shape[1]):
-        coords[a, k], coords[b, k] = coords[b, k], coords[a, k]
-    for k in range(dims16.shape[0]):
-        dims16[k, a], dims16[k, b] = dims16[k, b], dims16[k, a]
-    keys[a], keys[b] = keys[b], keys[a]
-    index[a], index[b] = index[b], index[a]
-    moved[a], moved[b] = moved[b], moved[a]
+def _squeeze_slot(rows, seg_start, seg_size, s):
+    """Drop the removed rows of slot s: slide its live rows together, in order."""
+    alive = rows[4]
+    write = seg_start[s]
+    for r in range(seg_start[s], seg_start[s] + seg_size[s]):
+        if alive[r]:
+            if r != write:
+                _copy_rows(rows, r, write, 1)
+            write += 1
+    seg_size[s] = write - seg_start[s]
+
+
+@numba.njit(cache=True)
+def _refresh_slot(rows, slots, s, slack, is_free):
+    """Restore the slot invariants after rows of slot s were removed, and its summary.
+
+    The first row must be live (it is the slot's maximum), and removed rows
+    may not outnumber live ones (otherwise squeeze them out).
+    """
+    coords, dims16, keys, index, alive = rows
+    seg_start, seg_size, seg_live, seg_max, seg_arg, seg_prunable, seg_skip_at = slots
+    while seg_size[s] > 0 and not alive[seg_start[s]]:
+        seg_start[s] += 1
+        seg_size[s] -= 1
+    if seg_size[s] > 2 * seg_live[s]:
+        _squeeze_slot(rows, seg_start, seg_size, s)
+    if seg_live[s] == 0:
+        seg_size[s] = 0
+        seg_max[s], seg_arg[s], seg_skip_at[s] = -np.inf, _NOT_A_POINT, -np.inf
+        return
+    first = seg_start[s]
+    seg_max[s], seg_arg[s] = keys[first], index[first]
+    if keys[first] <= 0.0:
+        seg_skip_at[s] = -np.inf  # no key in it can drop
+    elif is_free or not seg_prunable[s]:
+        seg_skip_at[s] = np.inf  # no usable bound: always scan
+    else:
+        seg_skip_at[s] = 4.0 * slack * keys[first]
 
 
 @numba.njit(cache=True)
 def _compact_rows(rows, slots, num_slots):
-    """Slide every slot's rows to the left, in slot order; returns the first free row."""
-    seg_start, seg_size, seg_max, seg_arg, seg_row, seg_prunable = slots
+    """Slide the live rows of every slot to the left, in slot order; returns the first free row."""
+    seg_start, seg_size, seg_live, seg_max, seg_arg, seg_prunable, seg_skip_at = slots
     write = 0
     for s in range(num_slots):
-        begin = seg_start[s]
-        if begin != write:
-            for i in range(seg_size[s]):
-                _move_row(rows, begin + i, write + i)
-            seg_row[s] += write - begin
+        if seg_size[s] > seg_live[s]:
+            _squeeze_slot(rows, seg_start, seg_size, s)
+        if seg_start[s] != write:
+            _copy_rows(rows, seg_start[s], write, seg_size[s])
             seg_start[s] = write
         write += seg_size[s]
     return write
+
+
+@numba.njit(cache=True)
+def _visit_length(keys, start, size, bound, slack):
+    """How many leading rows of a sorted cluster the triangle test cannot skip.
+
+    Row x may be skipped when ``bound >= 4 * slack * key(x)``; keys decrease
+    along the slot, so those rows form a tail, found by bisection.
+    """
+    lo, hi = 0, size
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if bound >= 4.0 * slack * keys[start + mid]:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
 
 
 @numba.njit(cache=True)
@@ -691,26 +811,6 @@ def _split_evenly(offsets, count, unit_bounds):
             item += 1
         unit_bounds[w] = item
     unit_bounds[num_units] = count
-
-
-@numba.njit(cache=True)
-def _cluster_bounds(centres, t, num_free, num_slots, seg_size, seg_max, seg_prunable, slack, bound):
-    """``bound[s]`` = squared distance (fast-math) from centre t to the centre of slot s.
-
-    -1 where no bound is needed or allowed.  A 16-dim partial sum comes first:
-    it is a lower bound of the full sum, and it often suffices to skip the cluster.
-    """
-    prefix_dims = min(_PREFIX_DIMS, centres.shape[1])
-    for j in range(num_slots - num_free):
-        s = num_free + j
-        if seg_size[s] > 0 and seg_max[s] > 0.0 and seg_prunable[s]:
-            partial = _bound_squared_distance(centres[t], centres[j], prefix_dims)
-            if partial >= 4.0 * slack * seg_max[s]:
-                bound[s] = partial  # far enough already: the whole cluster is skipped
-            else:
-                bound[s] = _bound_squared_distance(centres[t], centres[j], centres.shape[1])
-        else:
-            bound[s] = -1.0
 
 
 @numba.njit(cache=True)
@@ -736,161 +836,236 @@ def _drop_by_partial_sum(coords, blocks, keys, candidates, count, centre_tile, t
 
 
 @numba.njit(cache=True)
-def _scan_unit(rows, slots, scan, first, last, centre16, centre_tile, candidates, partial, tile, lane_sums, out, kept, counts):
-    """Offer the new centre to the points of the slots ``scan[first:last]``.
+def _scan_unit(
+    rows, seg_start, scan, scan_rows, first, last, centre16, centre_tile,
+    candidates, new_keys, partial, tile, lane_sums, out, counts,
+):  # fmt: skip
+    """Offer the new centre to the first ``scan_rows[i]`` rows of the slots
+    ``scan[i]``, ``first <= i < last``.
 
-    1. sum the first 16 coordinates of every row (vectorised) and keep as
-       candidates the rows where that partial sum is below the key;
+    1. sum the first 16 coordinates of those rows (vectorised) and keep as
+       candidates the live rows where that partial sum is below the key;
     2. drop those whose sum over the first 32 coordinates is >= their key;
-    3. compute exact distances for the rest and lower their keys;
-    4. swap the rows whose key dropped to the end of their slot (``kept[i]``
-       rows stay in slot ``scan[i]``) and refresh the slot summaries.
-    ``counts`` accumulates the numbers of 32-coordinate sums and exact
-    distances computed.
+    3. compute exact distances for the rest.
+    The rows whose key drops are written to ``candidates[:m]``, their new
+    keys to ``new_keys[:m]``; returns m.  ``counts`` accumulates the numbers
+    of 32-coordinate sums and exact distances computed.
     """
-    coords, dims16, keys, index, moved = rows
-    seg_start, seg_size, seg_max, seg_arg, seg_row, seg_prunable = slots
+    coords, dims16, keys, index, alive = rows
     count = 0
     for i in range(first, last):
-        end = seg_start[scan[i]] + seg_size[scan[i]]
+        end = seg_start[scan[i]] + scan_rows[i]
+        if scan_rows[i] <= _SHORT_VISIT:  # a few rows: a vectorised pass costs more to set up
+            for r in range(seg_start[scan[i]], end):
+                candidates[count] = r
+                count += alive[r] and _row_prefix_sum(dims16, r, centre16) < keys[r]
+            continue
         for begin in range(seg_start[scan[i]], end, _CHUNK):
             stop = min(end, begin + _CHUNK)
-            _prefix_sums(dims16, begin, stop, centre16, partial)
+            # round up to whole vectors: the extra rows exist (padding or
+            # other slots) and their sums are simply not used
+            padded_stop = begin + (stop - begin + 15) // 16 * 16
+            if dims16.shape[0] == 16:
+                _prefix_sums(dims16, begin, padded_stop, centre16, partial)
+            else:
+                _prefix_sums_8(dims16, begin, padded_stop, centre16, partial)
             for r in range(begin, stop):  # (branch-free: write always, advance if kept)
                 candidates[count] = r
-                count += partial[r - begin] < keys[r]
+                count += alive[r] & (partial[r - begin] < keys[r])
     counts[0] += count
     count = _drop_by_partial_sum(coords, _MIDDLE_BLOCKS, keys, candidates, count, centre_tile, tile, lane_sums, out)
     counts[1] += count
+    moved = 0
     for begin in range(0, count, _BATCH):
         batch = candidates[begin : min(count, begin + _BATCH)]
         _tile_squared_distances(coords, batch, centre_tile, tile, lane_sums, out)
         for p in range(len(batch)):
             if out[p] < keys[batch[p]]:
-                keys[batch[p]] = out[p]
-                moved[batch[p]] = True
-    for i in range(first, last):
-        s = scan[i]
-        lo = seg_start[s]
-        hi = lo + seg_size[s] - 1
-        best = np.float32(-np.inf)
-        arg = _NOT_A_POINT
-        best_row = -1
-        prunable = True
-        while lo <= hi:
-            if moved[lo]:  # swap to the back; the row swapped in is examined next
-                moved[lo] = False
-                _swap_rows(rows, lo, hi)
-                hi -= 1
-            else:  # a row that stays: update the slot summary (as _summarise_rows)
-                key = keys[lo]
-                if key > best or (key == best and index[lo] < arg):
-                    best = key
-                    arg = index[lo]
-                    best_row = lo
-                prunable = prunable and (key <= 0.0 or (_KEY_FLOOR <= key <= _KEY_CEIL))
-                lo += 1
-        kept[i] = lo - seg_start[s]
-        seg_max[s], seg_arg[s], seg_row[s], seg_prunable[s] = best, arg, best_row, prunable
+                candidates[moved] = batch[p]  # (overwrites only entries already read)
+                new_keys[moved] = out[p]
+                moved += 1
+    return moved
 
 
 @numba.njit(cache=True, parallel=True)
-def _scan_units_in_parallel(rows, slots, scan, scan_offset, units, centre16, centre_tile, candidates, partials, tiles, lane_sums, outs, kept, unit_counts):
+def _scan_units_in_parallel(
+    rows, seg_start, scan, scan_rows, scan_offset, units, centre16, centre_tile,
+    candidates, new_keys, partials, tiles, lane_sums, outs, unit_counts, unit_moved,
+):  # fmt: skip
     """:func:`_scan_unit` on each run ``units[w] .. units[w + 1]`` of slots, one per thread.
 
-    The runs own disjoint slots, hence disjoint rows, so the threads never
-    write to the same place.
+    The runs own disjoint slots and disjoint parts of ``candidates`` and
+    ``new_keys``; nothing else is written, so the threads never collide.
     """
     for w in numba.prange(len(units) - 1):
         first, last = units[w], units[w + 1]
-        _scan_unit(
-            rows, slots, scan, first, last, centre16, centre_tile,
-            candidates[scan_offset[first] : scan_offset[last]], partials[w], tiles[w], lane_sums[w], outs[w], kept,
-            unit_counts[w],
+        begin, end = scan_offset[first], scan_offset[last]
+        unit_moved[w] = _scan_unit(
+            rows, seg_start, scan, scan_rows, first, last, centre16, centre_tile,
+            candidates[begin:end], new_keys[begin:end], partials[w], tiles[w], lane_sums[w], outs[w], unit_counts[w],
         )  # fmt: skip
 
 
 @numba.njit(cache=True)
-def _fast_iterations(rows, slots, centres, centre_tile, state, selected, t_begin, t_end, slack, scratch):
+def _slots_to_scan(
+    rows, slots, centres, centres32, centre32, t, num_free, num_slots, slack, bound32, scan, scan_rows, scan_offset,
+):  # fmt: skip
+    """List the slots that may hold points closer to centre t, and how many
+    of their leading rows to visit; returns the number of slots.
+
+    Free slots are visited whole.  The cluster of centre j is skipped when
+    the squared distance B between the centres reaches ``seg_skip_at``; B is
+    first bounded from below by the sum over the first 32 coordinates (all
+    clusters at once, vectorised over ``centres32[k, j]``), and computed in
+    full only when that is not enough.  In a visited cluster, the rows that the same B rules out
+    form a tail (:func:`_visit_length`).
+    """
+    keys = rows[2]
+    seg_start, seg_size, seg_live, seg_max, seg_arg, seg_prunable, seg_skip_at = slots
+    _dim_major_squared_distances(centres32, num_slots - num_free, centre32, bound32)
+    num_scan = 0
+    scan_offset[0] = 0
+    for s in range(num_slots):
+        skip_at = seg_skip_at[s]
+        if skip_at == -np.inf:
+            continue  # empty, or no key in it can drop
+        visit = seg_size[s]
+        if skip_at != np.inf:  # a cluster with a usable bound
+            j = s - num_free
+            if bound32[j] >= skip_at:
+                continue
+            bound = _bound_squared_distance(centres, t, j)
+            if bound >= skip_at:
+                continue
+            visit = _visit_length(keys, seg_start[s], seg_size[s], bound, slack)
+        scan[num_scan] = s
+        scan_rows[num_scan] = visit
+        scan_offset[num_scan + 1] = scan_offset[num_scan] + visit
+        num_scan += 1
+    return num_scan
+
+
+@numba.njit(cache=True)
+def _sort_new_rows(candidates, new_keys, count, index, order):
+    """Order the moved rows by (new key descending, original index ascending)."""
+    if count > 64:
+        by_index = np.argsort(index[candidates[:count]], kind="mergesort")
+        by_key = np.argsort(-new_keys[:count][by_index], kind="mergesort")  # stable: ties keep index order
+        order[:count] = by_index[by_key]
+        return
+    for m in range(count):  # insertion sort: few rows move in most steps
+        order[m] = m
+        p = m
+        while p > 0:
+            a, b = order[p - 1], order[p]
+            ordered = new_keys[a] > new_keys[b] or (
+                new_keys[a] == new_keys[b] and index[candidates[a]] < index[candidates[b]]
+            )
+            if ordered:
+                break
+            order[p - 1], order[p] = b, a
+            p -= 1
+
+
+@numba.njit(cache=True)
+def _fast_iterations(rows, slots, centres, centres32, centre_tile, state, selected, t_begin, t_end, slack, scratch):
     """Run greedy steps ``t_begin .. t_end - 1`` of the fast loop (all state lives in arrays).
 
-    ``rows = (coords, dims16, keys, index, moved)``, ``slots = (seg_start,
-    seg_size, seg_max, seg_arg, seg_row, seg_prunable)``, ``state = [number
-    of slots, first free row, number of free slots, threads, smallest step
-    worth running in parallel, rows visited (16-coordinate sums),
-    32-coordinate sums, exact distances]``; ``centres[t]`` is a copy of the
-    t-th selected point.
+    ``rows = (coords, dims16, keys, index, alive)``, ``slots = (seg_start,
+    seg_size, seg_live, seg_max, seg_arg, seg_prunable, seg_skip_at)``,
+    ``state = [number of slots, first free row, number of free slots,
+    threads, smallest step worth running in parallel, rows visited
+    (16-coordinate sums), 32-coordinate sums, exact distances]``;
+    ``centres[t]`` is a copy of the t-th selected point, ``centres32[:, t]``
+    its first 32 coordinates.
     """
-    coords, dims16, keys, index, moved = rows
-    seg_start, seg_size, seg_max, seg_arg, seg_row, seg_prunable = slots
-    bound, scan, scan_offset, kept, candidates, unit_bounds, unit_counts, partials, tiles, lane_sums, outs = scratch
+    coords, dims16, keys, index, alive = rows
+    seg_start, seg_size, seg_live, seg_max, seg_arg, seg_prunable, seg_skip_at = slots
+    (bound32, scan, scan_rows, scan_offset, candidates, new_keys, moved_slot, order,
+     unit_bounds, unit_counts, unit_moved, partials, tiles, lane_sums, outs) = scratch  # fmt: skip
     num_free, num_units, parallel_min_members = state[2], state[3], state[4]
-    capacity = len(keys)
+    capacity = len(keys) - _ROW_PADDING
     units = unit_bounds[: num_units + 1]
     for t in range(t_begin, t_end):
         num_slots = state[0]
 
-        # 1. the worst-covered point becomes the next centre
+        # 1. the worst-covered point becomes the next centre; it leaves its slot
         centre_slot = _select_next_centre(seg_max, seg_arg, num_slots)
-        centre_row = seg_row[centre_slot]
+        centre_row = seg_start[centre_slot]  # a slot's first row is its maximum
         selected[t] = index[centre_row]
-        keys[centre_row] = _SELECTED
         centres[t, :] = coords[centre_row]
+        centres32[:, t] = coords[centre_row, : centres32.shape[0]]
+        alive[centre_row] = False  # (its key is now -1: it can neither move nor be chosen)
+        seg_live[centre_slot] -= 1
+        _refresh_slot(rows, slots, centre_slot, slack, centre_slot < num_free)
         _fill_centre_tile(centres[t], centre_tile)
-        centre16 = centres[t, : dims16.shape[0]]
+        centre16 = centres[t, : dims16.shape[0]].copy()
+        centre32 = centres[t, : centres32.shape[0]].copy()
 
-        # 2. which slots can contain points that get closer? (triangle inequality)
-        _cluster_bounds(centres, t, num_free, num_slots, seg_size, seg_max, seg_prunable, slack, bound)
-        num_scan = 0
-        scan_offset[0] = 0
-        for s in range(num_slots):
-            if seg_size[s] == 0:
-                continue
-            if s >= num_free and s != centre_slot:  # (the centre's slot is always scanned: its maximum changed)
-                if seg_max[s] <= 0.0:
-                    continue  # nothing in it can get closer than 0
-                if bound[s] >= 0.0 and bound[s] >= 4.0 * slack * seg_max[s]:
-                    continue  # the whole cluster is too far away
-            scan[num_scan] = s
-            scan_offset[num_scan + 1] = scan_offset[num_scan] + seg_size[s]
-            num_scan += 1
-        members = scan_offset[num_scan]
-        state[5] += members
-        state[6] += members
-        if state[1] + members > capacity:  # make room at the end for the rows that move
+        # 2. which rows can get closer? (triangle inequality)
+        args = (
+            rows, slots, centres, centres32, centre32, t, num_free, num_slots, slack, bound32, scan, scan_rows, scan_offset,
+        )  # fmt: skip
+        num_scan = _slots_to_scan(*args)
+        if state[1] + scan_offset[num_scan] > capacity:  # room for every row that might move
             state[1] = _compact_rows(rows, slots, num_slots)
+            num_scan = _slots_to_scan(*args)  # (rows have moved)
+        state[5] += scan_offset[num_scan]
 
-        # 3. distances where pruning fails; moved rows go to the end of their slot
-        if num_units > 1 and members >= parallel_min_members:
+        # 3. partial sums, then exact distances where those do not decide
+        if num_units > 1 and scan_offset[num_scan] >= parallel_min_members:
             _split_evenly(scan_offset, num_scan, units)
             _scan_units_in_parallel(
-                rows, slots, scan, scan_offset, units, centre16, centre_tile,
-                candidates, partials, tiles, lane_sums, outs, kept, unit_counts,
+                rows, seg_start, scan, scan_rows, scan_offset, units, centre16, centre_tile,
+                candidates, new_keys, partials, tiles, lane_sums, outs, unit_counts, unit_moved,
             )  # fmt: skip
         else:
-            _scan_unit(
-                rows, slots, scan, 0, num_scan, centre16, centre_tile,
-                candidates, partials[0], tiles[0], lane_sums[0], outs[0], kept, unit_counts[0],
+            units[0], units[1] = 0, num_scan  # a single unit
+            unit_moved[0] = _scan_unit(
+                rows, seg_start, scan, scan_rows, 0, num_scan, centre16, centre_tile,
+                candidates, new_keys, partials[0], tiles[0], lane_sums[0], outs[0], unit_counts[0],
             )  # fmt: skip
         for w in range(num_units):
             for j in range(2):
-                state[7 + j] += unit_counts[w, j]
+                state[6 + j] += unit_counts[w, j]
                 unit_counts[w, j] = 0
 
-        # 4. the rows that moved become the cluster of the new centre
+        # 4. gather the moved rows (in slot order) and note the slots they leave
+        num_moved = 0
+        for w in range(num_units if num_units > 1 and scan_offset[num_scan] >= parallel_min_members else 1):
+            begin = scan_offset[units[w]]
+            for i in range(unit_moved[w]):
+                candidates[num_moved] = candidates[begin + i]
+                new_keys[num_moved] = new_keys[begin + i]
+                num_moved += 1
+        i = 0
+        for m in range(num_moved):  # the slot of each row: both lists are in row order
+            while seg_start[scan[i]] + scan_rows[i] <= candidates[m]:
+                i += 1
+            moved_slot[m] = scan[i]
+
+        # 5. they become the cluster of the new centre, sorted by key
+        _sort_new_rows(candidates, new_keys, num_moved, index, order)
         new_slot = num_slots
         write = state[1]
         seg_start[new_slot] = write
-        for i in range(num_scan):  # in slot order: deterministic
-            s = scan[i]
-            for r in range(seg_start[s] + kept[i], seg_start[s] + seg_size[s]):
-                _move_row(rows, r, write)
-                write += 1
-            seg_size[s] = kept[i]
-        seg_size[new_slot] = write - seg_start[new_slot]
-        seg_max[new_slot], seg_arg[new_slot], seg_row[new_slot], seg_prunable[new_slot] = _summarise_rows(
-            keys, index, seg_start[new_slot], seg_size[new_slot]
-        )
+        prunable = True
+        for m in range(num_moved):
+            source = candidates[order[m]]
+            _copy_rows(rows, source, write, 1)
+            keys[write] = new_keys[order[m]]
+            prunable = prunable and (keys[write] <= 0.0 or _KEY_FLOOR <= keys[write] <= _KEY_CEIL)
+            write += 1
+        for m in range(num_moved):
+            alive[candidates[m]] = False
+            seg_live[moved_slot[m]] -= 1
+        for m in range(num_moved):
+            s = moved_slot[m]
+            if m == 0 or s != moved_slot[m - 1]:
+                _refresh_slot(rows, slots, s, slack, s < num_free)
+        seg_size[new_slot] = seg_live[new_slot] = num_moved
+        seg_prunable[new_slot] = prunable
+        _refresh_slot(rows, slots, new_slot, slack, False)
         state[1] = write
         state[0] = num_slots + 1
 
@@ -908,52 +1083,66 @@ def _fast_loop(
     Same inputs and output as :func:`_plain_loop`, and the same indices.
     Memory: the row arrays hold every point twice (room for moving rows
     between compactions): ``O(N * d)``.  If ``stats`` is a dict it receives
-    counts of the work done: exact distances (compare with
-    ``plain_distances = N * num_select``), 16- and 32-coordinate partial sums
-    and slot members visited.  ``parallel_min_members`` (default
-    ``_PARALLEL_MIN_MEMBERS``): smallest step, in points to visit, that uses
-    more than one thread.
+    counts of the work done: rows visited (each gets a 16-coordinate sum),
+    32-coordinate sums and exact distances (compare with ``plain_distances =
+    N * num_select``).  ``parallel_min_members``: smallest step, in rows to
+    visit, that uses more than one thread (default: see
+    :func:`_parallel_min_members`).
     """
     n, padded_dim = points.shape
     num_units = numba.get_num_threads()
-    capacity = 2 * n  # every point twice: room to move rows between compactions
-    coords = np.empty((capacity, padded_dim), dtype=np.float32)
-    coords[:n] = points
-    dims16 = np.empty((min(padded_dim, _PREFIX_DIMS), capacity), dtype=np.float32)
-    dims16[:, :n] = points[:, : len(dims16)].T
-    row_keys = np.empty(capacity, dtype=np.float32)
-    row_keys[:n] = keys
-    index = np.empty(capacity, dtype=np.int64)
-    index[:n] = np.arange(n)
-    moved = np.zeros(capacity, dtype=np.bool_)
-    rows = (coords, dims16, row_keys, index, moved)
+    capacity = 2 * n + _ROW_PADDING  # every point twice, and padding for vector overrun
+    prefix_dims = min(padded_dim, _PREFIX_DIMS)
 
-    num_free = int(np.clip(n // 2048, 1, 64))  # several free blocks, so threads can share them
+    # free blocks: several, so that threads can share them; each sorted by key
+    num_free = int(np.clip(n // 2048, 1, 64))
+    edges = np.linspace(0, n, num_free + 1).astype(np.int64)
+    order = np.concatenate(
+        [lo + np.lexsort((np.arange(lo, hi), -keys[lo:hi])) for lo, hi in zip(edges[:-1], edges[1:])]
+    )
+    coords = np.zeros((capacity, padded_dim), dtype=np.float32)
+    coords[:n] = points[order]
+    dims16 = np.zeros((prefix_dims, capacity), dtype=np.float32)
+    dims16[:, :n] = coords[:n, :prefix_dims].T
+    row_keys = np.zeros(capacity, dtype=np.float32)
+    row_keys[:n] = keys[order]
+    index = np.zeros(capacity, dtype=np.int64)
+    index[:n] = order
+    alive = np.zeros(capacity, dtype=np.bool_)
+    alive[:n] = True
+    rows = (coords, dims16, row_keys, index, alive)
+
+    slack = _pruning_slack(padded_dim)
     num_slots_max = num_free + num_select
     seg_start = np.zeros(num_slots_max, dtype=np.int64)
+    seg_start[:num_free] = edges[:-1]
     seg_size = np.zeros(num_slots_max, dtype=np.int64)
+    seg_size[:num_free] = np.diff(edges)
+    seg_live = seg_size.copy()
     seg_max = np.full(num_slots_max, -np.inf, dtype=np.float32)
     seg_arg = np.full(num_slots_max, _NOT_A_POINT, dtype=np.int64)
-    seg_row = np.full(num_slots_max, -1, dtype=np.int64)
-    seg_prunable = np.ones(num_slots_max, dtype=np.bool_)
-    edges = np.linspace(0, n, num_free + 1).astype(np.int64)
+    seg_prunable = np.zeros(num_slots_max, dtype=np.bool_)
+    seg_skip_at = np.full(num_slots_max, -np.inf, dtype=np.float64)
+    slots = (seg_start, seg_size, seg_live, seg_max, seg_arg, seg_prunable, seg_skip_at)
     for s in range(num_free):
-        seg_start[s], seg_size[s] = edges[s], edges[s + 1] - edges[s]
-        seg_max[s], seg_arg[s], seg_row[s], seg_prunable[s] = _summarise_rows(row_keys, index, seg_start[s], seg_size[s])
-    slots = (seg_start, seg_size, seg_max, seg_arg, seg_row, seg_prunable)
+        _refresh_slot(rows, slots, s, slack, True)
 
     if parallel_min_members is None:
-        parallel_min_members = _PARALLEL_MIN_MEMBERS
-    state = np.array([num_free, n, num_free, num_units, parallel_min_members, 0, 0, 0, 0], dtype=np.int64)
+        parallel_min_members = _parallel_min_members()
+    state = np.array([num_free, n, num_free, num_units, parallel_min_members, 0, 0, 0], dtype=np.int64)
     blocks = padded_dim // LANES
     scratch = (
-        np.empty(num_slots_max, dtype=np.float32),  # bound
+        np.empty(num_select, dtype=np.float32),  # bound32
         np.empty(num_slots_max, dtype=np.int64),  # scan
+        np.empty(num_slots_max, dtype=np.int64),  # scan_rows
         np.empty(num_slots_max + 1, dtype=np.int64),  # scan_offset
-        np.empty(num_slots_max, dtype=np.int64),  # kept
         np.empty(n, dtype=np.int64),  # candidates
+        np.empty(n, dtype=np.float32),  # new_keys
+        np.empty(n, dtype=np.int64),  # moved_slot
+        np.empty(n, dtype=np.int64),  # order
         np.empty(num_units + 1, dtype=np.int64),  # unit_bounds
         np.zeros((num_units, 2), dtype=np.int64),  # unit_counts
+        np.zeros(num_units, dtype=np.int64),  # unit_moved
         np.empty((num_units, _CHUNK), dtype=np.float32),  # partials
         np.empty((num_units, blocks, LANES * _BATCH), dtype=np.float32),  # tiles
         np.empty((num_units, LANES * _BATCH), dtype=np.float32),  # lane_sums
@@ -961,23 +1150,23 @@ def _fast_loop(
     )
     selected = np.empty(num_select, dtype=np.int64)
     centres = np.empty((num_select, padded_dim), dtype=np.float32)
+    centres32 = np.zeros((min(padded_dim, 8 * _MIDDLE_BLOCKS), num_select), dtype=np.float32)
     centre_tile = np.empty((blocks, LANES * _BATCH), dtype=np.float32)
-    slack = _pruning_slack(padded_dim)
     # the progress bar is updated between chunks of steps, not every step
     chunk = num_select if progress_bar.disable else max(64, num_select // 100)
     for t_begin in range(0, num_select, chunk):
         t_end = min(num_select, t_begin + chunk)
-        _fast_iterations(rows, slots, centres, centre_tile, state, selected, t_begin, t_end, slack, scratch)
+        _fast_iterations(rows, slots, centres, centres32, centre_tile, state, selected, t_begin, t_end, slack, scratch)
         progress_bar.update(t_end - t_begin)
     if stats is not None:
         stats.update(
             plain_distances=n * num_select,
-            members_visited=int(state[5]),
-            sums_16=int(state[6]),
-            sums_32=int(state[7]),
-            exact_distances=int(state[8]),
+            rows_visited=int(state[5]),
+            sums_32=int(state[6]),
+            exact_distances=int(state[7]),
         )
     return selected
+
 
 
 # --------------------------------------------------------------------------

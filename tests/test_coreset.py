@@ -291,6 +291,14 @@ def test_loops_agree_on_random_points(seed):
     _loops_agree(points, keys, max(1, n // 7))
 
 
+def test_loops_agree_with_several_free_blocks():
+    # from 4096 points on, the unassigned points start in several blocks
+    rng = np.random.default_rng(7)
+    points = gaussian_mixture(6000, 24, seed=7)
+    keys = rng.uniform(0, 50, 6000).astype(np.float32)
+    _loops_agree(points, keys, 400)
+
+
 def test_loops_agree_on_integer_grid_with_many_ties():
     # integer coordinates: distances are small integers, computed exactly, so
     # almost every comparison is a tie and the lowest index must win
