@@ -376,7 +376,7 @@ for sampler in (coreset.approximate_greedy_coreset, coreset.greedy_coreset):
 #
 # We time both loops on our 12 544 real patches at 10 %. This is a live measurement on a machine
 # that may be shared, so the ratio varies between runs. nbval does not check it. The fast loop
-# uses numba's parallel threads; the plain loop is numpy.
+# is a numba kernel (on one thread unless a core is free); the plain loop is numpy.
 
 # %%
 def seconds_for(function, *args, **kwargs) -> float:
@@ -397,7 +397,8 @@ print(f"N = {len(features)}, M = {int(len(features) * RATIO)}: plain {plain_s:.2
 # clusters that the fast loop skips. The full benchmark, `benchmarks/coreset.py` (run it with
 # `make benchmark`), times the reference-style loop against the fast one side by side at
 # N = 47 040 and larger, on one machine. Its measured numbers, and the machine they were measured
-# on, are in `benchmarks/README.md`.
+# on, are in `benchmarks/README.md`: at N = 47 040 the fast loop was 11.8× faster than the
+# reference-style loop (0.73 s against 8.6 s), computing only 0.5 % of the distances exactly.
 #
 # ## Summary
 #
