@@ -1,14 +1,18 @@
-"""nbval runs each notebook as a test file; report how long each one took."""
+"""nbval runs each notebook as a test file; report how long each one took.
 
-import time
+It lives at the repository root, not in notebooks/, so that every .py in
+notebooks/ is a jupytext notebook.
+"""
+
 from collections import defaultdict
 
 _seconds: dict[str, float] = defaultdict(float)
 
 
 def pytest_runtest_logreport(report):
-    if report.when == "call":
-        _seconds[report.nodeid.split("::")[0]] += report.duration
+    notebook = report.nodeid.split("::")[0]
+    if report.when == "call" and notebook.endswith(".ipynb"):
+        _seconds[notebook] += report.duration
 
 
 def pytest_terminal_summary(terminalreporter):
