@@ -86,6 +86,8 @@ __all__ = [
     "random_projection",
     "SAMPLERS",
     "select_coreset",
+    "check_ratio",
+    "coreset_size",
     "METHODS",
 ]
 
@@ -106,7 +108,7 @@ _PROGRESS_MIN_ITERATIONS = 1000
 # --------------------------------------------------------------------------
 
 
-def _check_ratio(ratio) -> float:
+def check_ratio(ratio) -> float:
     """Return ``ratio`` as a float, or raise ValueError unless it is a real number in (0, 1]."""
     is_real = isinstance(ratio, numbers.Real) and not isinstance(ratio, bool)
     # NaN fails both comparisons, so it is rejected here as well.
@@ -146,9 +148,9 @@ def _check_features(features) -> torch.Tensor:
     return bank
 
 
-def _coreset_size(num_points: int, ratio: float) -> int:
-    """M = int(N * ratio), but at least one point."""
-    return max(1, int(num_points * ratio))
+def coreset_size(num_points: int, ratio: float) -> int:
+    """M = int(N * ratio), but at least one point: the size every sampler keeps."""
+    return max(1, int(num_points * check_ratio(ratio)))
 
 
 def _check_method(method: str) -> None:
@@ -175,10 +177,10 @@ def random_coreset(features: ArrayLike, ratio: float, *, seed: int = 0) -> np.nd
     original patch order).  Uses ``np.random.default_rng(seed)``; the global
     random state is not touched.
     """
-    ratio = _check_ratio(ratio)
+    ratio = check_ratio(ratio)
     bank = _check_features(features)
     n = bank.shape[0]
-    chosen = np.random.default_rng(seed).choice(n, _coreset_size(n, ratio), replace=False)
+    chosen = np.random.default_rng(seed).choice(n, coreset_size(n, ratio), replace=False)
     return np.sort(chosen).astype(np.int64)
 
 
@@ -1242,7 +1244,7 @@ def approximate_greedy_coreset(
     forces the progress bar on or off (default: on for long runs when
     stderr is a terminal).
     """
-    ratio = _check_ratio(ratio)
+    ratio = check_ratio(ratio)
     _check_method(method)
     num_start_points = _check_positive_int(num_start_points, "num_start_points")
     if projection_dim is not None:
@@ -1253,7 +1255,7 @@ def approximate_greedy_coreset(
     start = np.random.default_rng(seed).choice(n, min(num_start_points, n), replace=False)
     start_distances = _mean_distance_to_start_points(points, start)
     return _greedy_select(
-        points, start_distances, _coreset_size(n, ratio), method, progress, "approximate greedy coreset"
+        points, start_distances, coreset_size(n, ratio), method, progress, "approximate greedy coreset"
     )
 
 
@@ -1283,7 +1285,7 @@ def greedy_coreset(
     and the loop needs one distance per point and step, so memory is
     ``O(N * D + N * block)``; time is ``O(N^2 * D)`` for the start alone.
     """
-    ratio = _check_ratio(ratio)
+    ratio = check_ratio(ratio)
     _check_method(method)
     if projection_dim is not None:
         projection_dim = _check_positive_int(projection_dim, "projection_dim")
@@ -1291,7 +1293,7 @@ def greedy_coreset(
     points = random_projection(bank, projection_dim, seed=seed)
     start_distances = _distance_matrix_row_norms(points)
     return _greedy_select(
-        points, start_distances, _coreset_size(bank.shape[0], ratio), method, progress, "greedy coreset"
+        points, start_distances, coreset_size(bank.shape[0], ratio), method, progress, "greedy coreset"
     )
 
 

@@ -69,7 +69,7 @@ import ipywidgets as widgets
 import numpy as np
 import torch
 
-from pcnotes.coreset import SAMPLERS, random_projection, select_coreset
+from pcnotes.coreset import SAMPLERS, check_ratio, coreset_size, random_projection, select_coreset
 from pcnotes.evaluation import compute_metrics, load_split, stack
 from pcnotes.maps import anomaly_map
 from pcnotes.model import PatchCore, PatchCoreConfig
@@ -94,21 +94,6 @@ SAMPLER_NAMES = {"random": "random", "approximate greedy": "approximate_greedy",
 NESTED_SAMPLERS = ("approximate_greedy", "greedy")
 PROJECTION_DIM = 128  # the greedy samplers' default projection
 SAMPLER_COLOURS = {"random": "tab:orange", "approximate_greedy": "tab:blue", "greedy": "tab:green"}
-
-
-def _check_ratio(ratio) -> float:
-    """``ratio`` as a float, or a ValueError unless it is a real number in (0, 1]."""
-    is_real = isinstance(ratio, numbers.Real) and not isinstance(ratio, bool)
-    if not is_real or not 0 < ratio <= 1:  # NaN fails the comparison too
-        raise ValueError(
-            f"coreset ratio must be in (0, 1] (the fraction of training patches kept), got {ratio!r}"
-        )
-    return float(ratio)
-
-
-def bank_size(num_patches: int, ratio: float) -> int:
-    """``M = max(1, int(N * ratio))``: the size every sampler of :mod:`pcnotes.coreset` keeps."""
-    return max(1, int(num_patches * _check_ratio(ratio)))
 
 
 # --------------------------------------------------------------------------
@@ -271,7 +256,7 @@ class ExplorerState:
         self.categories = list(categories)
         self.config = config
         self.neighbours = neighbours
-        self.greedy_runs = tuple(sorted(_check_ratio(r) for r in greedy_runs))
+        self.greedy_runs = tuple(sorted(check_ratio(r) for r in greedy_runs))
         if self.greedy_runs[-1] != 1.0:
             raise ValueError(f"greedy_runs must end with 1.0 (every ratio needs a run), got {greedy_runs}")
         self.model = PatchCore(config)  # only its backbone is used: to extract features
@@ -350,7 +335,7 @@ class ExplorerState:
         key = (data.name, sampler)
         order, seconds = self._greedy_orders.get(key, (np.empty(0, dtype=np.int64), 0.0))
         if len(order) < size:
-            run_size = next(n for n in (bank_size(data.num_train, r) for r in self.greedy_runs) if n >= size)
+            run_size = next(n for n in (coreset_size(data.num_train, r) for r in self.greedy_runs) if n >= size)
             start = time.perf_counter()
             # (run_size + 0.5) / N: a ratio whose int(N * ratio) is exactly run_size.
             ratio = min(1.0, (run_size + 0.5) / data.num_train)
@@ -365,7 +350,7 @@ class ExplorerState:
         if sampler not in NESTED_SAMPLERS or category not in self._data:
             return False
         order, _ = self._greedy_orders.get((category, sampler), ((), 0.0))
-        return len(order) < bank_size(self._data[category].num_train, ratio)
+        return len(order) < coreset_size(self._data[category].num_train, ratio)
 
     # -- scores ------------------------------------------------------------------
     def scores(self, data: CategoryData, sampler: str, coreset: CoresetResult,
@@ -515,7 +500,7 @@ def update(ratio: float, sampler: str = "approximate_greedy", category: str | No
     ``cache`` when this bank size was seen before.
     """
     start = time.perf_counter()
-    ratio = _check_ratio(ratio)
+    ratio = check_ratio(ratio)
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
     data = cache.data(category)
@@ -524,7 +509,7 @@ def update(ratio: float, sampler: str = "approximate_greedy", category: str | No
         raise ValueError(f"image_index must be in [0, {data.num_test}) for {data.name}, got {image_index!r}")
     image_index = int(image_index)
 
-    size = bank_size(data.num_train, ratio)
+    size = coreset_size(data.num_train, ratio)
     coreset, coreset_cached = cache.coreset(data, sampler, size)
     scored, scores_cached = cache.scores(data, sampler, coreset, timed_image=image_index)
     config = cache.config
@@ -721,7 +706,7 @@ class CoresetExplorer(widgets.VBox):
         category = category or state.categories[0]
         narrow, wide = {"description_width": "75px"}, {"description_width": "95px"}
         self.ratio = widgets.FloatLogSlider(
-            value=_check_ratio(ratio), base=10, min=-3, max=0, step=0.1,
+            value=check_ratio(ratio), base=10, min=-3, max=0, step=0.1,
             description="coreset ratio", readout_format=".4f", continuous_update=False,
             style=wide, layout=widgets.Layout(width="430px"))
         self.sampler = widgets.Dropdown(
