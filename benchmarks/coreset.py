@@ -163,7 +163,7 @@ def fast_loop_work(features: np.ndarray, ratio: float) -> dict:
     keys = (coreset._mean_distance_to_start_points(points, start) ** 2).float().numpy()
     stats: dict = {}
     bar = coreset._progress_bar(False, 0, "")
-    coreset._fast_loop(coreset._pad_to_lanes(points.numpy()), keys, coreset._coreset_size(len(features), ratio), bar, stats)
+    coreset._fast_loop(coreset._pad_to_lanes(points.numpy()), keys, coreset.coreset_size(len(features), ratio), bar, stats)
     return stats
 
 
@@ -232,12 +232,6 @@ def main() -> None:
     for n in sorted(set(args.sizes + ([args.greedy_size] if args.greedy_size else []))):
         load_features(n)  # build the cache first, outside every timing
     print(f"numba warm-up (first call: JIT compile, or loading the on-disk cache): {warm_up():.2f} s")
-    print(f"numba threading layer: {numba.threading_layer()}")
-    parallel = coreset._parallel_min_members() < np.iinfo(np.int64).max
-    print(
-        "fast loop threads: "
-        + ("all (big steps are split over threads)" if parallel else "one (the load average leaves no free core)")
-    )
     benchmark_approximate(args.sizes, args.ratio, args.skip_reference_above)
     if args.greedy_size:
         benchmark_greedy(args.greedy_size, args.ratio)

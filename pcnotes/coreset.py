@@ -69,13 +69,16 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
 import sys
 from typing import Callable, Union
 
 import numba
 import numpy as np
 import torch
+from llvmlite import ir as llvm_ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
 from tqdm.auto import tqdm
 
 __all__ = [
@@ -245,7 +248,7 @@ def _distance_matrix_row_norms(points: torch.Tensor) -> torch.Tensor:
     return row_sums.sqrt()
 
 
-def _rotate_to_principal_axes(points: torch.Tensor) -> torch.Tensor:
+def _rotate_to_principal_axes(points: torch.Tensor, sample_size: int = 8192) -> torch.Tensor:
     """``(N, d) -> (N, d)``: the same points, centred and expressed in their
     principal axes (largest variance first).
 
@@ -254,14 +257,17 @@ def _rotate_to_principal_axes(points: torch.Tensor) -> torch.Tensor:
     changes is *where* the distance lives: for CNN patch features the first
     16 coordinates typically carry ~90 % of every squared distance, so a sum
     over them alone is a strong lower bound, which the fast loop uses to
-    skip most exact distances.  (Computed in float32 with a float64
-    eigendecomposition of the d x d covariance; any orthonormal basis would
-    keep every distance.)
+    skip most exact distances.  The axes come from the covariance of an
+    evenly spaced sample of at most ``sample_size`` points (a float64
+    eigendecomposition of a d x d matrix): any orthonormal basis keeps every
+    distance, so the axes only need to be good, not exact.  One fused
+    multiply-add then centres and rotates all points.
     """
-    mean = points.mean(dim=0, dtype=torch.float64).to(points.dtype)
-    centred = points - mean
-    _, axes = torch.linalg.eigh((centred.T @ centred).double())  # eigenvalues ascending
-    return centred @ axes.flip(dims=(1,)).to(points.dtype)
+    mean = points.mean(dim=0)
+    sample = points[:: max(1, len(points) // sample_size)] - mean
+    _, axes = torch.linalg.eigh((sample.T @ sample).double())  # eigenvalues ascending
+    axes = axes.flip(dims=(1,)).to(points.dtype).contiguous()
+    return torch.addmm(-(mean @ axes), points, axes)  # (points - mean) @ axes
 
 
 # --------------------------------------------------------------------------
@@ -434,22 +440,19 @@ def _reference_loop(
 # --------------------------------------------------------------------------
 #
 # Data structure.  Every point not yet selected belongs to one *slot*:
-#   * slots 0 .. F-1 are "free" blocks: points whose key is still the
-#     starting value (not a distance to a selected point);
-#   * slot F + t holds the points whose key was last lowered by the t-th
+#   * slot 0 is the "free" block: the points whose key is still the starting
+#     value (not yet a distance to a selected point);
+#   * slot 1 + t holds the points whose key was last lowered by the t-th
 #     selected centre c_t; we call them the *cluster* of c_t.
 # The points of a slot are stored in consecutive *rows* seg_start ..
 # seg_start + seg_size - 1 of the row arrays (coordinates, key, original
-# index, "alive" flag, and the first 16 coordinates again, dimension-major:
-# ``dims16[k, row]``, so that a run of rows is 16 contiguous streams), in
-# order of decreasing key (ties: increasing original index).  A point that
-# leaves a slot is copied to its new slot and its old row is only marked
-# dead, which keeps the order; a slot is squeezed when it holds more dead
-# rows than live ones.  So the first row of a slot is its largest key:
-# seg_max, seg_arg (its original index); seg_skip_at is the
-# centre-to-centre squared distance from which the whole slot may be
-# skipped.  Scanning a slot reads memory in order, which matters more than
-# arithmetic here.
+# index, "alive" flag), in order of decreasing key (ties: increasing
+# original index).  A point that leaves a slot is copied to its new slot and
+# its old row is only marked dead, which keeps the order; a slot is squeezed
+# when it holds more dead rows than live ones.  So the first row of a slot
+# is its largest key: seg_max, seg_arg (its original index); seg_skip_at is
+# the centre-to-centre squared distance from which the whole slot may be
+# skipped.
 #
 # Invariant: a live point x in the cluster of c has  key(x) == q(x, c), the
 # canonical squared distance.  (A selected point leaves its slot; in the
@@ -458,16 +461,18 @@ def _reference_loop(
 # One step (new centre c):
 #   1. c = the largest slot maximum, ties to the lowest original index: this
 #      is exactly np.argmax(keys) of the plain loop;
-#   2. for each cluster s with centre c_s, compute B = q(c, c_s) (first a
-#      lower bound, its sum over the first 32 coordinates) and skip the whole
-#      cluster when  B >= seg_skip_at[s] = 4 * slack * seg_max[s];  in a
-#      scanned cluster, skip the tail of rows with  B >= 4 * slack * key(x)
-#      (triangle inequality, proof below; keys decrease along the slot);
-#   3. for the remaining rows compute the canonical sum over the first 16
-#      coordinates (the first two lane blocks; one vectorised pass), then,
-#      for the rows that survive, over the first 32; drop x as soon as such a
-#      partial sum is >= key(x) (exact, see below); otherwise compute
-#      q(x, c).  Points whose key drops move to the cluster of c.
+#   2. for each cluster s with centre c_s, bound B = q(c, c_s) from below by
+#      its sum over the first 32 coordinates (all clusters at once,
+#      vectorised), and skip the cluster when that already reaches
+#      seg_skip_at[s] = 4 * slack * seg_max[s]; for the others compute B
+#      itself and test again (triangle inequality, proof below);
+#   3. walk the rows of each remaining cluster, largest key first, and stop
+#      at the first row with  B >= 4 * slack * key(x): the same argument
+#      rules out every later row, whose key is smaller;
+#   4. for each row walked, sum the first 16 coordinates, then the first 32,
+#      and drop x as soon as such a partial sum is >= key(x) (exact, see
+#      below); otherwise compute q(x, c).  Points whose key drops move to
+#      the cluster of c.
 #
 # Why the triangle test is exact.  Write d for true Euclidean distances and
 # q~ for computed float32 squared distances.  Triangle inequality:
@@ -479,8 +484,8 @@ def _reference_loop(
 # whose key is small enough.  Rounding: each q~ is a sum of n
 # nonnegative rounded terms, so |q~ - d^2| <= g * d^2 with
 # g = (n + 2) u / (1 - (n + 2) u), u = 2^-24, in *any* summation order (this
-# also covers the fast-math B, and B over the first 16 or 32 coordinates,
-# which is <= the full sum), as long as nothing under- or overflows.  With
+# also covers B over the first 32 coordinates, which is <= the full sum), as
+# long as nothing under- or overflows.  With
 # slack >= ((1 + g) / (1 - g))^3 (we use 1 + 8 (n + 3) u),
 # B >= 4 * slack * key(x) gives d(c, c_s) >= 2 r d(x, c_s) with
 # r = (1 + g) / (1 - g), hence d(x, c) >= (2r - 1) d(x, c_s) >= r d(x, c_s),
@@ -489,9 +494,8 @@ def _reference_loop(
 # for it), and keys above 2^100 might come from overflow: so a cluster is
 # pruned only if every positive key in it lies in [2^-64, 2^100] (keys <= 0
 # cannot drop); otherwise its seg_skip_at is +inf and all its rows are
-# visited.  Free points have no
-# centre, so free slots are always scanned.  B only decides *whether* to
-# visit; it is never a key.
+# visited.  The free points have no centre, so the free slot is always
+# walked in full.  B only decides *whether* to visit; it is never a key.
 #
 # Why the partial sums are exact.  In round-to-nearest arithmetic fl(a + b)
 # is nondecreasing in a and in b.  A lane sum only ever adds nonnegative
@@ -502,40 +506,15 @@ def _reference_loop(
 # points are in principal axes, so the first 16 coordinates usually hold
 # most of the distance; see _rotate_to_principal_axes.)
 #
-# Parallelism: a step whose scanned slots hold many points splits those
-# slots into one contiguous run per thread (about equal numbers of points).
-# Every slot belongs to exactly one run, so no two threads write to the same
-# row and the result does not depend on the split.  Each step must finish
-# before the next one starts, so a parallel step costs two thread hand-offs:
-# cheap on an idle machine, but milliseconds when other processes compete
-# for the cores: a waiting thread may not get a core back for a whole
-# scheduler time slice (measured with benchmarks/coreset.py).  Hence only
-# steps with at least _PARALLEL_MIN_MEMBERS points to visit use more than
-# one thread, and only when the load average says the cores are free.
+# One thread.  The steps are sequential and one lasts about 0.05 ms at
+# N = 47k, so a second thread would have to be handed work twice per step;
+# see benchmarks/README.md for what that cost when measured.
 
 _KEY_FLOOR = np.float32(2.0**-64)
 _KEY_CEIL = np.float32(2.0**100)
 _NOT_A_POINT = np.iinfo(np.int64).max  # seg_arg of a slot without any point
-_BATCH = 32  # points per distance tile: 32 x 128 floats = 16 KiB, fits in L1
-_CHUNK = 256  # rows per vectorised pass of 16-coordinate sums
-_PREFIX_BLOCKS = 2  # first test: the first 2 * 8 = 16 (principal) coordinates
-_PREFIX_DIMS = LANES * _PREFIX_BLOCKS
-_MIDDLE_BLOCKS = 4  # second test: the first 32 coordinates (128 bytes of a row)
-_PARALLEL_MIN_MEMBERS = 8192  # rows to visit: about 50 microseconds of work
-_ROW_PADDING = 64  # spare rows at the end: vectorised passes may read a little past a slot
-_SHORT_VISIT = 12  # visits of at most this many rows of a slot use a scalar loop
-
-
-def _parallel_min_members() -> int:
-    """Smallest step worth splitting over threads: ``_PARALLEL_MIN_MEMBERS`` when
-    the 1-minute load average leaves a free core for every thread, else never."""
-    threads = numba.get_num_threads()
-    try:
-        busy = os.getloadavg()[0]
-    except (AttributeError, OSError):  # not available on this platform
-        busy = 0.0
-    free_cores = (os.cpu_count() or 1) - busy
-    return _PARALLEL_MIN_MEMBERS if threads > 1 and free_cores >= threads - 0.5 else np.iinfo(np.int64).max
+_FIRST_BLOCKS = 2  # first test: the first 2 * 8 = 16 (principal) coordinates
+_HEAD_BLOCKS = 4  # second test: the first 32 coordinates, kept in a dense array of their own
 
 
 def _pruning_slack(padded_dim: int) -> float:
@@ -543,117 +522,89 @@ def _pruning_slack(padded_dim: int) -> float:
     return 1.0 + 8.0 * (padded_dim + 3) * 2.0**-24
 
 
-@numba.njit(cache=True)
-def _fill_centre_tile(row, centre_tile):
-    """Repeat the centre once per tile column: ``centre_tile[b, 8p + l] = row[8b + l]``.
+def _is_float32_array(value, ndim: int) -> bool:
+    return isinstance(value, types.Array) and value.dtype == types.float32 and value.ndim == ndim and value.layout == "C"
 
-    ``(d,) -> (d / 8, 8 * _BATCH)``, the layout of :func:`_tile_squared_distances`.
+
+@intrinsic
+def _lane_sum(typingctx, points, row, centre, num_blocks):
+    """``q(points[row], centre)`` over the first ``num_blocks`` lane blocks, float32.
+
+    ``points``: ``(n, d)`` C-contiguous float32; ``centre``: ``(d,)``.  The
+    canonical arithmetic of :func:`_lane_squared_distances`, written directly
+    as LLVM vector instructions: one 8-float register holds the 8 lane sums,
+    each block of 8 coordinates is subtracted, squared and added to it
+    (separate multiply and add: no fused multiply-add, which would round
+    differently), and the register is folded in halves.  LLVM does not turn
+    the equivalent numba loop into vector code by itself (it stays scalar and
+    6x slower), and fast-math, which would let it, may reorder the sum.
     """
-    for b in range(centre_tile.shape[0]):
-        for j in range(centre_tile.shape[1]):
-            centre_tile[b, j] = row[8 * b + j % 8]
+    if not (_is_float32_array(points, 2) and _is_float32_array(centre, 1)):
+        return None
+    if not (isinstance(row, types.Integer) and isinstance(num_blocks, types.Integer)):
+        return None
+    signature = types.float32(points, row, centre, num_blocks)
+
+    def codegen(context, builder, sig, args):
+        points_struct = context.make_array(sig.args[0])(context, builder, args[0])
+        centre_struct = context.make_array(sig.args[2])(context, builder, args[2])
+        row_index = context.cast(builder, args[1], sig.args[1], types.intp)
+        count = context.cast(builder, args[3], sig.args[3], types.intp)
+        dim = builder.extract_value(points_struct.shape, 1)
+        row_start = builder.gep(points_struct.data, [builder.mul(row_index, dim)])
+        vector = llvm_ir.VectorType(llvm_ir.FloatType(), LANES)
+        lane_sums = cgutils.alloca_once_value(builder, llvm_ir.Constant(vector, [0.0] * LANES))
+        with cgutils.for_range(builder, count) as loop:
+            offset = builder.mul(loop.index, llvm_ir.Constant(loop.index.type, LANES))
+            x = builder.load(builder.bitcast(builder.gep(row_start, [offset]), vector.as_pointer()), align=4)
+            c = builder.load(builder.bitcast(builder.gep(centre_struct.data, [offset]), vector.as_pointer()), align=4)
+            diff = builder.fsub(x, c)
+            builder.store(builder.fadd(builder.load(lane_sums), builder.fmul(diff, diff)), lane_sums)
+
+        def halves(value, width):  # (v[:width] + v[width:2 * width])
+            mask_type = llvm_ir.VectorType(llvm_ir.IntType(32), width)
+            low = builder.shuffle_vector(value, value, llvm_ir.Constant(mask_type, list(range(width))))
+            high = builder.shuffle_vector(value, value, llvm_ir.Constant(mask_type, list(range(width, 2 * width))))
+            return builder.fadd(low, high)
+
+        pairs = halves(halves(builder.load(lane_sums), 4), 2)  # ((a0+a4)+(a2+a6), (a1+a5)+(a3+a7))
+        first = builder.extract_element(pairs, llvm_ir.Constant(llvm_ir.IntType(32), 0))
+        second = builder.extract_element(pairs, llvm_ir.Constant(llvm_ir.IntType(32), 1))
+        return builder.fadd(first, second)
+
+    return signature, codegen
 
 
-@numba.njit(cache=True)
-def _tile_squared_distances(coords, candidates, centre_tile, tile, lane_sums, out):
-    """Canonical squared distances from ``len(candidates) <= _BATCH`` rows to the centre.
+@intrinsic
+def _prefetch_row(typingctx, points, row):
+    """Ask the CPU to start loading ``points[row]`` into the cache (a hint; no effect on results).
 
-    Only the first ``tile.shape[0]`` lane blocks are summed (all of them for
-    an exact distance).  Same arithmetic as :func:`_lane_squared_distances`,
-    vectorised *across points*: the rows are copied into ``tile[b, 8p + l] =
-    coords[candidates[p], 8b + l]``, so that lane l of point p is column
-    ``8p + l`` and every block is one long elementwise loop.  The compiler
-    vectorises it without reordering any addition: each column is still
-    summed block after block, then the 8 lanes of a point are folded in halves.
+    The exact distances are computed after the walk of a step, for rows
+    scattered over a large array: prefetching them all first lets their
+    memory reads overlap instead of waiting for each in turn.
     """
-    count = len(candidates)
-    blocks = tile.shape[0]
-    for p in range(count):
-        row = coords[candidates[p]]
-        for b in range(blocks):
-            source = row[8 * b : 8 * b + 8]
-            target = tile[b, 8 * p : 8 * p + 8]
-            for lane in range(8):
-                # unsigned indices: no negative-index handling, so loops vectorise
-                target[np.uint64(lane)] = source[np.uint64(lane)]
-    width = 8 * count
-    for j in range(width):
-        lane_sums[np.uint64(j)] = 0.0  # 0 + x == x exactly, as in the numpy version's copy
-    for b in range(blocks):
-        block = tile[b]
-        centre_block = centre_tile[b]
-        for i in range(width):
-            j = np.uint64(i)
-            diff = block[j] - centre_block[j]
-            lane_sums[j] += diff * diff
-    for p in range(count):
-        a = 8 * p
-        out[p] = ((lane_sums[a] + lane_sums[a + 4]) + (lane_sums[a + 2] + lane_sums[a + 6])) + (
-            (lane_sums[a + 1] + lane_sums[a + 5]) + (lane_sums[a + 3] + lane_sums[a + 7])
+    if not (_is_float32_array(points, 2) and isinstance(row, types.Integer)):
+        return None
+    signature = types.void(points, row)
+
+    def codegen(context, builder, sig, args):
+        points_struct = context.make_array(sig.args[0])(context, builder, args[0])
+        row_index = context.cast(builder, args[1], sig.args[1], types.intp)
+        dim = builder.extract_value(points_struct.shape, 1)
+        row_start = builder.gep(points_struct.data, [builder.mul(row_index, dim)])
+        byte_pointer = llvm_ir.IntType(8).as_pointer()
+        int32 = llvm_ir.IntType(32)
+        prefetch = cgutils.get_or_insert_function(
+            builder.module, llvm_ir.FunctionType(llvm_ir.VoidType(), [byte_pointer, int32, int32, int32]), "llvm.prefetch.p0i8"
         )
+        floats_per_line = llvm_ir.Constant(dim.type, 16)  # 64-byte cache lines
+        with cgutils.for_range_slice(builder, llvm_ir.Constant(dim.type, 0), dim, floats_per_line) as (offset, _):
+            address = builder.bitcast(builder.gep(row_start, [offset]), byte_pointer)
+            # read, keep in all cache levels, data cache
+            builder.call(prefetch, [address, int32(0), int32(3), int32(1)])
+        return context.get_dummy_value()
 
-
-@numba.njit(cache=True, fastmath={"reassoc", "contract"})
-def _bound_squared_distance(points, i, j):
-    """Squared distance between rows i and j, summed in any order: pruning decisions only."""
-    total = np.float32(0.0)
-    for b in range(points.shape[1]):
-        diff = points[i, np.uint64(b)] - points[j, np.uint64(b)]
-        total += diff * diff
-    return total
-
-
-@numba.njit(cache=True)
-def _sq(x, c):
-    diff = x - c
-    return diff * diff
-
-
-@numba.njit(cache=True)
-def _prefix_sums(dims16, start, stop, c, out):
-    """``out[r - start]`` = canonical sum over the first 16 coordinates, rows ``start .. stop - 1``.
-
-    ``dims16[k, r]`` holds coordinate k of row r and ``c`` those of the
-    centre, so this loop reads 16 contiguous streams and the compiler
-    vectorises it across rows.  Lane l is ``(x_l - c_l)^2 + (x_{8+l} -
-    c_{8+l})^2``, in the canonical order.  (Points with only 8 coordinates
-    use :func:`_prefix_sums_8`.)
-    """
-    x0, x1, x2, x3 = dims16[0, start:stop], dims16[1, start:stop], dims16[2, start:stop], dims16[3, start:stop]
-    x4, x5, x6, x7 = dims16[4, start:stop], dims16[5, start:stop], dims16[6, start:stop], dims16[7, start:stop]
-    x8, x9, x10, x11 = dims16[8, start:stop], dims16[9, start:stop], dims16[10, start:stop], dims16[11, start:stop]
-    x12, x13, x14, x15 = dims16[12, start:stop], dims16[13, start:stop], dims16[14, start:stop], dims16[15, start:stop]
-    for i in range(stop - start):
-        # An unsigned index: numba then skips its negative-index (wrap-around)
-        # handling, which would otherwise keep LLVM from vectorising the loop.
-        r = np.uint64(i)
-        a0 = _sq(x0[r], c[0]) + _sq(x8[r], c[8])
-        a1 = _sq(x1[r], c[1]) + _sq(x9[r], c[9])
-        a2 = _sq(x2[r], c[2]) + _sq(x10[r], c[10])
-        a3 = _sq(x3[r], c[3]) + _sq(x11[r], c[11])
-        a4 = _sq(x4[r], c[4]) + _sq(x12[r], c[12])
-        a5 = _sq(x5[r], c[5]) + _sq(x13[r], c[13])
-        a6 = _sq(x6[r], c[6]) + _sq(x14[r], c[14])
-        a7 = _sq(x7[r], c[7]) + _sq(x15[r], c[15])
-        out[r] = ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))
-
-
-@numba.njit(cache=True)
-def _prefix_sums_8(dims8, start, stop, c, out):
-    """:func:`_prefix_sums` for points with only 8 (padded) coordinates."""
-    x0, x1, x2, x3 = dims8[0, start:stop], dims8[1, start:stop], dims8[2, start:stop], dims8[3, start:stop]
-    x4, x5, x6, x7 = dims8[4, start:stop], dims8[5, start:stop], dims8[6, start:stop], dims8[7, start:stop]
-    for i in range(stop - start):
-        r = np.uint64(i)
-        a0 = _sq(x0[r], c[0])
-        a1 = _sq(x1[r], c[1])
-        a2 = _sq(x2[r], c[2])
-        a3 = _sq(x3[r], c[3])
-        a4 = _sq(x4[r], c[4])
-        a5 = _sq(x5[r], c[5])
-        a6 = _sq(x6[r], c[6])
-        a7 = _sq(x7[r], c[7])
-        out[r] = ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))
+    return signature, codegen
 
 
 @numba.njit(cache=True)
@@ -674,29 +625,6 @@ def _dim_major_squared_distances(dims, count, c, out):
 
 
 @numba.njit(cache=True)
-def _row_prefix_sum(dims16, r, c):
-    """Canonical sum over the first 16 (or 8) coordinates of one row (scalar twin of _prefix_sums)."""
-    a0 = _sq(dims16[0, r], c[0])
-    a1 = _sq(dims16[1, r], c[1])
-    a2 = _sq(dims16[2, r], c[2])
-    a3 = _sq(dims16[3, r], c[3])
-    a4 = _sq(dims16[4, r], c[4])
-    a5 = _sq(dims16[5, r], c[5])
-    a6 = _sq(dims16[6, r], c[6])
-    a7 = _sq(dims16[7, r], c[7])
-    if dims16.shape[0] == 16:
-        a0 += _sq(dims16[8, r], c[8])
-        a1 += _sq(dims16[9, r], c[9])
-        a2 += _sq(dims16[10, r], c[10])
-        a3 += _sq(dims16[11, r], c[11])
-        a4 += _sq(dims16[12, r], c[12])
-        a5 += _sq(dims16[13, r], c[13])
-        a6 += _sq(dims16[14, r], c[14])
-        a7 += _sq(dims16[15, r], c[15])
-    return ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))
-
-
-@numba.njit(cache=True)
 def _select_next_centre(seg_max, seg_arg, num_slots):
     """np.argmax(keys) from the slot summaries: the slot holding it."""
     best_slot = 0
@@ -710,14 +638,11 @@ def _select_next_centre(seg_max, seg_arg, num_slots):
 def _copy_rows(rows, source, target, count):
     """Copy rows ``source .. source + count - 1`` to ``target ..`` (forward, so
     the ranges may overlap when ``target <= source``)."""
-    coords, dims16, keys, index, alive = rows
-    dim = coords.shape[1]
-    flat = coords.reshape(-1)  # rows are contiguous
+    heads, keys, index, alive = rows
+    dim = heads.shape[1]
+    flat = heads.reshape(-1)  # rows are contiguous
     for i in range(count * dim):
         flat[np.uint64(target * dim + i)] = flat[np.uint64(source * dim + i)]
-    for k in range(dims16.shape[0]):
-        for i in range(count):
-            dims16[k, np.uint64(target + i)] = dims16[k, np.uint64(source + i)]
     for i in range(count):
         keys[target + i] = keys[source + i]
         index[target + i] = index[source + i]
@@ -727,7 +652,7 @@ def _copy_rows(rows, source, target, count):
 @numba.njit(cache=True)
 def _squeeze_slot(rows, seg_start, seg_size, s):
     """Drop the removed rows of slot s: slide its live rows together, in order."""
-    alive = rows[4]
+    alive = rows[3]
     write = seg_start[s]
     for r in range(seg_start[s], seg_start[s] + seg_size[s]):
         if alive[r]:
@@ -744,7 +669,7 @@ def _refresh_slot(rows, slots, s, slack, is_free):
     The first row must be live (it is the slot's maximum), and removed rows
     may not outnumber live ones (otherwise squeeze them out).
     """
-    coords, dims16, keys, index, alive = rows
+    heads, keys, index, alive = rows
     seg_start, seg_size, seg_live, seg_max, seg_arg, seg_prunable, seg_skip_at = slots
     while seg_size[s] > 0 and not alive[seg_start[s]]:
         seg_start[s] += 1
@@ -760,7 +685,7 @@ def _refresh_slot(rows, slots, s, slack, is_free):
     if keys[first] <= 0.0:
         seg_skip_at[s] = -np.inf  # no key in it can drop
     elif is_free or not seg_prunable[s]:
-        seg_skip_at[s] = np.inf  # no usable bound: always scan
+        seg_skip_at[s] = np.inf  # no usable bound: always walk it in full
     else:
         seg_skip_at[s] = 4.0 * slack * keys[first]
 
@@ -781,178 +706,11 @@ def _compact_rows(rows, slots, num_slots):
 
 
 @numba.njit(cache=True)
-def _visit_length(keys, start, size, bound, slack):
-    """How many leading rows of a sorted cluster the triangle test cannot skip.
-
-    Row x may be skipped when ``bound >= 4 * slack * key(x)``; keys decrease
-    along the slot, so those rows form a tail, found by bisection.
-    """
-    lo, hi = 0, size
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if bound >= 4.0 * slack * keys[start + mid]:
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
-
-
-@numba.njit(cache=True)
-def _split_evenly(offsets, count, unit_bounds):
-    """Cut items ``0 .. count - 1`` into ``len(unit_bounds) - 1`` runs of about equal size.
-
-    ``offsets[i]`` is the total size of items before item i (a prefix sum);
-    run w is ``unit_bounds[w] .. unit_bounds[w + 1] - 1``.
-    """
-    num_units = len(unit_bounds) - 1
-    total = offsets[count]
-    item = 0
-    for w in range(num_units + 1):
-        # first item at which the running total reaches w / num_units of the work
-        while item < count and offsets[item] * num_units < total * w:
-            item += 1
-        unit_bounds[w] = item
-    unit_bounds[num_units] = count
-
-
-@numba.njit(cache=True)
-def _drop_by_partial_sum(coords, blocks, keys, candidates, count, centre_tile, tile, lane_sums, out):
-    """Keep (in place) the candidate rows whose canonical partial sum over the
-    first ``blocks`` lane blocks is below their key; return how many are kept.
-
-    Exact: the full canonical sum is >= this partial sum (see the proof
-    above), so a dropped point cannot get a smaller key.  Does nothing when
-    ``blocks`` covers every block: the full computation follows anyway.
-    """
-    if blocks >= centre_tile.shape[0]:  # (one centre_tile row per block of a full row)
-        return count
-    kept = 0
-    for begin in range(0, count, _BATCH):
-        batch = candidates[begin : min(count, begin + _BATCH)]
-        _tile_squared_distances(coords, batch, centre_tile[:blocks], tile[:blocks], lane_sums, out)
-        for p in range(len(batch)):
-            if out[p] < keys[batch[p]]:  # the partial sum does not rule it out
-                candidates[kept] = batch[p]  # (overwrites only entries already read)
-                kept += 1
-    return kept
-
-
-@numba.njit(cache=True)
-def _scan_unit(
-    rows, seg_start, scan, scan_rows, first, last, centre16, centre_tile,
-    candidates, new_keys, partial, tile, lane_sums, out, counts,
-):  # fmt: skip
-    """Offer the new centre to the first ``scan_rows[i]`` rows of the slots
-    ``scan[i]``, ``first <= i < last``.
-
-    1. sum the first 16 coordinates of those rows (vectorised) and keep as
-       candidates the live rows where that partial sum is below the key;
-    2. drop those whose sum over the first 32 coordinates is >= their key;
-    3. compute exact distances for the rest.
-    The rows whose key drops are written to ``candidates[:m]``, their new
-    keys to ``new_keys[:m]``; returns m.  ``counts`` accumulates the numbers
-    of 32-coordinate sums and exact distances computed.
-    """
-    coords, dims16, keys, index, alive = rows
-    count = 0
-    for i in range(first, last):
-        end = seg_start[scan[i]] + scan_rows[i]
-        if scan_rows[i] <= _SHORT_VISIT:  # a few rows: a vectorised pass costs more to set up
-            for r in range(seg_start[scan[i]], end):
-                candidates[count] = r
-                count += alive[r] and _row_prefix_sum(dims16, r, centre16) < keys[r]
-            continue
-        for begin in range(seg_start[scan[i]], end, _CHUNK):
-            stop = min(end, begin + _CHUNK)
-            # round up to whole vectors: the extra rows exist (padding or
-            # other slots) and their sums are simply not used
-            padded_stop = begin + (stop - begin + 15) // 16 * 16
-            if dims16.shape[0] == 16:
-                _prefix_sums(dims16, begin, padded_stop, centre16, partial)
-            else:
-                _prefix_sums_8(dims16, begin, padded_stop, centre16, partial)
-            for r in range(begin, stop):  # (branch-free: write always, advance if kept)
-                candidates[count] = r
-                count += alive[r] & (partial[r - begin] < keys[r])
-    counts[0] += count
-    count = _drop_by_partial_sum(coords, _MIDDLE_BLOCKS, keys, candidates, count, centre_tile, tile, lane_sums, out)
-    counts[1] += count
-    moved = 0
-    for begin in range(0, count, _BATCH):
-        batch = candidates[begin : min(count, begin + _BATCH)]
-        _tile_squared_distances(coords, batch, centre_tile, tile, lane_sums, out)
-        for p in range(len(batch)):
-            if out[p] < keys[batch[p]]:
-                candidates[moved] = batch[p]  # (overwrites only entries already read)
-                new_keys[moved] = out[p]
-                moved += 1
-    return moved
-
-
-@numba.njit(cache=True, parallel=True)
-def _scan_units_in_parallel(
-    rows, seg_start, scan, scan_rows, scan_offset, units, centre16, centre_tile,
-    candidates, new_keys, partials, tiles, lane_sums, outs, unit_counts, unit_moved,
-):  # fmt: skip
-    """:func:`_scan_unit` on each run ``units[w] .. units[w + 1]`` of slots, one per thread.
-
-    The runs own disjoint slots and disjoint parts of ``candidates`` and
-    ``new_keys``; nothing else is written, so the threads never collide.
-    """
-    for w in numba.prange(len(units) - 1):
-        first, last = units[w], units[w + 1]
-        begin, end = scan_offset[first], scan_offset[last]
-        unit_moved[w] = _scan_unit(
-            rows, seg_start, scan, scan_rows, first, last, centre16, centre_tile,
-            candidates[begin:end], new_keys[begin:end], partials[w], tiles[w], lane_sums[w], outs[w], unit_counts[w],
-        )  # fmt: skip
-
-
-@numba.njit(cache=True)
-def _slots_to_scan(
-    rows, slots, centres, centres32, centre32, t, num_free, num_slots, slack, bound32, scan, scan_rows, scan_offset,
-):  # fmt: skip
-    """List the slots that may hold points closer to centre t, and how many
-    of their leading rows to visit; returns the number of slots.
-
-    Free slots are visited whole.  The cluster of centre j is skipped when
-    the squared distance B between the centres reaches ``seg_skip_at``; B is
-    first bounded from below by the sum over the first 32 coordinates (all
-    clusters at once, vectorised over ``centres32[k, j]``), and computed in
-    full only when that is not enough.  In a visited cluster, the rows that the same B rules out
-    form a tail (:func:`_visit_length`).
-    """
-    keys = rows[2]
-    seg_start, seg_size, seg_live, seg_max, seg_arg, seg_prunable, seg_skip_at = slots
-    _dim_major_squared_distances(centres32, num_slots - num_free, centre32, bound32)
-    num_scan = 0
-    scan_offset[0] = 0
-    for s in range(num_slots):
-        skip_at = seg_skip_at[s]
-        if skip_at == -np.inf:
-            continue  # empty, or no key in it can drop
-        visit = seg_size[s]
-        if skip_at != np.inf:  # a cluster with a usable bound
-            j = s - num_free
-            if bound32[j] >= skip_at:
-                continue
-            bound = _bound_squared_distance(centres, t, j)
-            if bound >= skip_at:
-                continue
-            visit = _visit_length(keys, seg_start[s], seg_size[s], bound, slack)
-        scan[num_scan] = s
-        scan_rows[num_scan] = visit
-        scan_offset[num_scan + 1] = scan_offset[num_scan] + visit
-        num_scan += 1
-    return num_scan
-
-
-@numba.njit(cache=True)
-def _sort_new_rows(candidates, new_keys, count, index, order):
+def _sort_new_rows(moved_rows, moved_keys, count, index, order):
     """Order the moved rows by (new key descending, original index ascending)."""
     if count > 64:
-        by_index = np.argsort(index[candidates[:count]], kind="mergesort")
-        by_key = np.argsort(-new_keys[:count][by_index], kind="mergesort")  # stable: ties keep index order
+        by_index = np.argsort(index[moved_rows[:count]], kind="mergesort")
+        by_key = np.argsort(-moved_keys[:count][by_index], kind="mergesort")  # stable: ties keep index order
         order[:count] = by_index[by_key]
         return
     for m in range(count):  # insertion sort: few rows move in most steps
@@ -960,8 +718,8 @@ def _sort_new_rows(candidates, new_keys, count, index, order):
         p = m
         while p > 0:
             a, b = order[p - 1], order[p]
-            ordered = new_keys[a] > new_keys[b] or (
-                new_keys[a] == new_keys[b] and index[candidates[a]] < index[candidates[b]]
+            ordered = moved_keys[a] > moved_keys[b] or (
+                moved_keys[a] == moved_keys[b] and index[moved_rows[a]] < index[moved_rows[b]]
             )
             if ordered:
                 break
@@ -970,24 +728,26 @@ def _sort_new_rows(candidates, new_keys, count, index, order):
 
 
 @numba.njit(cache=True)
-def _fast_iterations(rows, slots, centres, centres32, centre_tile, state, selected, t_begin, t_end, slack, scratch):
+def _fast_iterations(points, rows, slots, centres, centres32, state, selected, t_begin, t_end, slack, scratch):
     """Run greedy steps ``t_begin .. t_end - 1`` of the fast loop (all state lives in arrays).
 
-    ``rows = (coords, dims16, keys, index, alive)``, ``slots = (seg_start,
-    seg_size, seg_live, seg_max, seg_arg, seg_prunable, seg_skip_at)``,
-    ``state = [number of slots, first free row, number of free slots,
-    threads, smallest step worth running in parallel, rows visited
-    (16-coordinate sums), 32-coordinate sums, exact distances]``;
-    ``centres[t]`` is a copy of the t-th selected point, ``centres32[:, t]``
-    its first 32 coordinates.
+    ``points``: ``(N, d)``, never modified; ``rows = (heads, keys, index,
+    alive)`` where ``heads[r]`` holds the first 32 coordinates of the point
+    ``index[r]``: the partial sums read this small, dense array, and a point
+    that moves only moves its head (128 bytes), not its whole row;
+    ``slots = (seg_start, seg_size, seg_live,
+    seg_max, seg_arg, seg_prunable, seg_skip_at)``; ``state = [number of
+    slots, first unused row, rows walked, 32-coordinate sums, exact
+    distances]``; ``centres[t]`` is a copy of the t-th selected point,
+    ``centres32[:, t]`` its first 32 coordinates.
     """
-    coords, dims16, keys, index, alive = rows
+    heads, keys, index, alive = rows
     seg_start, seg_size, seg_live, seg_max, seg_arg, seg_prunable, seg_skip_at = slots
-    (bound32, scan, scan_rows, scan_offset, candidates, new_keys, moved_slot, order,
-     unit_bounds, unit_counts, unit_moved, partials, tiles, lane_sums, outs) = scratch  # fmt: skip
-    num_free, num_units, parallel_min_members = state[2], state[3], state[4]
-    capacity = len(keys) - _ROW_PADDING
-    units = unit_bounds[: num_units + 1]
+    bound32, to_walk, walk_bound, pending_rows, pending_slots, moved_rows, moved_keys, moved_slots = scratch[:8]
+    order, staged_heads, staged_index = scratch[8:]
+    blocks = points.shape[1] // LANES
+    head_blocks = heads.shape[1] // LANES
+    first_blocks = min(_FIRST_BLOCKS, head_blocks)
     for t in range(t_begin, t_end):
         num_slots = state[0]
 
@@ -995,180 +755,180 @@ def _fast_iterations(rows, slots, centres, centres32, centre_tile, state, select
         centre_slot = _select_next_centre(seg_max, seg_arg, num_slots)
         centre_row = seg_start[centre_slot]  # a slot's first row is its maximum
         selected[t] = index[centre_row]
-        centres[t, :] = coords[centre_row]
-        centres32[:, t] = coords[centre_row, : centres32.shape[0]]
+        centres[t, :] = points[index[centre_row]]
+        centres32[:, t] = heads[centre_row, : centres32.shape[0]]
         alive[centre_row] = False  # (its key is now -1: it can neither move nor be chosen)
         seg_live[centre_slot] -= 1
-        _refresh_slot(rows, slots, centre_slot, slack, centre_slot < num_free)
-        _fill_centre_tile(centres[t], centre_tile)
-        centre16 = centres[t, : dims16.shape[0]].copy()
-        centre32 = centres[t, : centres32.shape[0]].copy()
+        _refresh_slot(rows, slots, centre_slot, slack, centre_slot == 0)
+        centre = centres[t]
 
-        # 2. which rows can get closer? (triangle inequality)
-        args = (
-            rows, slots, centres, centres32, centre32, t, num_free, num_slots, slack, bound32, scan, scan_rows, scan_offset,
-        )  # fmt: skip
-        num_scan = _slots_to_scan(*args)
-        if state[1] + scan_offset[num_scan] > capacity:  # room for every row that might move
-            state[1] = _compact_rows(rows, slots, num_slots)
-            num_scan = _slots_to_scan(*args)  # (rows have moved)
-        state[5] += scan_offset[num_scan]
+        # 2. which slots may hold a point closer to c?  (triangle inequality
+        #    with B bounded by the first 32 coordinates: all clusters at once)
+        num_clusters = num_slots - 1
+        _dim_major_squared_distances(centres32, num_clusters, centres32[:, t], bound32)
+        to_walk[0] = 0
+        num_to_walk = seg_skip_at[0] != -np.inf  # the free slot, unless it is empty
+        for j in range(num_clusters):  # (branch-free: write always, advance if kept)
+            skip_at = seg_skip_at[1 + j]
+            to_walk[num_to_walk] = 1 + j
+            num_to_walk += (skip_at == np.inf) | (bound32[j] < skip_at)
+        # the exact B of those, in a pass of its own: its iterations do not
+        # depend on each other, so the CPU overlaps them
+        num_kept = 0
+        for i in range(num_to_walk):
+            s = to_walk[i]
+            bound = _lane_sum(centres, s - 1, centre, blocks) if s > 0 else np.float32(0.0)
+            to_walk[num_kept] = s
+            walk_bound[num_kept] = bound
+            num_kept += (seg_skip_at[s] == np.inf) | (bound < seg_skip_at[s])
+        num_to_walk = num_kept
 
-        # 3. partial sums, then exact distances where those do not decide
-        if num_units > 1 and scan_offset[num_scan] >= parallel_min_members:
-            _split_evenly(scan_offset, num_scan, units)
-            _scan_units_in_parallel(
-                rows, seg_start, scan, scan_rows, scan_offset, units, centre16, centre_tile,
-                candidates, new_keys, partials, tiles, lane_sums, outs, unit_counts, unit_moved,
-            )  # fmt: skip
-        else:
-            units[0], units[1] = 0, num_scan  # a single unit
-            unit_moved[0] = _scan_unit(
-                rows, seg_start, scan, scan_rows, 0, num_scan, centre16, centre_tile,
-                candidates, new_keys, partials[0], tiles[0], lane_sums[0], outs[0], unit_counts[0],
-            )  # fmt: skip
-        for w in range(num_units):
-            for j in range(2):
-                state[6 + j] += unit_counts[w, j]
-                unit_counts[w, j] = 0
+        # 3. walk them: exact B, tail cut, partial sums
+        num_moved = num_pending = walked = sums_32 = 0
+        for i in range(num_to_walk):
+            s = to_walk[i]
+            cut_tail = seg_skip_at[s] != np.inf
+            bound = walk_bound[i]
+            for r in range(seg_start[s], seg_start[s] + seg_size[s]):
+                key = keys[r]
+                if cut_tail and bound >= 4.0 * slack * key:
+                    break  # keys only decrease from here on
+                if not alive[r]:
+                    continue
+                walked += 1
+                partial = _lane_sum(heads, r, centre, first_blocks)
+                if partial >= key:
+                    continue
+                if head_blocks > first_blocks:
+                    sums_32 += 1
+                    partial = _lane_sum(heads, r, centre, head_blocks)
+                    if partial >= key:
+                        continue
+                if blocks > head_blocks:  # undecided: compute the exact distance below
+                    _prefetch_row(points, index[r])
+                    pending_rows[num_pending] = r
+                    pending_slots[num_pending] = s
+                    num_pending += 1
+                elif partial < key:  # (the head is the whole point: partial is exact)
+                    moved_rows[num_moved] = r
+                    moved_keys[num_moved] = partial
+                    moved_slots[num_moved] = s
+                    num_moved += 1
 
-        # 4. gather the moved rows (in slot order) and note the slots they leave
-        num_moved = 0
-        for w in range(num_units if num_units > 1 and scan_offset[num_scan] >= parallel_min_members else 1):
-            begin = scan_offset[units[w]]
-            for i in range(unit_moved[w]):
-                candidates[num_moved] = candidates[begin + i]
-                new_keys[num_moved] = new_keys[begin + i]
+        # 4. exact distances for the rows the partial sums left undecided
+        for i in range(num_pending):
+            r = pending_rows[i]
+            distance = _lane_sum(points, index[r], centre, blocks)
+            if distance < keys[r]:
+                moved_rows[num_moved] = r
+                moved_keys[num_moved] = distance
+                moved_slots[num_moved] = pending_slots[i]
                 num_moved += 1
-        i = 0
-        for m in range(num_moved):  # the slot of each row: both lists are in row order
-            while seg_start[scan[i]] + scan_rows[i] <= candidates[m]:
-                i += 1
-            moved_slot[m] = scan[i]
+        state[2] += walked
+        state[3] += sums_32
+        state[4] += num_pending
 
-        # 5. they become the cluster of the new centre, sorted by key
-        _sort_new_rows(candidates, new_keys, num_moved, index, order)
+        # 5. the moved points leave their slots (staged in key order) ...
+        _sort_new_rows(moved_rows, moved_keys, num_moved, index, order)
+        for m in range(num_moved):
+            staged_heads[m] = heads[moved_rows[order[m]]]
+            staged_index[m] = index[moved_rows[order[m]]]
+            alive[moved_rows[m]] = False
+            seg_live[moved_slots[m]] -= 1
+        for m in range(num_moved):  # (moved_slots lists each slot's rows together)
+            s = moved_slots[m]
+            if m == 0 or s != moved_slots[m - 1]:
+                _refresh_slot(rows, slots, s, slack, s == 0)
+
+        # 6. ... and become the cluster of c, after the last used row
+        if state[1] + num_moved > len(keys):
+            state[1] = _compact_rows(rows, slots, num_slots)
         new_slot = num_slots
-        write = state[1]
-        seg_start[new_slot] = write
+        write = seg_start[new_slot] = state[1]
         prunable = True
         for m in range(num_moved):
-            source = candidates[order[m]]
-            _copy_rows(rows, source, write, 1)
-            keys[write] = new_keys[order[m]]
-            prunable = prunable and (keys[write] <= 0.0 or _KEY_FLOOR <= keys[write] <= _KEY_CEIL)
-            write += 1
-        for m in range(num_moved):
-            alive[candidates[m]] = False
-            seg_live[moved_slot[m]] -= 1
-        for m in range(num_moved):
-            s = moved_slot[m]
-            if m == 0 or s != moved_slot[m - 1]:
-                _refresh_slot(rows, slots, s, slack, s < num_free)
+            heads[write + m] = staged_heads[m]
+            key = keys[write + m] = moved_keys[order[m]]
+            index[write + m] = staged_index[m]
+            alive[write + m] = True
+            prunable = prunable and (key <= 0.0 or _KEY_FLOOR <= key <= _KEY_CEIL)
         seg_size[new_slot] = seg_live[new_slot] = num_moved
         seg_prunable[new_slot] = prunable
         _refresh_slot(rows, slots, new_slot, slack, False)
-        state[1] = write
+        state[1] = write + num_moved
         state[0] = num_slots + 1
 
 
 def _fast_loop(
-    points: np.ndarray,
-    keys: np.ndarray,
-    num_select: int,
-    progress_bar,
-    stats: dict | None = None,
-    parallel_min_members: int | None = None,
+    points: np.ndarray, keys: np.ndarray, num_select: int, progress_bar, stats: dict | None = None
 ) -> np.ndarray:
     """Set up the arrays for :func:`_fast_iterations` and run it in chunks of steps.
 
     Same inputs and output as :func:`_plain_loop`, and the same indices.
-    Memory: the row arrays hold every point twice (room for moving rows
-    between compactions): ``O(N * d)``.  If ``stats`` is a dict it receives
-    counts of the work done: rows visited (each gets a 16-coordinate sum),
-    32-coordinate sums and exact distances (compare with ``plain_distances =
-    N * num_select``).  ``parallel_min_members``: smallest step, in rows to
-    visit, that uses more than one thread (default: see
-    :func:`_parallel_min_members`).
+    Memory: the row arrays have room for every point twice (rows move
+    between compactions) and a staging area for the points that move in one
+    step: ``O(N * d)``.  If ``stats`` is a dict it receives counts of the
+    work done: rows walked (each gets a 16-coordinate sum), 32-coordinate
+    sums and exact distances (compare with ``plain_distances = N *
+    num_select``).
     """
     n, padded_dim = points.shape
-    num_units = numba.get_num_threads()
-    capacity = 2 * n + _ROW_PADDING  # every point twice, and padding for vector overrun
-    prefix_dims = min(padded_dim, _PREFIX_DIMS)
-
-    # free blocks: several, so that threads can share them; each sorted by key
-    num_free = int(np.clip(n // 2048, 1, 64))
-    edges = np.linspace(0, n, num_free + 1).astype(np.int64)
-    order = np.concatenate(
-        [lo + np.lexsort((np.arange(lo, hi), -keys[lo:hi])) for lo, hi in zip(edges[:-1], edges[1:])]
-    )
-    coords = np.zeros((capacity, padded_dim), dtype=np.float32)
-    coords[:n] = points[order]
-    dims16 = np.zeros((prefix_dims, capacity), dtype=np.float32)
-    dims16[:, :n] = coords[:n, :prefix_dims].T
-    row_keys = np.zeros(capacity, dtype=np.float32)
+    capacity = 2 * n
+    order = np.lexsort((np.arange(n), -keys))  # the free slot, by key (ties: index)
+    heads = np.empty((capacity, min(padded_dim, LANES * _HEAD_BLOCKS)), dtype=np.float32)
+    heads[:n] = points[order, : heads.shape[1]]  # (rows past the used ones are never read)
+    row_keys = np.empty(capacity, dtype=np.float32)
     row_keys[:n] = keys[order]
-    index = np.zeros(capacity, dtype=np.int64)
+    index = np.empty(capacity, dtype=np.int64)
     index[:n] = order
     alive = np.zeros(capacity, dtype=np.bool_)
     alive[:n] = True
-    rows = (coords, dims16, row_keys, index, alive)
+    rows = (heads, row_keys, index, alive)
 
     slack = _pruning_slack(padded_dim)
-    num_slots_max = num_free + num_select
+    num_slots_max = 1 + num_select
     seg_start = np.zeros(num_slots_max, dtype=np.int64)
-    seg_start[:num_free] = edges[:-1]
     seg_size = np.zeros(num_slots_max, dtype=np.int64)
-    seg_size[:num_free] = np.diff(edges)
+    seg_size[0] = n
     seg_live = seg_size.copy()
     seg_max = np.full(num_slots_max, -np.inf, dtype=np.float32)
     seg_arg = np.full(num_slots_max, _NOT_A_POINT, dtype=np.int64)
     seg_prunable = np.zeros(num_slots_max, dtype=np.bool_)
     seg_skip_at = np.full(num_slots_max, -np.inf, dtype=np.float64)
     slots = (seg_start, seg_size, seg_live, seg_max, seg_arg, seg_prunable, seg_skip_at)
-    for s in range(num_free):
-        _refresh_slot(rows, slots, s, slack, True)
+    _refresh_slot(rows, slots, 0, slack, True)
 
-    if parallel_min_members is None:
-        parallel_min_members = _parallel_min_members()
-    state = np.array([num_free, n, num_free, num_units, parallel_min_members, 0, 0, 0], dtype=np.int64)
-    blocks = padded_dim // LANES
+    state = np.array([1, n, 0, 0, 0], dtype=np.int64)
     scratch = (
         np.empty(num_select, dtype=np.float32),  # bound32
-        np.empty(num_slots_max, dtype=np.int64),  # scan
-        np.empty(num_slots_max, dtype=np.int64),  # scan_rows
-        np.empty(num_slots_max + 1, dtype=np.int64),  # scan_offset
-        np.empty(n, dtype=np.int64),  # candidates
-        np.empty(n, dtype=np.float32),  # new_keys
-        np.empty(n, dtype=np.int64),  # moved_slot
+        np.empty(num_slots_max, dtype=np.int64),  # to_walk
+        np.empty(num_slots_max, dtype=np.float32),  # walk_bound
+        np.empty(n, dtype=np.int64),  # pending_rows
+        np.empty(n, dtype=np.int64),  # pending_slots
+        np.empty(n, dtype=np.int64),  # moved_rows
+        np.empty(n, dtype=np.float32),  # moved_keys
+        np.empty(n, dtype=np.int64),  # moved_slots
         np.empty(n, dtype=np.int64),  # order
-        np.empty(num_units + 1, dtype=np.int64),  # unit_bounds
-        np.zeros((num_units, 2), dtype=np.int64),  # unit_counts
-        np.zeros(num_units, dtype=np.int64),  # unit_moved
-        np.empty((num_units, _CHUNK), dtype=np.float32),  # partials
-        np.empty((num_units, blocks, LANES * _BATCH), dtype=np.float32),  # tiles
-        np.empty((num_units, LANES * _BATCH), dtype=np.float32),  # lane_sums
-        np.empty((num_units, _BATCH), dtype=np.float32),  # outs
+        np.empty((n, heads.shape[1]), dtype=np.float32),  # staged_heads
+        np.empty(n, dtype=np.int64),  # staged_index
     )
     selected = np.empty(num_select, dtype=np.int64)
     centres = np.empty((num_select, padded_dim), dtype=np.float32)
-    centres32 = np.zeros((min(padded_dim, 8 * _MIDDLE_BLOCKS), num_select), dtype=np.float32)
-    centre_tile = np.empty((blocks, LANES * _BATCH), dtype=np.float32)
+    centres32 = np.zeros((min(padded_dim, LANES * _HEAD_BLOCKS), num_select), dtype=np.float32)
     # the progress bar is updated between chunks of steps, not every step
     chunk = num_select if progress_bar.disable else max(64, num_select // 100)
     for t_begin in range(0, num_select, chunk):
         t_end = min(num_select, t_begin + chunk)
-        _fast_iterations(rows, slots, centres, centres32, centre_tile, state, selected, t_begin, t_end, slack, scratch)
+        _fast_iterations(points, rows, slots, centres, centres32, state, selected, t_begin, t_end, slack, scratch)
         progress_bar.update(t_end - t_begin)
     if stats is not None:
         stats.update(
             plain_distances=n * num_select,
-            rows_visited=int(state[5]),
-            sums_32=int(state[6]),
-            exact_distances=int(state[7]),
+            rows_walked=int(state[2]),
+            sums_32=int(state[3]),
+            exact_distances=int(state[4]),
         )
     return selected
-
 
 
 # --------------------------------------------------------------------------
