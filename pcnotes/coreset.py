@@ -69,7 +69,9 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 import sys
+import time
 from typing import Callable, Union
 
 import numba
@@ -515,6 +517,8 @@ _KEY_CEIL = np.float32(2.0**100)
 _NOT_A_POINT = np.iinfo(np.int64).max  # seg_arg of a slot without any point
 _FIRST_BLOCKS = 2  # first test: the first 2 * 8 = 16 (principal) coordinates
 _HEAD_BLOCKS = 4  # second test: the first 32 coordinates, kept in a dense array of their own
+_PARALLEL_MIN_ROWS = 2048  # a step this large takes ~20 microseconds; a thread hand-off ~1 on idle cores
+_CHUNK_STEPS = 64  # steps between progress-bar updates and between choices of threads
 
 
 def _pruning_slack(padded_dim: int) -> float:
@@ -707,24 +711,111 @@ def _compact_rows(rows, slots, num_slots):
 
 @numba.njit(cache=True)
 def _sort_new_rows(moved_rows, moved_keys, count, index, order):
-    """Order the moved rows by (new key descending, original index ascending)."""
-    if count > 64:
-        by_index = np.argsort(index[moved_rows[:count]], kind="mergesort")
-        by_key = np.argsort(-moved_keys[:count][by_index], kind="mergesort")  # stable: ties keep index order
-        order[:count] = by_index[by_key]
-        return
-    for m in range(count):  # insertion sort: few rows move in most steps
-        order[m] = m
-        p = m
-        while p > 0:
-            a, b = order[p - 1], order[p]
-            ordered = moved_keys[a] > moved_keys[b] or (
-                moved_keys[a] == moved_keys[b] and index[moved_rows[a]] < index[moved_rows[b]]
-            )
-            if ordered:
-                break
-            order[p - 1], order[p] = b, a
-            p -= 1
+    """Order the moved rows by (new key descending, original index ascending).
+
+    One sort of int64 composites: the new keys are squared distances, >= +0,
+    and for such floats the bit pattern read as an integer grows with the
+    value; so ``(2^31 - 1 - bits) << 32 | index`` sorts by key descending,
+    then by index ascending (indices are below 2^32).
+    """
+    bits = moved_keys[:count].view(np.int32)
+    composite = np.empty(count, dtype=np.int64)
+    for m in range(count):
+        composite[m] = (np.int64(0x7FFFFFFF - bits[m]) << 32) | index[moved_rows[m]]
+    order[:count] = np.argsort(composite)
+
+
+@numba.njit(cache=True)
+def _walk(points, rows, slots, to_walk, walk_bound, first, last, centre, slack, out_rows, out_keys, out_slots, counts):
+    """Offer the new centre to the rows of the slots ``to_walk[first:last]``.
+
+    Walks each slot from its largest key, stops at the tail that B rules out
+    (``walk_bound[i]`` is B for ``to_walk[i]``), and drops a row as soon as
+    its sum over the first 16, then 32 coordinates reaches its key.  The
+    rows left undecided get their exact distance (their points are
+    prefetched during the walk, so those scattered reads overlap).  The rows
+    whose key drops are written to ``out_rows[:m]``, with their new keys in
+    ``out_keys`` and their slots in ``out_slots``, in slot order; returns m.
+    ``counts`` accumulates the rows walked, 32-coordinate sums and exact
+    distances.  Reads ``rows`` and ``slots`` only.
+    """
+    heads, keys, index, alive = rows
+    seg_start, seg_size = slots[0], slots[1]
+    seg_skip_at = slots[6]
+    blocks = points.shape[1] // LANES
+    head_blocks = heads.shape[1] // LANES
+    first_blocks = min(_FIRST_BLOCKS, head_blocks)
+    num_pending = walked = sums_32 = 0
+    for i in range(first, last):
+        s = to_walk[i]
+        cut_tail = seg_skip_at[s] != np.inf
+        bound = walk_bound[i]
+        for r in range(seg_start[s], seg_start[s] + seg_size[s]):
+            key = keys[r]
+            if cut_tail and bound >= 4.0 * slack * key:
+                break  # keys only decrease from here on
+            if not alive[r]:
+                continue
+            walked += 1
+            if _lane_sum(heads, r, centre, first_blocks) >= key:
+                continue
+            if head_blocks > first_blocks:
+                sums_32 += 1
+                if _lane_sum(heads, r, centre, head_blocks) >= key:
+                    continue
+            _prefetch_row(points, index[r])
+            out_rows[num_pending] = r
+            out_slots[num_pending] = s
+            num_pending += 1
+    num_moved = 0
+    for p in range(num_pending):  # (overwrites only entries already read)
+        r = out_rows[p]
+        distance = _lane_sum(points, index[r], centre, blocks)
+        if distance < keys[r]:
+            out_rows[num_moved] = r
+            out_keys[num_moved] = distance
+            out_slots[num_moved] = out_slots[p]
+            num_moved += 1
+    counts[0] += walked
+    counts[1] += sums_32
+    counts[2] += num_pending
+    return num_moved
+
+
+@numba.njit(cache=True, parallel=True)
+def _walk_in_parallel(
+    points, rows, slots, to_walk, walk_bound, units, offsets, centre, slack, out_rows, out_keys, out_slots, counts, moved,
+):  # fmt: skip
+    """:func:`_walk` on the runs ``units[w] .. units[w + 1]`` of ``to_walk``, one per thread.
+
+    Run w writes only to its own part of the output arrays, from
+    ``offsets[units[w]]`` on (``offsets`` is the prefix sum of the slot
+    sizes, enough room for every row), so the threads never collide, and
+    the result does not depend on how the slots were split.
+    """
+    for w in numba.prange(len(units) - 1):
+        begin, end = offsets[units[w]], offsets[units[w + 1]]
+        moved[w] = _walk(
+            points, rows, slots, to_walk, walk_bound, units[w], units[w + 1], centre, slack,
+            out_rows[begin:end], out_keys[begin:end], out_slots[begin:end], counts[w],
+        )  # fmt: skip
+
+
+@numba.njit(cache=True)
+def _split_evenly(offsets, count, units):
+    """Cut items ``0 .. count - 1`` into ``len(units) - 1`` runs of about equal size.
+
+    ``offsets[i]`` is the total size of the items before item i (a prefix
+    sum); run w is ``units[w] .. units[w + 1] - 1``.
+    """
+    num_units = len(units) - 1
+    item = 0
+    for w in range(num_units):
+        # the first item at which the running total reaches w / num_units of the whole
+        while item < count and offsets[item] * num_units < offsets[count] * w:
+            item += 1
+        units[w] = item
+    units[num_units] = count
 
 
 @numba.njit(cache=True)
@@ -735,19 +826,18 @@ def _fast_iterations(points, rows, slots, centres, centres32, state, selected, t
     alive)`` where ``heads[r]`` holds the first 32 coordinates of the point
     ``index[r]``: the partial sums read this small, dense array, and a point
     that moves only moves its head (128 bytes), not its whole row;
-    ``slots = (seg_start, seg_size, seg_live,
-    seg_max, seg_arg, seg_prunable, seg_skip_at)``; ``state = [number of
-    slots, first unused row, rows walked, 32-coordinate sums, exact
-    distances]``; ``centres[t]`` is a copy of the t-th selected point,
-    ``centres32[:, t]`` its first 32 coordinates.
+    ``slots = (seg_start, seg_size, seg_live, seg_max, seg_arg,
+    seg_prunable, seg_skip_at)``; ``state = [number of slots, first unused
+    row, smallest step (in rows) worth splitting over threads]``;
+    ``centres[t]`` is a copy of the t-th selected point, ``centres32[:, t]``
+    its first 32 coordinates.
     """
     heads, keys, index, alive = rows
     seg_start, seg_size, seg_live, seg_max, seg_arg, seg_prunable, seg_skip_at = slots
-    bound32, to_walk, walk_bound, pending_rows, pending_slots, moved_rows, moved_keys, moved_slots = scratch[:8]
-    order, staged_heads, staged_index = scratch[8:]
+    bound32, to_walk, walk_bound, offsets, units, counts, unit_moved = scratch[:7]
+    out_rows, out_keys, out_slots, order, staged_heads, staged_index = scratch[7:]
     blocks = points.shape[1] // LANES
-    head_blocks = heads.shape[1] // LANES
-    first_blocks = min(_FIRST_BLOCKS, head_blocks)
+    num_units = len(units) - 1
     for t in range(t_begin, t_end):
         num_slots = state[0]
 
@@ -762,8 +852,8 @@ def _fast_iterations(points, rows, slots, centres, centres32, state, selected, t
         _refresh_slot(rows, slots, centre_slot, slack, centre_slot == 0)
         centre = centres[t]
 
-        # 2. which slots may hold a point closer to c?  (triangle inequality
-        #    with B bounded by the first 32 coordinates: all clusters at once)
+        # 2. which slots may hold a point closer to c?  The triangle test with
+        #    B bounded by the first 32 coordinates, all clusters at once ...
         num_clusters = num_slots - 1
         _dim_major_squared_distances(centres32, num_clusters, centres32[:, t], bound32)
         to_walk[0] = 0
@@ -772,75 +862,52 @@ def _fast_iterations(points, rows, slots, centres, centres32, state, selected, t
             skip_at = seg_skip_at[1 + j]
             to_walk[num_to_walk] = 1 + j
             num_to_walk += (skip_at == np.inf) | (bound32[j] < skip_at)
-        # the exact B of those, in a pass of its own: its iterations do not
-        # depend on each other, so the CPU overlaps them
+        # ... then with the exact B, in a pass of its own (its iterations do
+        # not depend on each other, so the CPU overlaps them)
         num_kept = 0
         for i in range(num_to_walk):
             s = to_walk[i]
             bound = _lane_sum(centres, s - 1, centre, blocks) if s > 0 else np.float32(0.0)
             to_walk[num_kept] = s
             walk_bound[num_kept] = bound
+            offsets[num_kept + 1] = offsets[num_kept] + seg_size[s]
             num_kept += (seg_skip_at[s] == np.inf) | (bound < seg_skip_at[s])
         num_to_walk = num_kept
 
-        # 3. walk them: exact B, tail cut, partial sums
-        num_moved = num_pending = walked = sums_32 = 0
-        for i in range(num_to_walk):
-            s = to_walk[i]
-            cut_tail = seg_skip_at[s] != np.inf
-            bound = walk_bound[i]
-            for r in range(seg_start[s], seg_start[s] + seg_size[s]):
-                key = keys[r]
-                if cut_tail and bound >= 4.0 * slack * key:
-                    break  # keys only decrease from here on
-                if not alive[r]:
-                    continue
-                walked += 1
-                partial = _lane_sum(heads, r, centre, first_blocks)
-                if partial >= key:
-                    continue
-                if head_blocks > first_blocks:
-                    sums_32 += 1
-                    partial = _lane_sum(heads, r, centre, head_blocks)
-                    if partial >= key:
-                        continue
-                if blocks > head_blocks:  # undecided: compute the exact distance below
-                    _prefetch_row(points, index[r])
-                    pending_rows[num_pending] = r
-                    pending_slots[num_pending] = s
-                    num_pending += 1
-                elif partial < key:  # (the head is the whole point: partial is exact)
-                    moved_rows[num_moved] = r
-                    moved_keys[num_moved] = partial
-                    moved_slots[num_moved] = s
+        # 3. walk them (on several threads if the step is large)
+        if num_units > 1 and offsets[num_to_walk] >= state[2]:
+            _split_evenly(offsets, num_to_walk, units)
+            _walk_in_parallel(
+                points, rows, slots, to_walk, walk_bound, units, offsets, centre, slack,
+                out_rows, out_keys, out_slots, counts, unit_moved,
+            )  # fmt: skip
+            num_moved = 0
+            for w in range(num_units):  # gather the runs' results, in slot order
+                begin = offsets[units[w]]
+                for m in range(unit_moved[w]):
+                    out_rows[num_moved] = out_rows[begin + m]
+                    out_keys[num_moved] = out_keys[begin + m]
+                    out_slots[num_moved] = out_slots[begin + m]
                     num_moved += 1
+        else:
+            num_moved = _walk(
+                points, rows, slots, to_walk, walk_bound, 0, num_to_walk, centre, slack,
+                out_rows, out_keys, out_slots, counts[0],
+            )  # fmt: skip
 
-        # 4. exact distances for the rows the partial sums left undecided
-        for i in range(num_pending):
-            r = pending_rows[i]
-            distance = _lane_sum(points, index[r], centre, blocks)
-            if distance < keys[r]:
-                moved_rows[num_moved] = r
-                moved_keys[num_moved] = distance
-                moved_slots[num_moved] = pending_slots[i]
-                num_moved += 1
-        state[2] += walked
-        state[3] += sums_32
-        state[4] += num_pending
-
-        # 5. the moved points leave their slots (staged in key order) ...
-        _sort_new_rows(moved_rows, moved_keys, num_moved, index, order)
+        # 4. the moved points leave their slots (staged in key order) ...
+        _sort_new_rows(out_rows, out_keys, num_moved, index, order)
         for m in range(num_moved):
-            staged_heads[m] = heads[moved_rows[order[m]]]
-            staged_index[m] = index[moved_rows[order[m]]]
-            alive[moved_rows[m]] = False
-            seg_live[moved_slots[m]] -= 1
-        for m in range(num_moved):  # (moved_slots lists each slot's rows together)
-            s = moved_slots[m]
-            if m == 0 or s != moved_slots[m - 1]:
+            staged_heads[m] = heads[out_rows[order[m]]]
+            staged_index[m] = index[out_rows[order[m]]]
+            alive[out_rows[m]] = False
+            seg_live[out_slots[m]] -= 1
+        for m in range(num_moved):  # (out_slots lists each slot's rows together)
+            s = out_slots[m]
+            if m == 0 or s != out_slots[m - 1]:
                 _refresh_slot(rows, slots, s, slack, s == 0)
 
-        # 6. ... and become the cluster of c, after the last used row
+        # 5. ... and become the cluster of c, after the last used row
         if state[1] + num_moved > len(keys):
             state[1] = _compact_rows(rows, slots, num_slots)
         new_slot = num_slots
@@ -848,7 +915,7 @@ def _fast_iterations(points, rows, slots, centres, centres32, state, selected, t
         prunable = True
         for m in range(num_moved):
             heads[write + m] = staged_heads[m]
-            key = keys[write + m] = moved_keys[order[m]]
+            key = keys[write + m] = out_keys[order[m]]
             index[write + m] = staged_index[m]
             alive[write + m] = True
             prunable = prunable and (key <= 0.0 or _KEY_FLOOR <= key <= _KEY_CEIL)
@@ -859,20 +926,103 @@ def _fast_iterations(points, rows, slots, centres, centres32, state, selected, t
         state[0] = num_slots + 1
 
 
+def _cores_free_for(threads: int) -> bool:
+    """Are ``threads`` cores free right now?  Counts the tasks that are
+    running or waiting for a core at this instant (Linux ``/proc``), other
+    than this process's own threads; where that cannot be read, says yes."""
+    try:
+        with open("/proc/loadavg") as file:
+            runnable = int(file.read().split()[3].split("/")[0])  # e.g. "0.52 0.58 0.59 3/245 1234"
+        own = 0
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{task}/stat") as file:
+                own += file.read().rsplit(")", 1)[1].split()[0] == "R"  # the field after "(name)"
+        cores = len(os.sched_getaffinity(0))
+    except (OSError, ValueError, IndexError, AttributeError):
+        return True
+    return runnable - own <= cores - threads
+
+
+class _ThreadChoice:
+    """Decides, chunk by chunk of steps, whether big steps use all of numba's threads.
+
+    ``mode="all"`` or ``"one"`` fixes the choice.  ``"measure"`` starts on
+    one thread and uses more only while other processes leave the cores
+    free (:func:`_cores_free_for`) *and* timing says it pays: now and then
+    (after 2, 4, 8 or at most 16 chunks) it runs one chunk the other way, a
+    *trial*, which takes over when its seconds per walked row are at least
+    10 % below those of the chunk just before it (neighbouring chunks do
+    similar work; the margin keeps noise from flipping the choice).  A chunk
+    that costs twice as much per row as the one before brings the next
+    trial forward.  Why so careful?  On idle cores a thread hand-off costs
+    about a microsecond and two threads walk a big step about 1.4 times
+    faster; but when other processes keep the cores busy, a thread that has
+    to wait for a core at every step made the loop 5 to 24 times slower
+    (benchmarks/README.md).  Only the speed depends on this choice, never
+    the indices.
+    """
+
+    MARGIN = 0.9
+    LONGEST_WAIT = 16
+
+    def __init__(self, mode: str, threads: int):
+        if mode not in ("measure", "all", "one"):
+            raise ValueError(f"threads must be 'measure', 'all' or 'one', got {mode!r}")
+        self.mode = mode if threads > 1 else "one"
+        self.threads = threads
+        self.best = False  # start on one thread: never slow, whatever the load
+        self.best_cost = math.inf  # seconds per walked row of the latest chunk run the best way
+        self.chunk = 0
+        self.wait = 1
+        self.next_trial = 1
+
+    def use_threads(self) -> bool:
+        if self.mode != "measure":
+            return self.mode == "all"
+        wanted = self.best != (self.chunk >= self.next_trial)
+        # (a second look: a reading now and then catches a task in passing)
+        return wanted and (_cores_free_for(self.threads) or _cores_free_for(self.threads))
+
+    def record(self, used_threads: bool, seconds: float, rows_walked: int) -> None:
+        cost = seconds / rows_walked if rows_walked > 0 else math.inf
+        if used_threads != self.best:  # a trial (or one thread, forced by busy cores)
+            if cost < self.MARGIN * self.best_cost:
+                self.best, self.best_cost, self.wait = used_threads, cost, 1
+            elif self.chunk >= self.next_trial:  # a planned trial that lost
+                self.wait = min(2 * self.wait, self.LONGEST_WAIT)
+            if self.chunk >= self.next_trial:
+                self.next_trial = self.chunk + 1 + self.wait
+        elif rows_walked > 0:
+            if cost > 2 * self.best_cost:
+                self.next_trial = self.chunk + 1
+            self.best_cost = cost
+        self.chunk += 1
+
+
 def _fast_loop(
-    points: np.ndarray, keys: np.ndarray, num_select: int, progress_bar, stats: dict | None = None
+    points: np.ndarray,
+    keys: np.ndarray,
+    num_select: int,
+    progress_bar,
+    stats: dict | None = None,
+    threads: str = "measure",
 ) -> np.ndarray:
     """Set up the arrays for :func:`_fast_iterations` and run it in chunks of steps.
 
     Same inputs and output as :func:`_plain_loop`, and the same indices.
-    Memory: the row arrays have room for every point twice (rows move
-    between compactions) and a staging area for the points that move in one
-    step: ``O(N * d)``.  If ``stats`` is a dict it receives counts of the
-    work done: rows walked (each gets a 16-coordinate sum), 32-coordinate
-    sums and exact distances (compare with ``plain_distances = N *
-    num_select``).
+    Memory: the row arrays have room for every point's head twice (heads
+    move between compactions): ``O(N * d)``.  If ``stats`` is a dict it
+    receives counts of the work done: rows walked (each gets a 16-coordinate
+    sum), 32-coordinate sums and exact distances (compare with
+    ``plain_distances = N * num_select``) and the steps split over threads.
+
+    Threads: a step that walks at least ``_PARALLEL_MIN_ROWS`` rows may be
+    split over numba's threads.  ``threads="measure"`` (default) decides
+    chunk by chunk of steps, by timing (:class:`_ThreadChoice`).
+    ``"all"`` or ``"one"`` force a choice (the indices are the same).
     """
     n, padded_dim = points.shape
+    points = np.ascontiguousarray(points, dtype=np.float32)
     capacity = 2 * n
     order = np.lexsort((np.arange(n), -keys))  # the free slot, by key (ties: index)
     heads = np.empty((capacity, min(padded_dim, LANES * _HEAD_BLOCKS)), dtype=np.float32)
@@ -898,16 +1048,20 @@ def _fast_loop(
     slots = (seg_start, seg_size, seg_live, seg_max, seg_arg, seg_prunable, seg_skip_at)
     _refresh_slot(rows, slots, 0, slack, True)
 
-    state = np.array([1, n, 0, 0, 0], dtype=np.int64)
+    num_units = numba.get_num_threads()
+    state = np.array([1, n, 0], dtype=np.int64)
+    counts = np.zeros((num_units, 3), dtype=np.int64)
     scratch = (
         np.empty(num_select, dtype=np.float32),  # bound32
         np.empty(num_slots_max, dtype=np.int64),  # to_walk
         np.empty(num_slots_max, dtype=np.float32),  # walk_bound
-        np.empty(n, dtype=np.int64),  # pending_rows
-        np.empty(n, dtype=np.int64),  # pending_slots
-        np.empty(n, dtype=np.int64),  # moved_rows
-        np.empty(n, dtype=np.float32),  # moved_keys
-        np.empty(n, dtype=np.int64),  # moved_slots
+        np.zeros(num_slots_max + 1, dtype=np.int64),  # offsets
+        np.empty(num_units + 1, dtype=np.int64),  # units
+        counts,
+        np.zeros(num_units, dtype=np.int64),  # unit_moved
+        np.empty(capacity, dtype=np.int64),  # out_rows
+        np.empty(capacity, dtype=np.float32),  # out_keys
+        np.empty(capacity, dtype=np.int64),  # out_slots
         np.empty(n, dtype=np.int64),  # order
         np.empty((n, heads.shape[1]), dtype=np.float32),  # staged_heads
         np.empty(n, dtype=np.int64),  # staged_index
@@ -915,18 +1069,27 @@ def _fast_loop(
     selected = np.empty(num_select, dtype=np.int64)
     centres = np.empty((num_select, padded_dim), dtype=np.float32)
     centres32 = np.zeros((min(padded_dim, LANES * _HEAD_BLOCKS), num_select), dtype=np.float32)
-    # the progress bar is updated between chunks of steps, not every step
-    chunk = num_select if progress_bar.disable else max(64, num_select // 100)
-    for t_begin in range(0, num_select, chunk):
-        t_end = min(num_select, t_begin + chunk)
+    choice = _ThreadChoice(threads, num_units)
+    parallel_steps = 0
+    # chunks of steps: the progress bar and the choice of threads are updated in between
+    for t_begin in range(0, num_select, _CHUNK_STEPS):
+        t_end = min(num_select, t_begin + _CHUNK_STEPS)
+        use_threads = choice.use_threads()
+        state[2] = _PARALLEL_MIN_ROWS if use_threads else np.iinfo(np.int64).max
+        walked_before = counts[:, 0].sum()
+        start = time.perf_counter()
         _fast_iterations(points, rows, slots, centres, centres32, state, selected, t_begin, t_end, slack, scratch)
+        choice.record(use_threads, time.perf_counter() - start, counts[:, 0].sum() - walked_before)
+        parallel_steps += (t_end - t_begin) * use_threads
         progress_bar.update(t_end - t_begin)
     if stats is not None:
+        walked, sums_32, exact = counts.sum(axis=0)
         stats.update(
             plain_distances=n * num_select,
-            rows_walked=int(state[2]),
-            sums_32=int(state[3]),
-            exact_distances=int(state[4]),
+            rows_walked=int(walked),
+            sums_32=int(sums_32),
+            exact_distances=int(exact),
+            steps_in_threaded_chunks=int(parallel_steps),
         )
     return selected
 
