@@ -447,9 +447,9 @@ def _reference_loop(
 #   * slot 1 + t holds the points whose key was last lowered by the t-th
 #     selected centre c_t; we call them the *cluster* of c_t.
 # The points of a slot are stored in consecutive *rows* seg_start ..
-# seg_start + seg_size - 1 of the row arrays (coordinates, key, original
-# index, "alive" flag), in order of decreasing key (ties: increasing
-# original index).  A point that leaves a slot is copied to its new slot and
+# seg_start + seg_size - 1 of the row arrays (head = first 32 coordinates,
+# key, original index, "alive" flag), in order of decreasing key (ties:
+# increasing original index).  A point that leaves a slot is copied to its new slot and
 # its old row is only marked dead, which keeps the order; a slot is squeezed
 # when it holds more dead rows than live ones.  So the first row of a slot
 # is its largest key: seg_max, seg_arg (its original index); seg_skip_at is
@@ -468,9 +468,9 @@ def _reference_loop(
 #      vectorised), and skip the cluster when that already reaches
 #      seg_skip_at[s] = 4 * slack * seg_max[s]; for the others compute B
 #      itself and test again (triangle inequality, proof below);
-#   3. walk the rows of each remaining cluster, largest key first, and stop
-#      at the first row with  B >= 4 * slack * key(x): the same argument
-#      rules out every later row, whose key is smaller;
+#   3. walk the rows of each remaining cluster, largest key first, up to
+#      the first row with  B >= 4 * slack * key(x): the same argument rules
+#      out every later row, whose key is smaller;
 #   4. for each row walked, sum the first 16 coordinates, then the first 32,
 #      and drop x as soon as such a partial sum is >= key(x) (exact, see
 #      below); otherwise compute q(x, c).  Points whose key drops move to
@@ -508,9 +508,18 @@ def _reference_loop(
 # points are in principal axes, so the first 16 coordinates usually hold
 # most of the distance; see _rotate_to_principal_axes.)
 #
-# One thread.  The steps are sequential and one lasts about 0.05 ms at
-# N = 47k, so a second thread would have to be handed work twice per step;
-# see benchmarks/README.md for what that cost when measured.
+# Threads.  The steps are sequential, but the slots walked in one step are
+# independent: a big step (at least _PARALLEL_MIN_ROWS rows) is cut into one
+# run of slots per thread, each writing to its own part of the output
+# arrays, and the runs' results are joined in slot order, so the indices do
+# not depend on the split.  Whether big steps are split at all is decided
+# while the loop runs (_ThreadChoice), because that depends on the load.
+#
+# Memory.  The coordinates are read from `points`, which never changes; the
+# slots move only the first 32 coordinates of each point (its *head*, 128
+# bytes) with its key, index and flag.  Exact distances read `points` in
+# scattered order, so they are computed after the walk, once the walk has
+# asked the CPU to prefetch those rows.
 
 _KEY_FLOOR = np.float32(2.0**-64)
 _KEY_CEIL = np.float32(2.0**100)
@@ -726,18 +735,49 @@ def _sort_new_rows(moved_rows, moved_keys, count, index, order):
 
 
 @numba.njit(cache=True)
+def _visit_length(keys, start, size, bound, slack):
+    """How many leading rows of a cluster the triangle test cannot skip.
+
+    Row x may be skipped when ``bound >= 4 * slack * key(x)``; keys decrease
+    along the slot, so those rows form a tail.  A short slot is counted
+    without branches (one unpredictable branch costs more than a few
+    comparisons), a long one is bisected.
+    """
+    if size <= 32:
+        visit = 0
+        for r in range(start, start + size):
+            visit += 4.0 * slack * keys[r] > bound
+        return visit
+    lo, hi = 0, size
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if bound >= 4.0 * slack * keys[start + mid]:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+@numba.njit(cache=True)
 def _walk(points, rows, slots, to_walk, walk_bound, first, last, centre, slack, out_rows, out_keys, out_slots, counts):
     """Offer the new centre to the rows of the slots ``to_walk[first:last]``.
 
-    Walks each slot from its largest key, stops at the tail that B rules out
-    (``walk_bound[i]`` is B for ``to_walk[i]``), and drops a row as soon as
-    its sum over the first 16, then 32 coordinates reaches its key.  The
-    rows left undecided get their exact distance (their points are
-    prefetched during the walk, so those scattered reads overlap).  The rows
-    whose key drops are written to ``out_rows[:m]``, with their new keys in
-    ``out_keys`` and their slots in ``out_slots``, in slot order; returns m.
-    ``counts`` accumulates the rows walked, 32-coordinate sums and exact
-    distances.  Reads ``rows`` and ``slots`` only.
+    Three passes, each over the survivors of the one before:
+
+    1. walk each slot from its largest key up to the tail that B rules out
+       (``walk_bound[i]`` is B for ``to_walk[i]``), keeping the live rows
+       whose sum over the first 16 coordinates is below their key;
+    2. of those, keep the rows whose sum over the first 32 is still below;
+    3. compute the exact distance of the rest (their points are prefetched
+       first, so those scattered reads overlap).
+
+    The passes write their survivors branch-free (always write, advance the
+    count only if kept): whether a row survives is hard to predict, and a
+    mispredicted branch costs more than the write.  The rows whose key drops
+    are returned in ``out_rows[:m]``, with their new keys in ``out_keys``
+    and their slots in ``out_slots``, in slot order; returns m.  ``counts``
+    accumulates the rows walked, 32-coordinate sums and exact distances.
+    Reads ``rows`` and ``slots`` only.
     """
     heads, keys, index, alive = rows
     seg_start, seg_size = slots[0], slots[1]
@@ -745,30 +785,32 @@ def _walk(points, rows, slots, to_walk, walk_bound, first, last, centre, slack, 
     blocks = points.shape[1] // LANES
     head_blocks = heads.shape[1] // LANES
     first_blocks = min(_FIRST_BLOCKS, head_blocks)
-    num_pending = walked = sums_32 = 0
-    for i in range(first, last):
+    count = walked = 0
+    for i in range(first, last):  # 1.
         s = to_walk[i]
-        cut_tail = seg_skip_at[s] != np.inf
-        bound = walk_bound[i]
-        for r in range(seg_start[s], seg_start[s] + seg_size[s]):
-            key = keys[r]
-            if cut_tail and bound >= 4.0 * slack * key:
-                break  # keys only decrease from here on
-            if not alive[r]:
-                continue
-            walked += 1
-            if _lane_sum(heads, r, centre, first_blocks) >= key:
-                continue
-            if head_blocks > first_blocks:
-                sums_32 += 1
-                if _lane_sum(heads, r, centre, head_blocks) >= key:
-                    continue
-            _prefetch_row(points, index[r])
-            out_rows[num_pending] = r
-            out_slots[num_pending] = s
-            num_pending += 1
+        start, visit = seg_start[s], seg_size[s]
+        if seg_skip_at[s] != np.inf:  # a cluster with a usable bound: cut its tail
+            visit = _visit_length(keys, start, visit, walk_bound[i], slack)
+        walked += visit
+        for r in range(start, start + visit):
+            partial = _lane_sum(heads, r, centre, first_blocks)
+            out_rows[count] = r
+            out_slots[count] = s
+            count += alive[r] & (partial < keys[r])
+    sums_32 = count
+    if head_blocks > first_blocks:  # 2.
+        kept = 0
+        for p in range(count):
+            r = out_rows[p]
+            partial = _lane_sum(heads, r, centre, head_blocks)
+            out_rows[kept] = r
+            out_slots[kept] = out_slots[p]
+            kept += partial < keys[r]
+        count = kept
+    for p in range(count):  # 3.
+        _prefetch_row(points, index[out_rows[p]])
     num_moved = 0
-    for p in range(num_pending):  # (overwrites only entries already read)
+    for p in range(count):
         r = out_rows[p]
         distance = _lane_sum(points, index[r], centre, blocks)
         if distance < keys[r]:
@@ -778,7 +820,7 @@ def _walk(points, rows, slots, to_walk, walk_bound, first, last, centre, slack, 
             num_moved += 1
     counts[0] += walked
     counts[1] += sums_32
-    counts[2] += num_pending
+    counts[2] += count
     return num_moved
 
 
@@ -828,7 +870,7 @@ def _fast_iterations(points, rows, slots, centres, centres32, state, selected, t
     that moves only moves its head (128 bytes), not its whole row;
     ``slots = (seg_start, seg_size, seg_live, seg_max, seg_arg,
     seg_prunable, seg_skip_at)``; ``state = [number of slots, first unused
-    row, smallest step (in rows) worth splitting over threads]``;
+    row, smallest step (in rows) to split over threads, compactions]``;
     ``centres[t]`` is a copy of the t-th selected point, ``centres32[:, t]``
     its first 32 coordinates.
     """
@@ -910,6 +952,7 @@ def _fast_iterations(points, rows, slots, centres, centres32, state, selected, t
         # 5. ... and become the cluster of c, after the last used row
         if state[1] + num_moved > len(keys):
             state[1] = _compact_rows(rows, slots, num_slots)
+            state[3] += 1
         new_slot = num_slots
         write = seg_start[new_slot] = state[1]
         prunable = True
@@ -1049,7 +1092,7 @@ def _fast_loop(
     _refresh_slot(rows, slots, 0, slack, True)
 
     num_units = numba.get_num_threads()
-    state = np.array([1, n, 0], dtype=np.int64)
+    state = np.array([1, n, 0, 0], dtype=np.int64)
     counts = np.zeros((num_units, 3), dtype=np.int64)
     scratch = (
         np.empty(num_select, dtype=np.float32),  # bound32
@@ -1090,6 +1133,7 @@ def _fast_loop(
             sums_32=int(sums_32),
             exact_distances=int(exact),
             steps_in_threaded_chunks=int(parallel_steps),
+            compactions=int(state[3]),
         )
     return selected
 

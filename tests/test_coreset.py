@@ -270,12 +270,16 @@ def test_fast_equals_plain(sampler, n, dim, ratio, seed):
 
 
 def _loops_agree(points: np.ndarray, keys: np.ndarray, num_select: int) -> np.ndarray:
-    """Run plain, fast and torch loops; assert equal indices."""
+    """Run plain, fast (one thread and all threads, every step split) and torch loops; assert equal indices."""
     points = cs._pad_to_lanes(points)
     plain = cs._plain_loop(points, keys, num_select, no_bar())
-    fast = cs._fast_loop(points, keys, num_select, no_bar())
+    fast = cs._fast_loop(points, keys, num_select, no_bar(), threads="one")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cs, "_PARALLEL_MIN_ROWS", 0)  # split every step, however small
+        threaded = cs._fast_loop(points, keys, num_select, no_bar(), threads="all")
     torch_loop = cs._torch_loop(torch.from_numpy(points), torch.from_numpy(keys), num_select, no_bar())
     np.testing.assert_array_equal(fast, plain)
+    np.testing.assert_array_equal(threaded, plain)
     np.testing.assert_array_equal(torch_loop, plain)
     return plain
 
@@ -289,12 +293,15 @@ def test_loops_agree_on_random_points(seed):
     _loops_agree(points, keys, max(1, n // 7))
 
 
-def test_loops_agree_with_several_free_blocks():
-    # from 4096 points on, the unassigned points start in several blocks
+def test_loops_agree_on_a_bank_that_needs_compaction():
+    # 6000 points, 1500 steps: rows move often enough that the row arrays are compacted
     rng = np.random.default_rng(7)
     points = gaussian_mixture(6000, 24, seed=7)
     keys = rng.uniform(0, 50, 6000).astype(np.float32)
-    _loops_agree(points, keys, 400)
+    stats = {}
+    cs._fast_loop(cs._pad_to_lanes(points), keys, 1500, no_bar(), stats)
+    assert stats["compactions"] >= 1
+    _loops_agree(points, keys, 1500)
 
 
 def test_loops_agree_on_integer_grid_with_many_ties():
@@ -336,7 +343,69 @@ def test_fast_loop_prunes():
     keys = np.full(3000, np.inf, np.float32)
     stats = {}
     cs._fast_loop(points, keys, 300, no_bar(), stats)
-    assert stats["exact_distances"] < 0.5 * stats["plain_distances"]
+    assert stats["rows_walked"] < 0.5 * stats["plain_distances"]
+    assert stats["exact_distances"] < 0.1 * stats["plain_distances"]
+
+
+def test_principal_axes_keep_every_distance_and_sort_the_variance():
+    points = torch.from_numpy(gaussian_mixture(3000, 24, seed=2))
+    rotated = cs._rotate_to_principal_axes(points, sample_size=500)
+    exact = "donot_use_mm_for_euclid_dist"
+    np.testing.assert_allclose(
+        torch.cdist(rotated[:50], rotated, compute_mode=exact), torch.cdist(points[:50], points, compute_mode=exact), atol=1e-4
+    )
+    variance = rotated.var(dim=0)
+    assert bool((variance[:-1] >= 0.8 * variance[1:]).all())  # largest first (up to sampling)
+    assert float(rotated.mean(dim=0).abs().max()) < 1e-3
+
+
+def _run_choice(choice: cs._ThreadChoice, seconds_per_row, chunks: int = 60) -> list[bool]:
+    """Feed a _ThreadChoice chunk costs from ``seconds_per_row(threads, chunk)``; return its choices."""
+    used = []
+    for chunk in range(chunks):
+        threads = choice.use_threads()
+        choice.record(threads, seconds_per_row(threads, chunk) * 1000, 1000)
+        used.append(threads)
+    return used
+
+
+def test_thread_choice_fixed_modes_and_bad_mode():
+    assert _run_choice(cs._ThreadChoice("all", 2), lambda t, c: 1.0, 5) == [True] * 5
+    assert _run_choice(cs._ThreadChoice("one", 2), lambda t, c: 1.0, 5) == [False] * 5
+    assert _run_choice(cs._ThreadChoice("all", 1), lambda t, c: 1.0, 5) == [False] * 5  # one thread to use
+    with pytest.raises(ValueError, match="threads must be"):
+        cs._ThreadChoice("both", 2)
+
+
+def test_thread_choice_keeps_threads_when_they_are_faster(monkeypatch):
+    monkeypatch.setattr(cs, "_cores_free_for", lambda threads: True)
+    used = _run_choice(cs._ThreadChoice("measure", 2), lambda threads, chunk: 0.6 if threads else 1.0)
+    assert used[:3] == [False, True, True]  # starts on one thread, tries all, keeps them
+    trials = [chunk for chunk, threads in enumerate(used) if not threads][1:]
+    assert np.diff(trials).tolist() == [3, 5, 9, 17, 17]  # one-thread trials get rarer
+
+
+def test_thread_choice_stays_on_one_thread_when_threads_are_slower_or_cores_busy(monkeypatch):
+    monkeypatch.setattr(cs, "_cores_free_for", lambda threads: True)
+    used = _run_choice(cs._ThreadChoice("measure", 2), lambda threads, chunk: 5.0 if threads else 1.0)
+    assert not used[0] and used.count(True) <= 6  # only the trials
+    monkeypatch.setattr(cs, "_cores_free_for", lambda threads: False)
+    used = _run_choice(cs._ThreadChoice("measure", 2), lambda threads, chunk: 0.5 if threads else 1.0)
+    assert not any(used)
+
+
+def test_thread_choice_falls_back_when_threads_become_slow(monkeypatch):
+    monkeypatch.setattr(cs, "_cores_free_for", lambda threads: True)
+    # threads win at first; from chunk 30 on another process slows them down 10x
+    used = _run_choice(cs._ThreadChoice("measure", 2), lambda threads, chunk: (6.0 if chunk >= 30 else 0.6) if threads else 1.0)
+    assert used[29] and used[30]  # (chunk 30 is the first slow one)
+    assert not used[31]  # its cost brings a one-thread trial forward, which wins
+    assert used[31:].count(True) <= 4  # threads only on ever rarer trials
+
+
+def test_cores_free_for_answers_yes_or_no():
+    assert cs._cores_free_for(1) in (True, False)
+    assert cs._cores_free_for(10_000) is False or not __import__("os").path.exists("/proc/loadavg")
 
 
 def test_pruning_slack_covers_rounding():
