@@ -191,8 +191,8 @@ def fast_on_one_thread(features: np.ndarray, ratio: float):
 
 def benchmark_approximate(sizes: list[int], ratio: float, skip_reference_above: int) -> None:
     header = [
-        "N", "M", "reference s", "fast s", "speed-up", "1 thread s", "speed-up", "same idx", "radius ref",
-        "radius fast", "exact dist",
+        "N", "M", "reference s", "fast s", "speed-up", "1 thread s", "speed-up", "same idx", "same set",
+        "first diff", "radius ref", "radius fast", "rel diff", "exact dist",
     ]  # fmt: skip
     rows = []
     notes = []
@@ -212,22 +212,28 @@ def benchmark_approximate(sizes: list[int], ratio: float, skip_reference_above: 
         if n > skip_reference_above:
             notes.append(f"N={n}: reference loop skipped (N > --skip-reference-above {skip_reference_above})")
             rows.append([
-                n, len(fast), "skipped", f"{fast_s:.2f}", "-", f"{one_thread_s:.2f}", "-", "-", "-",
-                f"{radius_fast:.5f}", exact_share,
+                n, len(fast), "skipped", f"{fast_s:.2f}", "-", f"{one_thread_s:.2f}", "-", "-", "-", "-", "-",
+                f"{radius_fast:.5f}", "-", exact_share,
             ])  # fmt: skip
             continue
         reference, reference_s = timed(coreset.approximate_greedy_coreset, features, ratio, method="reference", progress=False)
         radius_reference = coreset.coverage_radius(features, reference)
+        differ = np.flatnonzero(fast != reference)
         rows.append([
             n, len(fast), f"{reference_s:.2f}", f"{fast_s:.2f}", f"{reference_s / fast_s:.1f}x",
             f"{one_thread_s:.2f}", f"{reference_s / one_thread_s:.1f}x", f"{np.mean(fast == reference) * 100:.2f} %",
-            f"{radius_reference:.5f}", f"{radius_fast:.5f}", exact_share,
+            f"{len(np.intersect1d(fast, reference)) / len(fast) * 100:.2f} %",
+            str(differ[0]) if len(differ) else "none", f"{radius_reference:.5f}", f"{radius_fast:.5f}",
+            f"{abs(radius_fast - radius_reference) / radius_reference:.0e}", exact_share,
         ])  # fmt: skip
     print()
     print(f"approximate_greedy_coreset, ratio {ratio}, d' = {FEATURE_DIM} (times include projection checks,")
     print("start distances and, for fast, the principal-axes rotation; numba warm-up excluded)")
     print_table(header, rows)
-    print("exact dist = exact distances computed by the fast loop, as a share of the N * M of a plain loop")
+    print("same idx = equal at the same position; same set = shared indices, in any order; first diff = the")
+    print("first step that picked differently (near-ties that the two arithmetics round differently);")
+    print("rel diff = relative difference of the coverage radii; exact dist = exact distances computed by")
+    print("the fast loop, as a share of the N * M of a plain loop")
     for note in notes:
         print(note)
 
