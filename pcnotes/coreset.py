@@ -607,9 +607,8 @@ def _prefetch_row(typingctx, points, row):
         row_start = builder.gep(points_struct.data, [builder.mul(row_index, dim)])
         byte_pointer = llvm_ir.IntType(8).as_pointer()
         int32 = llvm_ir.IntType(32)
-        prefetch = cgutils.get_or_insert_function(
-            builder.module, llvm_ir.FunctionType(llvm_ir.VoidType(), [byte_pointer, int32, int32, int32]), "llvm.prefetch.p0i8"
-        )
+        prefetch_type = llvm_ir.FunctionType(llvm_ir.VoidType(), [byte_pointer, int32, int32, int32])
+        prefetch = builder.module.declare_intrinsic("llvm.prefetch", [byte_pointer], prefetch_type)
         floats_per_line = llvm_ir.Constant(dim.type, 16)  # 64-byte cache lines
         with cgutils.for_range_slice(builder, llvm_ir.Constant(dim.type, 0), dim, floats_per_line) as (offset, _):
             address = builder.bitcast(builder.gep(row_start, [offset]), byte_pointer)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 import pytest
 import torch
@@ -406,6 +407,29 @@ def test_thread_choice_falls_back_when_threads_become_slow(monkeypatch):
 def test_cores_free_for_answers_yes_or_no():
     assert cs._cores_free_for(1) in (True, False)
     assert cs._cores_free_for(10_000) is False or not __import__("os").path.exists("/proc/loadavg")
+
+
+@numba.njit
+def _lane_sums_of_rows(points, centre, num_blocks):
+    out = np.empty(len(points), dtype=np.float32)
+    for r in range(len(points)):
+        out[r] = cs._lane_sum(points, r, centre, num_blocks)
+    return out
+
+
+@pytest.mark.parametrize("dim", [8, 16, 24, 128])
+@pytest.mark.parametrize("scale", [1e-20, 1.0, 1e18])
+def test_lane_sum_is_bit_identical_to_the_numpy_arithmetic(dim, scale):
+    rng = np.random.default_rng(dim)
+    points = (rng.normal(size=(300, dim)) * scale).astype(np.float32)
+    centre = (rng.normal(size=dim) * scale).astype(np.float32)
+    full = _lane_sums_of_rows(points, centre, dim // cs.LANES)
+    with np.errstate(over="ignore"):  # at 1e18 the sums overflow to inf, in both
+        np.testing.assert_array_equal(full, cs._lane_squared_distances(points, centre))
+    # over the first blocks only: the same sum of the leading coordinates, never above the full one
+    partial = _lane_sums_of_rows(points, centre, 1)
+    np.testing.assert_array_equal(partial, cs._lane_squared_distances(points[:, :8].copy(), centre[:8].copy()))
+    assert bool((partial <= full).all())
 
 
 def test_pruning_slack_covers_rounding():
