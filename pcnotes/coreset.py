@@ -997,9 +997,9 @@ class _ThreadChoice:
     similar work; the margin keeps noise from flipping the choice).  A chunk
     that costs twice as much per row as the one before brings the next
     trial forward.  Why so careful?  On idle cores a thread hand-off costs
-    about a microsecond and two threads walk a big step about 1.4 times
-    faster; but when other processes keep the cores busy, a thread that has
-    to wait for a core at every step made the loop 5 to 24 times slower
+    about a microsecond and two threads cut the loop by 10-30 %; but while
+    two other processes kept both cores busy, a thread that has to wait for
+    a core at every step made the loop 1.6 to 6 times slower
     (benchmarks/README.md).  Only the speed depends on this choice, never
     the indices.
     """
