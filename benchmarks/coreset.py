@@ -14,10 +14,9 @@ features:
   cores are free and that is measured to pay) and limited to one thread;
   its JIT compile / cache-load time is measured separately as "warm-up",
 
-and prints the speed-ups, the fraction of identical indices and both
-coverage radii.  It also times ``greedy_coreset`` (exact variant) fast vs plain at one
-size.  Timings are wall-clock on whatever machine runs this; nothing is
-asserted.
+and prints the speed-ups, how many indices agree and both coverage radii.
+It also times ``greedy_coreset`` (exact variant) fast vs plain at one size.
+Timings are wall-clock on whatever machine runs this; nothing is asserted.
 
 Features: real-looking patch features, made by running MobileNetV2 (the
 weights shipped in ``data/``) on procedurally generated texture images

@@ -1052,8 +1052,9 @@ def _fast_loop(
     """Set up the arrays for :func:`_fast_iterations` and run it in chunks of steps.
 
     Same inputs and output as :func:`_plain_loop`, and the same indices.
-    Memory: the row arrays have room for every point's head twice (heads
-    move between compactions): ``O(N * d)``.  If ``stats`` is a dict it
+    Memory: ``points`` is read in place; the row arrays have room for every
+    point's head twice (heads move between compactions), and a staging area
+    holds the heads that move in one step: ``O(N * d)``.  If ``stats`` is a dict it
     receives counts of the work done: rows walked (each gets a 16-coordinate
     sum), 32-coordinate sums and exact distances (compare with
     ``plain_distances = N * num_select``) and the steps split over threads.
@@ -1111,6 +1112,8 @@ def _fast_loop(
     selected = np.empty(num_select, dtype=np.int64)
     centres = np.empty((num_select, padded_dim), dtype=np.float32)
     centres32 = np.zeros((min(padded_dim, LANES * _HEAD_BLOCKS), num_select), dtype=np.float32)
+    if threads == "measure" and n < _PARALLEL_MIN_ROWS:
+        threads = "one"  # no step can be big enough to split: nothing to measure
     choice = _ThreadChoice(threads, num_units)
     parallel_steps = 0
     # chunks of steps: the progress bar and the choice of threads are updated in between

@@ -6,6 +6,7 @@ No timing assertions here: speed is measured by benchmarks/coreset.py.
 from __future__ import annotations
 
 import math
+import os
 
 import numba
 import numpy as np
@@ -406,7 +407,7 @@ def test_thread_choice_falls_back_when_threads_become_slow(monkeypatch):
 
 def test_cores_free_for_answers_yes_or_no():
     assert cs._cores_free_for(1) in (True, False)
-    assert cs._cores_free_for(10_000) is False or not __import__("os").path.exists("/proc/loadavg")
+    assert cs._cores_free_for(10_000) is False or not os.path.exists("/proc/loadavg")
 
 
 @numba.njit
