@@ -1313,9 +1313,21 @@ SAMPLERS: dict[str, Callable[..., np.ndarray]] = {
 
 
 def select_coreset(
-    features: ArrayLike, ratio: float, sampler: str = "approximate_greedy", *, seed: int = 0
+    features: ArrayLike, ratio: float | None = None, sampler: str = "approximate_greedy", *,
+    size: int | None = None, seed: int = 0,
 ) -> np.ndarray:
-    """Dispatch to one of :data:`SAMPLERS` by name: ``(N, D) -> (M,)`` int64 indices."""
+    """Dispatch to one of :data:`SAMPLERS` by name: ``(N, D) -> (M,)`` int64 indices.
+
+    Give either ``ratio`` (M = int(N * ratio), at least 1) or ``size`` (M itself).
+    """
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown coreset sampler {sampler!r}; valid names: {', '.join(SAMPLERS)}")
+    if (ratio is None) == (size is None):
+        raise ValueError("give exactly one of ratio and size")
+    if size is not None:
+        num_points = len(features)
+        if isinstance(size, bool) or not isinstance(size, numbers.Integral) or not 1 <= size <= num_points:
+            raise ValueError(f"coreset size must be an integer in [1, {num_points}], got {size!r}")
+        # (size + 0.5) / N: the ratio whose int(N * ratio) is exactly size despite rounding.
+        ratio = min(1.0, (int(size) + 0.5) / num_points)
     return SAMPLERS[sampler](features, ratio, seed=seed)

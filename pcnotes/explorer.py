@@ -313,9 +313,8 @@ class ExplorerState:
             indices, run_size = order[:size], len(order)
         else:
             start = time.perf_counter()
-            # (size + 0.5) / N: a ratio whose int(N * ratio) is exactly size despite rounding.
-            indices = select_coreset(data.train_features, min(1.0, (size + 0.5) / data.num_train),
-                                     sampler, seed=self.config.seed)
+            indices = select_coreset(data.train_features, sampler=sampler, size=size,
+                                     seed=self.config.seed)
             seconds, run_size = time.perf_counter() - start, size
             self.counters["sampler_runs"] += 1
         radii = data.train_table.nearest_in(indices)
@@ -337,9 +336,8 @@ class ExplorerState:
         if len(order) < size:
             run_size = next(n for n in (coreset_size(data.num_train, r) for r in self.greedy_runs) if n >= size)
             start = time.perf_counter()
-            # (run_size + 0.5) / N: a ratio whose int(N * ratio) is exactly run_size.
-            ratio = min(1.0, (run_size + 0.5) / data.num_train)
-            order = select_coreset(data.train_features, ratio, sampler, seed=self.config.seed)
+            order = select_coreset(data.train_features, sampler=sampler, size=run_size,
+                                   seed=self.config.seed)
             seconds = time.perf_counter() - start
             self.counters["sampler_runs"] += 1
             self._greedy_orders[key] = (order, seconds)

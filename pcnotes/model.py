@@ -36,8 +36,7 @@ from pcnotes.backbone import DEFAULT_LAYERS, FeatureExtractor, load_backbone
 from pcnotes.coreset import select_coreset
 from pcnotes.embedding import embed
 from pcnotes.maps import anomaly_map
-from pcnotes.patches import scores_to_grid, unpatch_scores
-from pcnotes.scoring import NearestNeighbours, image_scores, patch_scores, reweighted_image_scores
+from pcnotes.scoring import NearestNeighbours, image_scores, reweighted_image_scores, score_grid
 
 FORMAT_VERSION = 1
 
@@ -199,14 +198,13 @@ class PatchCore:
         total = -(-len(images) // cfg.batch_size) if isinstance(images, torch.Tensor) else None
         for batch in tqdm(self._batches(images), total=total, desc="scoring", disable=_quiet(), leave=False):
             features, grid = self.embed(batch)
-            per_patch = torch.from_numpy(patch_scores(self.index, features, cfg.num_neighbors))
-            score_grid = scores_to_grid(unpatch_scores(per_patch, len(batch)), grid).numpy()
+            grid_scores = score_grid(self.index, features, len(batch), grid, cfg.num_neighbors)
             if cfg.reweight:
                 scores.append(reweighted_image_scores(self.index, features, len(batch), cfg.reweight))
             else:
-                scores.append(image_scores(score_grid))
-            maps.append(anomaly_map(score_grid, size=batch.shape[-2:], sigma=cfg.sigma))
-            grids.append(score_grid)
+                scores.append(image_scores(grid_scores))
+            maps.append(anomaly_map(grid_scores, size=batch.shape[-2:], sigma=cfg.sigma))
+            grids.append(grid_scores)
         self.timings["predict"] = time.perf_counter() - start
         return Prediction(np.concatenate(scores), np.concatenate(maps), np.concatenate(grids))
 

@@ -106,6 +106,22 @@ def patch_scores(index: NearestNeighbours, features, k: int = 1) -> np.ndarray:
     return distances.mean(axis=1)
 
 
+def score_grid(index: NearestNeighbours, features, batch_size: int, grid: tuple[int, int],
+               k: int = 1) -> np.ndarray:
+    """Patch scores laid out on each image's patch grid: ``(B*H*W, D) -> (B, H, W)``.
+
+    The three steps of stage 5 in one place: kNN distances per patch
+    (``(B*H*W,)``), given back to their images (``(B, H*W)``), laid out on the
+    grid (``(B, H, W)``).
+    """
+    import torch
+
+    from pcnotes.patches import scores_to_grid, unpatch_scores
+
+    per_patch = torch.from_numpy(patch_scores(index, features, k))
+    return scores_to_grid(unpatch_scores(per_patch, batch_size), grid).numpy()
+
+
 def image_scores(score_grid) -> np.ndarray:
     """The image score is its largest patch score: ``(B, H, W) -> (B,)``."""
     score_grid = np.asarray(score_grid)
