@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 TORCH := torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test unit notebooks-test sync-check notebooks lab browser benchmark clean
+.PHONY: install demo test unit notebooks-test sync-check notebooks lab browser benchmark clean learner wordcount
 
 install: $(STAMP)
 
@@ -46,6 +46,15 @@ sync-check: install
 # Re-sync every .ipynb from its .py and re-execute it in place.
 notebooks: install
 	$(BIN)/python tools/nbsync.py execute notebooks $(if $(ONLY),--only $(ONLY))
+
+# The learner edition in learner/ (git-ignored): solutions replaced by stubs, no outputs.
+# It never overwrites a notebook someone changed there; FORCE=1 does.
+learner: install
+	$(BIN)/python tools/learner.py --source notebooks --out learner $(if $(FORCE),--force)
+
+# Markdown words per core notebook; fails over the course's budget.
+wordcount: install
+	$(BIN)/python tools/wordcount.py notebooks --max 6000
 
 lab: install
 	$(BIN)/jupyter lab --notebook-dir=notebooks

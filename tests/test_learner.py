@@ -1,0 +1,152 @@
+"""The learner edition: solutions out, stubs in, outputs cleared, checkers kept."""
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jupytext
+import nbformat
+import pytest
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+from pcnotes.exercises import STUB_PHRASE
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = Path(__file__).parent / "fixtures" / "course"
+
+
+def generate(source: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "tools" / "learner.py"), "--source", str(source),
+                           "--out", str(out), *extra], capture_output=True, text=True)
+
+
+def solution_cells(py: Path) -> list:
+    return [cell for cell in jupytext.read(py).cells if "solution" in cell.metadata.get("tags", [])]
+
+
+def solution_text(py: Path) -> list[str]:
+    """What must not reach the learner: every statement and comment inside a solution function, and
+    every line of a solution markdown cell."""
+    hidden = []
+    for cell in solution_cells(py):
+        if cell.cell_type == "markdown":
+            hidden += [line for line in cell.source.splitlines() if line.strip()]
+            continue
+        lines = cell.source.splitlines()
+        for node in ast.parse(cell.source).body:
+            if isinstance(node, ast.FunctionDef):
+                body = node.body[1:] if isinstance(node.body[0], ast.Expr) else node.body  # the docstring stays
+                hidden += [ast.get_source_segment(cell.source, statement) for statement in body]
+                hidden += [line.strip() for line in lines[node.lineno:] if line.strip().startswith("#")]
+    return hidden
+
+
+def notebook_sources(folder: Path) -> list[Path]:
+    return sorted(folder.glob("[0-9][0-9]_*.py")) + sorted((folder / "deeper").glob("[0-9][0-9]_*.py"))
+
+
+def assert_learner_edition_of(source: Path, out: Path) -> list[Path]:
+    result = generate(source, out)
+    assert result.returncode == 0, result.stderr
+    written = []
+    for py in notebook_sources(source):
+        ipynb = out / py.relative_to(source).with_suffix(".ipynb")
+        notebook = nbformat.read(ipynb, as_version=4)
+        nbformat.validate(notebook)
+        assert all(not cell.get("outputs") and cell.get("execution_count") is None
+                   for cell in notebook.cells if cell.cell_type == "code")
+        text = ipynb.read_text()
+        for secret in solution_text(py):
+            assert json.dumps(secret)[1:-1] not in text, f"{ipynb.name} shows solution text {secret!r}"
+        written.append(ipynb)
+    return written
+
+
+def test_the_fixture_edition_is_valid_and_holds_no_solution_code(tmp_path):
+    written = assert_learner_edition_of(FIXTURE, tmp_path / "learner")
+    assert [path.relative_to(tmp_path / "learner").as_posix() for path in written] == [
+        "01_tiny_course.ipynb", "deeper/01_tiny_detail.ipynb"]
+    assert len(solution_text(FIXTURE / "01_tiny_course.py")) >= 6  # the test looks for something real
+
+    learner = nbformat.read(written[0], as_version=4)
+    exercises = [cell for cell in learner.cells if "exercise" in cell.metadata.get("tags", [])]
+    assert [cell.source.splitlines()[0] for cell in exercises] == [
+        "def coreset_size(num_points: int, ratio: float) -> int:",
+        "def patchify(features: torch.Tensor, patch_size: int) -> torch.Tensor:"]
+    assert all('"""' in cell.source and STUB_PHRASE in cell.source for cell in exercises)  # docstring kept
+    assert sum("exercises.check_" in cell.source for cell in learner.cells) == 2  # the checkers stay
+    assert not any("**Answer.**" in cell.source for cell in learner.cells)  # hidden answers are dropped
+    source_cells = jupytext.read(FIXTURE / "01_tiny_course.py").cells
+    assert len(learner.cells) == len(source_cells) - 1
+
+
+def execute(notebook, folder: Path):
+    NotebookClient(notebook, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(folder)}}).execute()
+
+
+def test_running_the_learner_edition_stops_at_the_first_exercise_with_the_stubs_message(tmp_path):
+    out = tmp_path / "learner"
+    assert generate(FIXTURE, out).returncode == 0
+    notebook = nbformat.read(out / "01_tiny_course.ipynb", as_version=4)
+    with pytest.raises(CellExecutionError) as error:
+        execute(notebook, out)
+    assert error.value.ename == "NotImplementedError"
+    assert error.value.evalue.startswith('Exercise "coreset_size": write your solution here')
+    ran = [number for number, cell in enumerate(notebook.cells)
+           if cell.cell_type == "code" and cell.execution_count is not None]
+    first_check = next(number for number, cell in enumerate(notebook.cells) if "check_coreset_size" in cell.source)
+    assert ran[-1] == first_check  # nothing after the first checker ran
+
+
+def test_with_the_solutions_put_back_the_learner_edition_runs_clean(tmp_path):
+    out = tmp_path / "learner"
+    assert generate(FIXTURE, out).returncode == 0
+    for py in notebook_sources(FIXTURE):
+        ipynb = out / py.relative_to(FIXTURE).with_suffix(".ipynb")
+        notebook = nbformat.read(ipynb, as_version=4)
+        stubs = [cell for cell in notebook.cells if "exercise" in cell.metadata.get("tags", [])]
+        solutions = [cell for cell in solution_cells(py) if cell.cell_type == "code"]
+        assert len(stubs) == len(solutions) >= 1
+        for stub, solution in zip(stubs, solutions):
+            stub.source = solution.source
+        execute(notebook, ipynb.parent)
+        checks = [cell for cell in notebook.cells if "exercises.check_" in cell.source]
+        assert all(cell.outputs[0]["text"].startswith("✓ ") for cell in checks)
+        assert "Traceback" not in nbformat.writes(notebook)
+
+
+def test_the_real_notebooks_give_a_valid_edition_without_solution_code(tmp_path):
+    written = assert_learner_edition_of(ROOT / "notebooks", tmp_path / "learner")
+    assert len(written) == len(notebook_sources(ROOT / "notebooks")) >= 7
+
+
+def test_a_learners_changed_notebook_is_never_overwritten_without_force(tmp_path):
+    out = tmp_path / "learner"
+    assert generate(FIXTURE, out).returncode == 0
+    mine = out / "01_tiny_course.ipynb"
+    mine.write_text(mine.read_text().replace("in place of this line", "my own work"))
+    result = generate(FIXTURE, out)
+    assert result.returncode == 1
+    assert f"{mine} was changed since `make learner` wrote it" in result.stderr and "--force" in result.stderr
+    assert "my own work" in mine.read_text()
+    assert generate(FIXTURE, out).returncode == 1  # and again: no half-done rerun marked it as ours
+
+    assert generate(FIXTURE, out, "--force").returncode == 0
+    assert "my own work" not in mine.read_text()
+    assert generate(FIXTURE, out).returncode == 0  # an unchanged edition is simply rewritten
+
+
+def test_a_solution_cell_the_tool_cannot_stub_is_named_before_anything_is_written(tmp_path):
+    source = tmp_path / "notebooks"
+    source.mkdir()
+    (source / "01_good.py").write_text((FIXTURE / "01_tiny_course.py").read_text())
+    (source / "02_bad.py").write_text('# %% tags=["solution"]\ndef f(x):\n    return x\n\n\nanswer = f(2)\n')
+    result = generate(source, tmp_path / "learner")
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1
+    assert "02_bad.py, cell 1, line 5: `answer = f(2)` is neither an import nor a def" in result.stderr
+    assert not (tmp_path / "learner").exists()
