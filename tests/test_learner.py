@@ -150,3 +150,18 @@ def test_a_solution_cell_the_tool_cannot_stub_is_named_before_anything_is_writte
     assert result.stderr.count("\n") == 1
     assert "02_bad.py, cell 1, line 5: `answer = f(2)` is neither an import nor a def" in result.stderr
     assert not (tmp_path / "learner").exists()
+
+
+def test_a_notebook_whose_source_is_gone_leaves_the_edition_unless_someone_changed_it(tmp_path):
+    source, out = tmp_path / "notebooks", tmp_path / "learner"
+    source.mkdir()
+    for stem in ("01_kept", "02_gone", "03_edited"):
+        (source / f"{stem}.py").write_text(f"# %% [markdown]\n# # {stem}\n")
+    assert generate(source, out).returncode == 0
+    (out / "03_edited.ipynb").write_text((out / "03_edited.ipynb").read_text().replace("03_edited", "notes"))
+    (source / "02_gone.py").unlink()
+    (source / "03_edited.py").unlink()
+    assert generate(source, out).returncode == 0
+    assert sorted(path.name for path in out.glob("*.ipynb")) == ["01_kept.ipynb", "03_edited.ipynb"]
+    assert "notes" in (out / "03_edited.ipynb").read_text()
+    assert sorted(json.loads((out / ".generated.json").read_text())) == ["01_kept.ipynb", "README.md"]

@@ -55,8 +55,8 @@ A notebook stops at the first exercise you have not written yet.
 """
 
 
-class SourceError(ValueError):
-    """A solution cell this tool cannot turn into an exercise; the message names the file and cell."""
+class EditionError(ValueError):
+    """Why the edition cannot be written (a solution cell it cannot stub, a learner's changed file)."""
 
 
 def stub_message(name: str) -> str:
@@ -79,7 +79,7 @@ def _colon_line(source: str, node: ast.FunctionDef) -> int:
                 depth -= 1
             elif token.string == ":" and depth == 0:
                 return token.start[0]
-    raise SourceError(f"no colon after def {node.name}")
+    raise EditionError(f"no colon after def {node.name}")
 
 
 def _body_end(lines: list[str], node: ast.FunctionDef) -> int:
@@ -98,23 +98,23 @@ def stub_cell(source: str, where: str) -> str:
     try:
         tree = ast.parse(source)
     except SyntaxError as error:
-        raise SourceError(f"{where}: a solution cell must be plain Python ({error.msg}, line {error.lineno})")
+        raise EditionError(f"{where}: a solution cell must be plain Python ({error.msg}, line {error.lineno})")
     functions = []
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             functions.append(node)
         elif not isinstance(node, (ast.Import, ast.ImportFrom)):
             code = source.splitlines()[node.lineno - 1].strip()
-            raise SourceError(f"{where}, line {node.lineno}: `{code}` is neither an import nor a def; a solution "
+            raise EditionError(f"{where}, line {node.lineno}: `{code}` is neither an import nor a def; a solution "
                               f"cell holds only the functions the learner writes (move other code to the next cell)")
     if not functions:
-        raise SourceError(f"{where}: a solution code cell needs at least one def (tag a markdown cell to hide prose)")
+        raise EditionError(f"{where}: a solution code cell needs at least one def (tag a markdown cell to hide prose)")
     lines = source.splitlines()
     for node in reversed(functions):  # from the bottom, so earlier line numbers stay valid
         keep_to = _colon_line(source, node)
         first = node.body[0]
         if first.lineno == keep_to:
-            raise SourceError(f"{where}: put the body of def {node.name} on its own lines")
+            raise EditionError(f"{where}: put the body of def {node.name} on its own lines")
         if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
             keep_to = first.end_lineno  # the docstring is the instructions: it stays
         indent = " " * first.col_offset
@@ -133,7 +133,7 @@ def learner_notebook(py: Path) -> nbformat.NotebookNode:
             if cell.cell_type == "markdown":
                 continue
             if cell.cell_type != "code":
-                raise SourceError(f"{py}, cell {number}: only code and markdown cells can be tagged {SOLUTION}")
+                raise EditionError(f"{py}, cell {number}: only code and markdown cells can be tagged {SOLUTION}")
             cell.source = stub_cell(cell.source, f"{py}, cell {number}")
             cell.metadata["tags"] = [EXERCISE if tag == SOLUTION else tag for tag in tags]
         if cell.cell_type == "code":
@@ -166,26 +166,40 @@ def generate(source: Path, out: Path, force: bool = False) -> list[Path]:
     """Write the learner edition of every notebook in ``source`` to ``out``; return the paths written."""
     notebooks = sources(source)
     if not notebooks:
-        raise SourceError(f"no notebook sources (NN_topic.py) in {source}")
+        raise EditionError(f"no notebook sources (NN_topic.py) in {source}")
     files = {py.relative_to(source).with_suffix(".ipynb"): nbformat.writes(learner_notebook(py)).encode() + b"\n"
              for py in notebooks}  # every source is read and checked before anything is written
     files[Path("README.md")] = README.encode()
     manifest_path = out / MANIFEST
-    written_before = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    try:
+        written_before = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        written_before = {}  # then every notebook there counts as changed: nothing is overwritten
     if not force:
         for relative in files:
             target = out / relative
             if target.exists() and written_before.get(str(relative)) != _digest(target.read_bytes()):
-                raise SourceError(f"{target} was changed since `make learner` wrote it (a learner's work?); "
+                raise EditionError(f"{target} was changed since `make learner` wrote it (a learner's work?); "
                                   f"move it away, or run again with --force to overwrite it")
+    manifest = dict(written_before)
+
+    def record(relative: Path, digest: str | None) -> None:
+        # after every file, so that a run cut short never makes its own files look like a learner's
+        if digest is None:
+            manifest.pop(str(relative), None)
+        else:
+            manifest[str(relative)] = digest
+        _write_atomically(manifest_path, json.dumps(manifest, indent=1, sort_keys=True).encode())
+
     for relative, data in files.items():
         _write_atomically(out / relative, data)
+        record(relative, _digest(data))
     for relative, digest in written_before.items():  # notebooks whose source is gone: remove unchanged copies
         stale = out / relative
-        if Path(relative) not in files and stale.exists() and _digest(stale.read_bytes()) == digest:
-            stale.unlink()
-    manifest = {str(relative): _digest(data) for relative, data in files.items()}
-    _write_atomically(manifest_path, json.dumps(manifest, indent=1, sort_keys=True).encode())
+        if Path(relative) not in files:
+            if stale.exists() and _digest(stale.read_bytes()) == digest:
+                stale.unlink()
+            record(Path(relative), None)
     return [out / relative for relative in files]
 
 
@@ -197,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         written = generate(args.source, args.out, args.force)
-    except SourceError as error:
+    except EditionError as error:
         print(f"learner edition: {error}", file=sys.stderr)
         return 1
     notebooks = [path for path in written if path.suffix == ".ipynb"]
