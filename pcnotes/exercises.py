@@ -131,7 +131,7 @@ def _same(a: np.ndarray, b, expect: _Answer) -> bool:
     if isinstance(b, _Shape):
         return a.shape == tuple(b)
     b = _to_numpy(b)
-    if b is None or a.shape != b.shape or a.dtype == object:
+    if b is None or a.shape != b.shape:
         return False
     if expect.kind in ("indices", "int"):
         return bool(np.array_equal(a, b))
@@ -166,8 +166,9 @@ def _verdict(answer, case: _Case, expect: _Answer) -> str | None:
     if isinstance(answer, tuple):
         return f"you returned a tuple of {len(answer)} items; return only {expect.what}"
     values = _to_numpy(answer)
-    if values is None or values.dtype == object:
-        return f"you returned a {type(answer).__name__}; return {expect.what}"
+    if values is None or values.dtype.kind not in "biuf":
+        kind = type(answer).__name__ if values is None else f"{type(answer).__name__} of {values.dtype}"
+        return f"you returned a {kind}; return {expect.what}"
     if _same(values, case.expected, expect):
         return _type_problem(answer, case.expected, expect)
     for message, wrong in case.mistakes:
@@ -214,7 +215,11 @@ def _check(exercise: str, fn: Callable, cases: list[_Case], expect: _Answer) -> 
         except Exception as error:  # noqa: BLE001 - any learner error becomes one line
             return _say(exercise, False,
                         f"your function raised {type(error).__name__}: {_first_line(error)} [on {case.label}]")
-        problem = _verdict(answer, case, expect)
+        try:
+            problem = _verdict(answer, case, expect)
+        except Exception as error:  # noqa: BLE001 - an odd answer must not crash the checker
+            problem = (f"your result ({type(answer).__name__}) could not be compared ({type(error).__name__}: "
+                       f"{_first_line(error)}); return {expect.what}")
         if problem:
             return _say(exercise, False, f"{problem}. [on {case.label}]")
     return _say(exercise, True, f"correct on all {len(cases)} inputs ({expect.covers}).")

@@ -327,6 +327,15 @@ def test_a_wrong_answer_that_is_no_typical_mistake_says_where_it_differs(capsys)
     assert "values differ from pcnotes.patches.patchify" in line and "at index" in line
 
 
+@pytest.mark.parametrize("odd", ["no idea", {"a": 1}, np.array(["x", "y"]), None, [torch.zeros(2)]])
+def test_an_odd_answer_gets_one_line_not_a_crash(odd, capsys):
+    assert exercises.check_auroc(lambda labels, scores: odd) is False
+    assert exercises.check_patchify(lambda features, p: odd) is False
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and all(line.startswith("✗ ") for line in lines), lines
+    assert "the AUROC, a float" in lines[0] and "the patches tensor (B, H*W, C, p, p)" in lines[1]
+
+
 def test_an_exception_is_reported_in_one_line_with_its_type_and_message(capsys):
     def broken(features, patch_size):
         raise KeyError("layer9")
