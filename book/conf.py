@@ -25,9 +25,11 @@ include_patterns = [
     "notebooks/[0-9][0-9]_*.ipynb",  # the core path
     "notebooks/deeper/*.ipynb",  # the deep dives
     "docs/*.md",  # the teacher's guide, the cheat sheet, ...
+    "*/README.md",  # benchmarks/, data/, book/: so the README may link to them
 ]
-# Pruned while Sphinx walks the tree (none of them holds a page).
-exclude_patterns = [".venv", ".git", "data", "runs", "artifacts", "book/_build", "**/.ipynb_checkpoints"]
+# Pruned while Sphinx walks the tree: hidden folders (.venv, .git, caches), the
+# generated data set, run outputs and the book's own build.
+exclude_patterns = [".*", "**/.*", "data/synthetic", "runs", "artifacts", "book/_build"]
 html_extra_path = ["_extra"]
 
 # Notebooks are rendered with the outputs they were committed with, never re-run.

@@ -104,15 +104,21 @@ def _source_of(page: str) -> Path | None:
     return None
 
 
+def _has_display_math(markdown: str) -> bool:
+    """``$$`` outside code: fenced blocks and inline code spans do not count."""
+    prose = re.sub(r"```.*?```|`[^`\n]*`", "", markdown, flags=re.DOTALL)
+    return "$$" in prose
+
+
 def _expected_figures_and_math(source: Path) -> tuple[int, bool]:
     """How many image outputs the reader should see, and whether the text has display math."""
     if source.suffix == ".md":
-        return 0, "$$" in source.read_text()
+        return 0, _has_display_math(source.read_text())
     notebook = nbformat.read(source, as_version=4)
     figures, math = 0, False
     for cell in notebook.cells:
         if cell.cell_type == "markdown":
-            math = math or "$$" in cell.source
+            math = math or _has_display_math(cell.source)
         elif not HIDDEN_OUTPUT_TAGS & set(cell.metadata.get("tags", [])):
             figures += sum(any(k in o.get("data", {}) for k in IMAGE_TYPES) for o in cell.outputs)
     return figures, math
@@ -180,10 +186,11 @@ def visited(site):
     return reports, blocked, base, book
 
 
-def test_the_book_has_a_page_for_every_notebook_the_readme_and_every_doc(visited):
+def test_the_book_has_a_page_for_every_notebook_readme_and_doc(visited):
     reports, _, base, book = visited
     sources = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     sources += sorted((ROOT / "notebooks" / "deeper").glob("*.ipynb")) + sorted((ROOT / "docs").glob("*.md"))
+    sources += [p for p in sorted(ROOT.glob("*/README.md")) if not p.parent.name.startswith(".")]
     expected = {"README.html"} | {s.relative_to(ROOT).with_suffix(".html").as_posix() for s in sources}
     assert expected <= set(reports), f"pages missing: {sorted(expected - set(reports))}"
     assert reports["index.html"]["redirected_to"] == base + "book/index.html"
