@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 TORCH := torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test unit notebooks-test sync-check notebooks lab browser benchmark clean learner wordcount
+.PHONY: install demo test unit notebooks-test sync-check notebooks lab browser benchmark book clean learner wordcount
 
 install: $(STAMP)
 
@@ -62,5 +62,10 @@ lab: install
 benchmark: install
 	$(BIN)/python benchmarks/coreset.py
 
+# The offline book (book/README.md): the committed notebooks, README and docs/ as a static
+# site in book/_build/html; open its index.html. `make test` builds and checks it too.
+book: install
+	$(BIN)/python tools/build_book.py book/_build/html
+
 clean:
-	rm -rf $(VENV) data/synthetic runs
+	rm -rf $(VENV) data/synthetic runs book/_build

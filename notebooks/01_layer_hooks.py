@@ -38,7 +38,15 @@ import torch
 import torch.nn.functional as F
 
 from pcnotes.backbone import DEFAULT_LAYERS, FeatureExtractor, load_backbone
-from pcnotes.data import image_transform, load_images, load_mask, mask_transform, unnormalize
+from pcnotes.data import (
+    image_transform,
+    list_categories,
+    list_defects,
+    load_images,
+    load_mask,
+    mask_transform,
+    unnormalize,
+)
 from pcnotes.scoring import NearestNeighbours
 from pcnotes.synth import ensure_default_dataset
 
@@ -56,7 +64,10 @@ plt.rcParams["figure.dpi"] = 80
 # %%
 # NBVAL_CHECK_OUTPUT
 root = ensure_default_dataset(seed=0)
-paths = [root / "tiles" / "train" / "good" / "000.png", root / "tiles" / "test" / "stain" / "000.png"]
+categories = list_categories(root)  # from the folders, so this also runs on MVTec AD
+CATEGORY = categories[min(1, len(categories) - 1)]  # the second one: tiles in the embedded set
+DEFECT = list_defects(root, CATEGORY)[-1]  # the last one: stain in the embedded tiles
+paths = [root / CATEGORY / "train" / "good" / "000.png", root / CATEGORY / "test" / DEFECT / "000.png"]
 images = load_images(paths, image_transform(resize=256, crop=224))
 assert images.shape == (2, 3, 224, 224)
 print("images:", tuple(images.shape), images.dtype)
@@ -233,13 +244,13 @@ for name, fmap in every_map.items():
 
 # %%
 blocks = ("features.2", "features.6", "features.13", "features.17")
-train_paths = sorted((root / "tiles" / "train" / "good").glob("*.png"))[:8]
+train_paths = sorted((root / CATEGORY / "train" / "good").glob("*.png"))[:8]
 train_images = load_images(train_paths, image_transform(resize=256, crop=224))
 block_extractor = FeatureExtractor(mobilenet, blocks)
 train_maps = block_extractor(train_images)  # {block: (8, C, h, w)}
 test_maps = block_extractor(images[1:])  # the defective image: {block: (1, C, h, w)}
 
-mask_path = root / "tiles" / "ground_truth" / "stain" / "000_mask.png"
+mask_path = root / CATEGORY / "ground_truth" / DEFECT / "000_mask.png"
 mask = mask_transform(resize=256, crop=224)(load_mask(mask_path))[0]  # (224, 224), same crop as the image
 
 

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 from pcnotes.align import align_patches
 from pcnotes.backbone import DEFAULT_LAYERS, FeatureExtractor, load_backbone
-from pcnotes.data import image_transform, load_images
+from pcnotes.data import image_transform, list_categories, list_defects, load_images
 from pcnotes.embedding import aggregate, embed, mean_map
 from pcnotes.patches import patchify
 from pcnotes.synth import ensure_default_dataset
@@ -59,7 +59,10 @@ plt.rcParams["figure.dpi"] = 80
 # %%
 # NBVAL_CHECK_OUTPUT
 root = ensure_default_dataset(seed=0)
-paths = [root / "tiles" / "train" / "good" / "000.png", root / "tiles" / "test" / "stain" / "000.png"]
+categories = list_categories(root)  # from the folders, so this also runs on MVTec AD
+CATEGORY = categories[min(1, len(categories) - 1)]  # the second one: tiles in the embedded set
+DEFECT = list_defects(root, CATEGORY)[-1]  # the last one: stain in the embedded tiles
+paths = [root / CATEGORY / "train" / "good" / "000.png", root / CATEGORY / "test" / DEFECT / "000.png"]
 images = load_images(paths, image_transform(resize=256, crop=224))
 wrn, weights = load_backbone("wide_resnet50_2", weights="random", seed=0)
 # layer1 is kept aside for the last exercise; it costs nothing extra, the pass stops after layer3

@@ -44,6 +44,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from pcnotes.data import list_categories, list_defects
 from pcnotes.evaluation import load_split, stack
 from pcnotes.maps import anomaly_map, normalize_maps, upsample_scores
 from pcnotes.metrics import image_auroc, pixel_auroc
@@ -69,14 +70,16 @@ plt.rcParams["figure.dpi"] = 80
 # NBVAL_CHECK_OUTPUT
 root = ensure_default_dataset(seed=SEED)
 config = PatchCoreConfig(seed=SEED)
-train = load_split(root, "fabric", "train", config)
+CATEGORY = list_categories(root)[0]  # from the folders (so MVTec AD works too): fabric here
+train = load_split(root, CATEGORY, "train", config)
 model = PatchCore(config).fit(torch.stack([train[i]["image"] for i in range(16)]))
-test = load_split(root, "fabric", "test", config)
+test = load_split(root, CATEGORY, "test", config)
 test_images, masks = stack(test)
 labels = np.asarray(test.labels)
-test_features, grid = model.extract(test_images)  # (36 * 784, 1024)
-assert model.memory_bank.shape == (1254, 1024)
-assert test_features.shape == (36 * 784, 1024) and masks.shape == (36, 224, 224)
+n_test = len(test)  # 36 in the embedded set
+test_features, grid = model.extract(test_images)  # (n_test * 784, 1024)
+assert model.memory_bank.shape == (int(16 * 784 * config.coreset_ratio), 1024)  # 1254
+assert test_features.shape == (n_test * 784, 1024) and masks.shape == (n_test, 224, 224)
 print("memory bank:", model.memory_bank.shape)
 print("test images:", tuple(test_images.shape), "good:", int((labels == 0).sum()), "defective:", int(labels.sum()))
 print("test patch features:", test_features.shape)
@@ -100,7 +103,7 @@ faiss_index = NearestNeighbours(model.memory_bank, backend="faiss")
 torch_index = NearestNeighbours(model.memory_bank, backend="torch")
 faiss_distances, faiss_nearest = faiss_index.search(test_features, k=1)
 torch_distances, torch_nearest = torch_index.search(test_features, k=1)
-assert faiss_distances.shape == torch_distances.shape == (36 * 784, 1)
+assert faiss_distances.shape == torch_distances.shape == (n_test * 784, 1)
 print(f"largest |faiss - torch| distance: {np.abs(faiss_distances - torch_distances).max():.1e}")
 print(f"typical distance: {np.median(faiss_distances):.1f}")
 print(f"same nearest entry for {np.mean(faiss_nearest == torch_nearest):.2%} of the patches")
@@ -152,7 +155,8 @@ print(f"pixel AUROC, Euclidean: {pixel_auroc(masks, maps):.3f}   squared: {pixel
 # reference does. The squared map has the same hot spot and a darker background.
 
 # %%
-example = int(np.flatnonzero(np.asarray(test.defects) == "thread")[0])
+DEFECT = list_defects(root, CATEGORY)[-1]  # the last kind: thread in the embedded fabric
+example = int(np.flatnonzero(np.asarray(test.defects) == DEFECT)[0])
 fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
 show_image(axes[0], test_images[example])
 draw_mask_contour(axes[0], masks[example])
@@ -233,7 +237,7 @@ fig.tight_layout()
 # %%
 kinds = sorted(set(test.defects) - {"good"})
 vmin, vmax = shared_scale(maps)
-fig, axes = plt.subplots(2, len(kinds), figsize=(3 * len(kinds), 6.2))
+fig, axes = plt.subplots(2, len(kinds), figsize=(3 * len(kinds), 6.2), squeeze=False)
 for column, kind in enumerate(kinds):
     i = int(np.flatnonzero(np.asarray(test.defects) == kind)[0])
     show_image(axes[0, column], test_images[i])
@@ -272,7 +276,7 @@ fig.tight_layout()
 B = 3
 reweighted = reweighted_image_scores(faiss_index, test_features, batch_size=len(test_images), b=B)
 weights = reweighted / scores
-assert reweighted.shape == scores.shape == (36,)
+assert reweighted.shape == scores.shape == (n_test,)
 assert np.all((weights >= B / (B + 1) - 1e-6) & (weights < 1))
 print(f"weights lie in [{weights.min():.3f}, {weights.max():.3f}], inside [{B / (B + 1):.3f}, 1)")
 auroc_plain, auroc_reweighted = image_auroc(labels, scores), image_auroc(labels, reweighted)
@@ -372,9 +376,9 @@ print(f"k=3: image AUROC {image_auroc(labels, k3_scores):.3f}, pixel AUROC {pixe
 # ### Solution 2
 
 # %%
-fabric_grid = scores_to_grid(unpatch_scores(torch.from_numpy(faiss_distances[:, 0]), len(test_images)), grid).numpy()
+test_grid = scores_to_grid(unpatch_scores(torch.from_numpy(faiss_distances[:, 0]), len(test_images)), grid).numpy()
 for sigma in (0, 2, 4, 8):
-    print(f"sigma {sigma}: pixel AUROC {pixel_auroc(masks, anomaly_map(fabric_grid, sigma=sigma)):.4f}")
+    print(f"sigma {sigma}: pixel AUROC {pixel_auroc(masks, anomaly_map(test_grid, sigma=sigma)):.4f}")
 
 # %% [markdown]
 # Up to σ = 4 the pixel AUROC hardly moves. The blur's main job is to remove the grid's

@@ -61,7 +61,7 @@ from pcnotes.metrics import label_regions, pro_curve, roc_curve_points
 from pcnotes.model import PatchCore, PatchCoreConfig
 from pcnotes.patches import scores_to_grid, unpatch_scores
 from pcnotes.scoring import NearestNeighbours, image_scores, patch_scores
-from pcnotes.synth import ensure_default_dataset
+from pcnotes.synth import ensure_default_dataset, read_manifest
 from pcnotes.viz import draw_mask_contour, overlay_heatmap, shared_scale, show_image
 
 SEED = 0
@@ -80,7 +80,10 @@ plt.rcParams["figure.dpi"] = 80
 # NBVAL_CHECK_OUTPUT
 root = ensure_default_dataset(seed=SEED)
 config = PatchCoreConfig(seed=SEED)
-categories = list_categories(root)
+categories = list_categories(root)  # from the folders, so this also runs on MVTec AD
+# The thresholds asserted below are claims about the embedded set; on other data
+# (PCNOTES_DATA) the same numbers are printed and not judged.
+EMBEDDED = read_manifest(root) is not None
 evaluations = {}
 for category in categories:
     _, evaluations[category] = evaluate_category(root, category, config)
@@ -104,7 +107,7 @@ print(f"{'mean':9s} {mean['image_auroc']:12.3f} {mean['pixel_auroc']:12.3f} {mea
 # %%
 for category, evaluation in evaluations.items():
     m = evaluation.metrics
-    assert m["image_auroc"] > 0.9 and m["pixel_auroc"] > 0.95 and m["aupro"] > 0.85, (category, m)
+    assert not EMBEDDED or (m["image_auroc"] > 0.9 and m["pixel_auroc"] > 0.95 and m["aupro"] > 0.85), (category, m)
 
 # %% [markdown]
 # ## ROC curves
@@ -127,7 +130,7 @@ for ax, title in zip(axes, ("image-level ROC", "pixel-level ROC")):
     ax.set_xlabel("false-positive rate")
     ax.set_ylabel("true-positive rate")
     ax.set_title(title)
-    ax.legend(fontsize=8, title="AUROC")
+    ax.legend(fontsize=8, title="AUROC", loc="lower right")
 fig.tight_layout()
 
 # %% [markdown]
@@ -158,7 +161,7 @@ for ax, right in zip(axes, (1.0, 0.1)):
 axes[0].text(0.31, 0.05, "FPR = 0.3:\narea counted\nto the left", fontsize=8)
 axes[0].set_title("per-region overlap")
 axes[1].set_title("zoom: FPR up to 0.1")
-axes[0].legend(fontsize=8)
+axes[0].legend(fontsize=8, loc="lower right")
 fig.tight_layout()
 
 # %% [markdown]
@@ -188,7 +191,7 @@ fig.tight_layout()
 
 # %%
 # NBVAL_CHECK_OUTPUT
-CATEGORY, NUM_TRAIN, RATIOS = "wood", 16, (0.01, 0.1)
+CATEGORY, NUM_TRAIN, RATIOS = categories[-1], 16, (0.01, 0.1)  # wood in the embedded set
 train = load_split(root, CATEGORY, "train", config)
 train_images = torch.stack([train[i]["image"] for i in range(NUM_TRAIN)])
 test = load_split(root, CATEGORY, "test", config)
@@ -221,8 +224,9 @@ for (backbone, weights, ratio), m in table.items():
 
 # %%
 pretrained, untrained = table["mobilenet_v2", "imagenet", 0.1], table["mobilenet_v2", "random", 0.1]
-assert pretrained["image_auroc"] > 0.9 and pretrained["aupro"] > 0.8
-assert pretrained["image_auroc"] > untrained["image_auroc"] and pretrained["aupro"] > untrained["aupro"]
+if EMBEDDED:
+    assert pretrained["image_auroc"] > 0.9 and pretrained["aupro"] > 0.8
+    assert pretrained["image_auroc"] > untrained["image_auroc"] and pretrained["aupro"] > untrained["aupro"]
 
 # %% [markdown]
 # Read the table by rows and by columns:
@@ -354,17 +358,18 @@ for sampler in ("approximate_greedy", "random"):
 # ### Solution 2
 
 # %%
-fabric_train = load_split(root, "fabric", "train", config)
-fabric_test = load_split(root, "fabric", "test", config)
-fabric_images, fabric_masks = stack(fabric_test)
+other = categories[0]  # fabric in the embedded set
+other_train = load_split(root, other, "train", config)
+other_test = load_split(root, other, "test", config)
+other_images, other_masks = stack(other_test)
 untrained_model = PatchCore(PatchCoreConfig(weights="random", seed=SEED))
-untrained_model.fit(torch.stack([fabric_train[i]["image"] for i in range(NUM_TRAIN)]))
-fabric_scores, fabric_maps = untrained_model.predict(fabric_images)
-m = compute_metrics(np.asarray(fabric_test.labels), fabric_scores, fabric_masks, fabric_maps)
-print(f"fabric, mobilenet_v2 random, 16 images:  image AUROC {m['image_auroc']:.3f}, "
+untrained_model.fit(torch.stack([other_train[i]["image"] for i in range(NUM_TRAIN)]))
+other_scores, other_maps = untrained_model.predict(other_images)
+m = compute_metrics(np.asarray(other_test.labels), other_scores, other_masks, other_maps)
+print(f"{other}, mobilenet_v2 random, {NUM_TRAIN} images:  image AUROC {m['image_auroc']:.3f}, "
       f"pixel AUROC {m['pixel_auroc']:.3f}, AUPRO {m['aupro']:.3f}")
-m = evaluations["fabric"].metrics
-print(f"fabric, mobilenet_v2 ImageNet, 48 images: image AUROC {m['image_auroc']:.3f}, "
+m = evaluations[other].metrics
+print(f"{other}, mobilenet_v2 ImageNet, {m['n_train']} images: image AUROC {m['image_auroc']:.3f}, "
       f"pixel AUROC {m['pixel_auroc']:.3f}, AUPRO {m['aupro']:.3f}")
 
 # %% [markdown]

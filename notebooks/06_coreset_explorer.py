@@ -119,7 +119,7 @@ print(f"bank of {len(bank)}: {data.test_table.misses:,} of {len(from_table):,} t
 # setting you try; and the heat map, on one colour scale for the whole test set. The status
 # next to the sampler says "updating…" while it works; the controls are disabled meanwhile.
 
-# %%
+# %% tags=["remove-output"]
 explorer = build_explorer(state, ratio=0.01, sampler="approximate_greedy")
 explorer
 

@@ -18,6 +18,7 @@ Around the pipeline, depending on it and never the other way round:
 ``data`` (MVTec-layout loader), ``synth`` (the procedural data set),
 ``evaluation`` (fit + score + metrics for one category), ``viz`` (every plot),
 ``cli`` (``python -m pcnotes``) and ``explorer`` (the coreset-ratio widget).
+``paths`` only says how paths are printed (relative to the repository).
 """
 
 __version__ = "0.1.0"

@@ -24,7 +24,9 @@ Weights are always named explicitly:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,8 @@ from pathlib import Path
 import torch
 import torchvision
 from torch import nn
+
+from pcnotes.paths import display_path
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 MOBILENET_WEIGHTS = DATA_DIR / "mobilenet_v2_imagenet_features.pt"
@@ -63,7 +67,9 @@ class LoadedWeights:
     source: str  # a path, a URL or the seed
 
     def __str__(self) -> str:
-        return f"{self.kind} ({self.source})"
+        # Paths are shown relative to the repository (or ~), not as on this machine.
+        source = display_path(self.source) if self.kind != "random" else self.source
+        return f"{self.kind} ({source})"
 
 
 def sha256sum(path: str | os.PathLike) -> str:
@@ -130,14 +136,19 @@ def _load_torchvision_imagenet(model: nn.Module, name: str) -> LoadedWeights:
     weights = getattr(torchvision.models, _TORCHVISION_WEIGHTS[name]).IMAGENET1K_V1
     cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
     try:
-        state = torch.hub.load_state_dict_from_url(
-            weights.url, progress=True, check_hash=True, weights_only=True
-        )
+        # torch.hub announces every download ("Downloading: <url> to <path>", on
+        # stdout or stderr by version): keep that machine-specific line out of
+        # notebooks and logs. A failure is reported below, with the path to use.
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            state = torch.hub.load_state_dict_from_url(
+                weights.url, progress=False, check_hash=True, weights_only=True
+            )
     except Exception as error:  # no network, a truncated download, ...
         raise RuntimeError(
-            f"ImageNet weights for {name} are not in the torch cache ({cached}) and could "
-            f"not be downloaded ({type(error).__name__}: {error}). On a machine with "
-            f"internet, download {weights.url} and copy it to {cached}; or pass "
+            f"ImageNet weights for {name} are not in the torch cache "
+            f"({display_path(cached)}) and could not be downloaded "
+            f"({type(error).__name__}: {error}). On a machine with internet, download "
+            f"{weights.url} and copy it to {display_path(cached)}; or pass "
             "weights='random' to use random weights on purpose."
         ) from error
     model.load_state_dict(state)

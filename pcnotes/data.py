@@ -35,6 +35,7 @@ __all__ = [
     "unnormalize",
     "MVTecDataset",
     "list_categories",
+    "list_defects",
     "load_images",
 ]
 
@@ -285,6 +286,14 @@ def list_categories(root: str | Path) -> list[str]:
     return [p.name for p in _subfolders(root) if (p / "train" / "good").is_dir()]
 
 
+def list_defects(root: str | Path, category: str) -> list[str]:
+    """Sorted names of the defect kinds of ``category``: the folders of ``test/`` but ``good``."""
+    test_dir = Path(root) / category / "test"
+    if not test_dir.is_dir():
+        raise DataError(f"{test_dir}: test folder does not exist")
+    return [p.name for p in _subfolders(test_dir) if p.name != "good"]
+
+
 def _mask_path(category_dir: Path, image_path: Path) -> Path:
     """Where MVTec AD keeps the mask of ``test/<defect>/<name>.<ext>``.
 
@@ -469,3 +478,4 @@ def load_images(
         raise DataError("no image paths given")
     transform = transform or image_transform()
     return torch.stack([transform(load_rgb(p)) for p in paths])
+

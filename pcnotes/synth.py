@@ -61,6 +61,8 @@ __all__ = [
     "add_defect",
     "render_sample",
     "generate_dataset",
+    "MVTEC_NAMED",
+    "generate_mvtec_named",
     "default_data_root",
     "ensure_default_dataset",
     "read_manifest",
@@ -669,6 +671,95 @@ def generate_dataset(
         _install(tmp, root, manifest)
     except BaseException:
         # Also on KeyboardInterrupt: never leave a temporary folder behind.
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return root
+
+
+# --------------------------------------------------------------------------
+# A tiny stand-in with MVTec AD's own names
+# --------------------------------------------------------------------------
+
+#: ``generate_mvtec_named``'s categories: MVTec AD's name -> (how the images are
+#: stored, the texture drawn, {MVTec defect name: the defect drawn}).
+MVTEC_NAMED: dict[str, tuple[str, str, dict[str, str]]] = {
+    "bottle": ("RGB 300x200", "wood", {"broken_large": "hole", "contamination": "contamination"}),
+    "tile": ("L 256x256", "tiles", {"crack": "crack", "oil": "stain"}),
+}
+
+
+def _draw_mvtec_named(
+    category: str, folder: str, index: int, seed: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """One image of :func:`generate_mvtec_named` and its mask (uint8, 0/255) or None.
+
+    ``bottle``: RGB ``(200, 300, 3)``.  The texture is drawn at 300x300 and cut
+    to 200 rows; the defect is painted into the middle 200x200, which the
+    pipeline's resize-and-centre-crop keeps.  ``tile``: grayscale ``(256, 256)``.
+    """
+    _, texture, defects = MVTEC_NAMED[category]
+    rng = _rng_for(seed, category, folder, index)
+    kind = folder.split("/")[-1]
+    if category == "bottle":
+        image = render_texture(texture, rng, 300)[50:250]
+        if kind == "good":
+            return image, None
+        mask = np.zeros(image.shape[:2], np.uint8)
+        image[:, 50:250], mask[:, 50:250] = add_defect(
+            image[:, 50:250], defects[kind], rng, category=texture
+        )
+        return image, mask
+    image, mask = render_texture(texture, rng, 256), None
+    if kind != "good":
+        image, mask = add_defect(image, defects[kind], rng, category=texture)
+    return np.asarray(Image.fromarray(image).convert("L")), mask
+
+
+def generate_mvtec_named(
+    root: str | Path,
+    *,
+    seed: int = 0,
+    n_train: int = 16,
+    n_test_good: int = 4,
+    n_test_per_defect: int = 3,
+) -> Path:
+    """Write a small data set that looks like MVTec AD from outside, to ``root``.
+
+    Its categories and defect folders carry MVTec AD's names (see
+    :data:`MVTEC_NAMED`): ``bottle`` with ``broken_large`` and
+    ``contamination``, ``tile`` with ``crack`` and ``oil``.  Like the real set
+    it mixes image formats: ``bottle`` is RGB and not square (300x200),
+    ``tile`` is grayscale.  Files are ``000.png``, ``001.png``, ... and masks
+    ``ground_truth/<defect>/<name>_mask.png``.  There is deliberately no
+    ``manifest.json``, so :func:`ensure_default_dataset` treats the folder as
+    outside data and never redraws it.  The defaults make 52 small images, for
+    tests that run the notebooks on "real" data.
+
+    Everything is written into a temporary sibling and renamed into place;
+    ``root`` must not exist or be empty (FileExistsError otherwise).
+    Returns ``root``.
+    """
+    root = Path(root).resolve()
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise FileExistsError(f"{root}: exists and is not empty; refusing to write into it")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(root, "tmp"), dir=root.parent))
+    _chmod_like_mkdir(tmp)
+    try:
+        for category, (_, _, defects) in MVTEC_NAMED.items():
+            plan = [("train/good", n_train), ("test/good", n_test_good)]
+            plan += [(f"test/{defect}", n_test_per_defect) for defect in defects]
+            for folder, count in plan:
+                for index in range(count):
+                    image, mask = _draw_mvtec_named(category, folder, index, seed)
+                    _save_png(tmp / category / folder / f"{index:03d}.png", image)
+                    if mask is not None:
+                        defect = folder.split("/")[1]
+                        _save_png(tmp / category / "ground_truth" / defect / f"{index:03d}_mask.png", mask)
+        if root.exists():
+            root.rmdir()  # empty: rename cannot replace a folder everywhere
+        os.replace(tmp, root)
+    except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return root

@@ -86,7 +86,8 @@ def execute(directory: Path, names: list[str]) -> int:
         notebook = jupytext.read(py)
         notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         start = time.perf_counter()
-        NotebookClient(notebook, timeout=600, kernel_name="python3",
+        # record_timing=False: no execution timestamps in the committed cell metadata
+        NotebookClient(notebook, timeout=600, kernel_name="python3", record_timing=False,
                        resources={"metadata": {"path": str(py.parent)}}).execute()
         nbformat.write(notebook, ipynb)
         print(f"{ipynb}: executed in {time.perf_counter() - start:.1f} s")

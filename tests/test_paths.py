@@ -1,0 +1,42 @@
+"""Paths in messages and outputs: relative to the repository, never this machine's."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from pcnotes.backbone import MOBILENET_WEIGHTS, LoadedWeights, load_backbone
+from pcnotes.paths import REPO_ROOT, display_path
+
+
+def test_a_path_inside_the_repository_is_shown_relative_to_it():
+    assert display_path(REPO_ROOT / "data" / "synthetic") == "data/synthetic"
+    assert display_path(REPO_ROOT / "notebooks" / ".." / "data") == "data"
+    assert str(LoadedWeights("imagenet", str(MOBILENET_WEIGHTS))) == (
+        "imagenet (data/mobilenet_v2_imagenet_features.pt)")
+
+
+def test_a_path_under_home_is_shown_with_a_tilde_and_any_other_path_unchanged(tmp_path, monkeypatch):
+    home = tmp_path / "someone"
+    monkeypatch.setattr(Path, "home", classmethod(lambda cls: home))
+    assert display_path(home / ".cache" / "torch" / "x.pth") == "~/.cache/torch/x.pth"
+    assert display_path(tmp_path / "elsewhere" / "x.pth") == str(tmp_path / "elsewhere" / "x.pth")
+    assert str(LoadedWeights("random", "torch.manual_seed(3)")) == "random (torch.manual_seed(3))"
+
+
+def test_a_failed_download_prints_nothing_and_says_where_the_file_goes(tmp_path, monkeypatch, capsys):
+    home = tmp_path / "someone"
+    monkeypatch.setattr(Path, "home", classmethod(lambda cls: home))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(home / ".cache" / "torch" / "hub"))
+
+    def announce_then_fail(url, *args, **kwargs):
+        print(f'Downloading: "{url}" to {home}/.cache/torch/hub/checkpoints/x.pth')  # as torch.hub does
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", announce_then_fail)
+    with pytest.raises(RuntimeError) as error:
+        load_backbone("resnet18", "imagenet")
+    printed = capsys.readouterr()
+    assert printed.out == printed.err == ""
+    assert "(~/.cache/torch/hub/checkpoints/resnet18-" in str(error.value)
+    assert str(home) not in str(error.value)
