@@ -27,8 +27,8 @@ The rules, each one a case that once lost a user's files:
   folder is renamed aside, the staging folder renamed into place, and only
   then is the old one removed. On any failure, Ctrl-C, SIGTERM or SIGHUP the
   staging folder is removed and the target is left exactly as it was. The
-  two renames run with those signals held back, so no signal can land
-  between them.
+  swap runs with those signals held back until it is complete, so no signal
+  can land between its two renames.
 * **Clean up after killed runs.** A staging folder whose process is gone (same
   host, dead PID, both in its name) is removed by the next run in the same
   parent folder; a moved-aside old folder whose target went missing is put
@@ -121,16 +121,29 @@ def interrupts_on_signals() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _signals_held() -> Iterator[None]:
-    """Hold Ctrl-C, SIGTERM and SIGHUP back for a few renames; they arrive afterwards."""
-    held = {signal.SIGINT, *_SIGNALS}
-    can_hold = hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
-    if can_hold:
-        signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    """Hold Ctrl-C, SIGTERM and SIGHUP back for a few renames; they take effect afterwards.
+
+    Python runs signal handlers in the main thread whichever thread the
+    signal reached, so swapping in a handler that only takes note works even
+    with torch's worker threads about (a signal mask on one thread would not).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived: list[int] = []
+    previous = {signum: signal.signal(signum, lambda signum, _frame: arrived.append(signum))
+                for signum in (signal.SIGINT, *_SIGNALS)}
     try:
         yield
     finally:
-        if can_hold:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in arrived[:1]:  # now act on it as the process would have
+            handler = previous[signum]
+            if callable(handler):
+                handler(signum, None)  # default_int_handler raises KeyboardInterrupt; ours Interrupted
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), signum)
 
 
 # -- what may be replaced --------------------------------------------------------
@@ -144,6 +157,13 @@ def _home() -> Path | None:
     try:
         return _resolve(Path.home())
     except (RuntimeError, KeyError):  # no HOME and no password entry
+        return None
+
+
+def _cwd() -> Path | None:
+    try:
+        return _resolve(Path.cwd())
+    except FileNotFoundError:  # the working folder was removed: nothing left to protect
         return None
 
 
@@ -209,7 +229,7 @@ def check_target(target: str | os.PathLike, kind: str, *, inputs: Sequence[str |
 
     if resolved == Path(resolved.anchor):
         raise refuse("is the root of the file system")
-    for name, place in (("home folder", _home()), ("current folder", _resolve(Path.cwd()))):
+    for name, place in (("home folder", _home()), ("current folder", _cwd())):
         if place is not None and _contains(resolved, place):
             what = f"is the {name}" if resolved == place else f"contains the {name}"
             raise refuse(what, "choose a subfolder")
@@ -219,6 +239,11 @@ def check_target(target: str | os.PathLike, kind: str, *, inputs: Sequence[str |
             raise refuse(f"is or contains the input {os.fspath(given)}", "choose a folder outside the inputs")
         if source.is_dir() and _contains(source, resolved):
             raise refuse(f"lies inside the input {os.fspath(given)}", "choose a folder outside the inputs")
+    ancestor = next(p for p in resolved.parents if os.path.lexists(p))
+    if not ancestor.is_dir():
+        raise refuse(f"cannot be made, {ancestor} is a file")
+    if not os.access(ancestor, os.W_OK):
+        raise refuse(f"cannot be made, no permission to write in {ancestor}")
     if os.path.lexists(resolved):
         if not resolved.is_dir():
             raise refuse("exists and is not a folder")
