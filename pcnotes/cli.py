@@ -291,7 +291,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1 if usage is None else 2
     except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM / SIGHUP (folders.Interrupted)
         signum = getattr(stop, "signum", signal.SIGINT)
-        print(f"error: interrupted by {signal.Signals(signum).name}; no output was replaced", file=sys.stderr)
+        print(f"error: interrupted by {signal.Signals(signum).name} (nothing half-written was left)",
+              file=sys.stderr)
         return 128 + signum
 
 

@@ -23,6 +23,7 @@ import hashlib
 import io
 import json
 import math
+import numbers
 import os
 import sys
 import time
@@ -55,7 +56,7 @@ class ConfigError(ValueError):
 
 
 def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _type_problem(value, default) -> str | None:
@@ -133,6 +134,8 @@ class PatchCoreConfig:
             raise ConfigError("reweight", f"(b of eq. 7) must be an integer >= 0, got {self.reweight!r}")
         if not _is_int(self.seed) or not 0 <= self.seed <= MAX_SEED:
             raise ConfigError("seed", f"must be an integer from 0 to {MAX_SEED}, got {self.seed!r}")
+        # numpy integers are welcome, but config.json holds plain ones
+        self.num_neighbors, self.reweight, self.seed = int(self.num_neighbors), int(self.reweight), int(self.seed)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

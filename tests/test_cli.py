@@ -465,7 +465,7 @@ def test_case4_a_signal_leaves_no_staging_folder_and_the_old_output(tiny, tmp_pa
     process.send_signal(getattr(signal, signum))
     _, err = process.communicate(timeout=120)
     assert process.returncode == 128 + getattr(signal, signum)
-    assert error_line(err) == f"error: interrupted by {signum}; no output was replaced"
+    assert error_line(err) == f"error: interrupted by {signum} (nothing half-written was left)"
     assert snapshot(tmp_path) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
