@@ -17,8 +17,13 @@ Each stage is a module with plain functions, tensors in and tensors out:
 Around the pipeline, depending on it and never the other way round:
 ``data`` (MVTec-layout loader), ``synth`` (the procedural data set),
 ``evaluation`` (fit + score + metrics for one category), ``viz`` (every plot),
-``cli`` (``python -m pcnotes``) and ``explorer`` (the coreset-ratio widget).
+``cli`` (``python -m pcnotes``), ``explorer`` (the coreset-ratio widget) and
+``folders`` (the one guarded way to replace an output folder).
 ``paths`` only says how paths are printed (relative to the repository).
 """
 
 __version__ = "0.1.0"
+
+from pcnotes.folders import use_writable_numba_cache  # noqa: E402  (before anything imports numba)
+
+use_writable_numba_cache()

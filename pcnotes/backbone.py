@@ -28,6 +28,7 @@ import contextlib
 import hashlib
 import io
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,7 +121,18 @@ def _load_file(model: nn.Module, path: Path, expected_sha256: str | None = None)
                 f"{path}: sha256 is {actual}, expected {expected_sha256}; "
                 "the file is corrupt or was replaced (see data/README.md to rebuild it)"
             )
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        with warnings.catch_warnings():  # torch's notes on pickle protocols: we report the outcome
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # UnpicklingError, RuntimeError, EOFError ...: never run the pickle
+        raise ValueError(
+            f"{path}: not a state_dict file that torch.load(weights_only=True) can read "
+            f"({type(error).__name__}); save one with torch.save(model.state_dict(), path)"
+        ) from error
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path}: holds a {type(state).__name__}, not a state_dict (a dict of tensors); "
+                         "save one with torch.save(model.state_dict(), path)")
     missing, unexpected = model.load_state_dict(state, strict=False)
     # A features-only file may lack the classifier head, which we never run.
     missing = [key for key in missing if not key.startswith(("classifier.", "fc."))]

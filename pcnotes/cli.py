@@ -5,15 +5,24 @@ their own data sets in the MVTec AD layout, so its options, files and exit
 codes stay stable.
 
 * exit 0 on success;
-* exit 2 on a usage error (a bad option), with one line ``error: ...``;
-* exit 1 on a data or model problem, with one line ``error: <reason>`` on
-  stderr naming the file or folder (``--debug`` adds the traceback).
+* exit 2 on a usage error: an option whose value is wrong in itself or for
+  the data it meets (``--seed -1``, ``--layers ''``, ``--reweight`` larger
+  than the memory bank that ``--coreset-ratio`` gives), with one line
+  ``error: ...`` naming the option;
+* exit 1 on a data or model problem (a missing, unreadable or inconsistent
+  file or folder, a full disk, an output folder that may not be replaced),
+  with one line ``error: <reason>`` on stderr naming the file or folder;
+* ``--debug`` adds the traceback; Ctrl-C, SIGTERM and SIGHUP exit with
+  128 + the signal's number after cleaning up.
 
-Nothing half-written is left behind: every command builds its output in a
-temporary sibling folder and renames it into place only when everything
-succeeded; an existing output folder is replaced only then (and only if it
-looks like an earlier output of the same command, so that ``--output ~``
-cannot wipe a home folder).
+Everything that can be checked is checked before the fit: the options, the
+output folder, every image and mask. Warnings (a mask that is not binary) are
+one line each, ``warning: ...``.
+
+Nothing half-written is left behind and no user file is ever replaced: every
+command writes through :func:`pcnotes.folders.replace_folder` (a staging
+sibling, renamed into place only when complete; an existing folder only if
+it is an earlier output of the same command, proven by pcnotes' marker file).
 
 Heavy imports (torch, faiss, matplotlib) happen inside the commands, so that
 ``--help`` answers at once.
@@ -26,13 +35,14 @@ import contextlib
 import csv
 import json
 import math
-import os
-import shutil
+import signal
 import sys
-import tempfile
 import traceback
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+from pcnotes import folders  # standard library only
 
 # Kept here (not imported from pcnotes.coreset / pcnotes.backbone) so that
 # --help does not import torch; tests/test_cli.py checks they match.
@@ -43,6 +53,10 @@ TARGET_AUROC = 0.95  # the demo's per-category target for image and pixel AUROC
 #: The errors a user can cause with their data or model; anything else is a bug
 #: and keeps its traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, RuntimeError, OSError)  # DataError is a ValueError
+
+
+class UsageError(ValueError):
+    """A bad option value found by a command (exit 2, like argparse's own errors)."""
 
 
 # -- argument types ----------------------------------------------------------------
@@ -227,6 +241,38 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
+def _as_usage_error(error: BaseException) -> str | None:
+    """The message of a bad option value, or ``None`` for a data or model problem."""
+    if isinstance(error, UsageError):
+        return _one_line(error)
+    # A ConfigError can only come from pcnotes.model, imported by then; looking
+    # it up in sys.modules keeps torch out of --help.
+    model = sys.modules.get("pcnotes.model")
+    if model is not None and isinstance(error, model.ConfigError):
+        return f"--{error.name.replace('_', '-')} {_one_line(error.problem)}"
+    return None
+
+
+@contextlib.contextmanager
+def _warnings_as_lines() -> Iterator[None]:
+    """pcnotes' own warnings as one line each, ``warning: ...``, each message once."""
+    shown = set()
+    previous = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if not category.__module__.startswith("pcnotes"):
+            return previous(message, category, filename, lineno, file, line)
+        text = _one_line(message)
+        if text not in shown:
+            shown.add(text)
+            print(f"warning: {text}", file=sys.stderr, flush=True)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = show
+        yield
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit status (0 ok, 1 data/model error, 2 usage error)."""
     parser = build_parser()
@@ -235,75 +281,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as stop:  # --help (0) or a usage error (2)
         return stop.code if isinstance(stop.code, int) else 0
     try:
-        return args.run(args)
+        with folders.interrupts_on_signals(), _warnings_as_lines():
+            return args.run(args)
     except USER_ERRORS as error:
         if args.debug:
             traceback.print_exc()
-        print(f"error: {_one_line(error)}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-
-
-# -- writing outputs safely -------------------------------------------------------------
-
-
-def _check_replaceable(target: Path, marker: str, command: str) -> None:
-    """Refuse early to replace a folder that is not an earlier output of ``command``."""
-    if Path.cwd().is_relative_to(target.resolve()):
-        raise ValueError(f"output folder {target} is the current folder or one of its parents; "
-                         "it would be replaced: choose a subfolder")
-    if not target.exists():
-        return
-    if not target.is_dir():
-        raise FileExistsError(f"{target}: exists and is not a folder")
-    if any(target.iterdir()) and not (target / marker).is_file():
-        raise FileExistsError(
-            f"{target}: exists and is not an earlier '{command}' output (no {marker}); "
-            "refusing to replace it: choose another --output or remove it"
-        )
-
-
-def _check_not_inside(inputs: Sequence[Path], target: Path) -> None:
-    """Replacing ``target`` must never delete an input."""
-    resolved = target.resolve()
-    for path in inputs:
-        if path.resolve().is_relative_to(resolved):
-            raise ValueError(f"output folder {target} contains the input {path}: choose another")
-
-
-@contextlib.contextmanager
-def staged_output(target: Path) -> Iterator[Path]:
-    """Yield an empty temporary sibling of ``target``; on success it becomes ``target``.
-
-    On any failure the temporary folder (and any parent folders this made) is
-    removed and an existing ``target`` is left as it was.
-    """
-    target = Path(os.path.abspath(target))  # also gives "." and "a/.." a real name
-    created = [p for p in reversed(target.parents) if not p.exists()]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        yield staging
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-            os.replace(target, old / target.name)
-            try:
-                os.replace(staging, target)
-            except BaseException:
-                os.replace(old / target.name, target)  # put the earlier output back
-                shutil.rmtree(old, ignore_errors=True)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        for folder in reversed(created):  # deepest first; only if still empty
-            with contextlib.suppress(OSError):
-                folder.rmdir()
-        raise
+        usage = _as_usage_error(error)
+        print(f"error: {usage or _one_line(error)}", file=sys.stderr)
+        return 1 if usage is None else 2
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM / SIGHUP (folders.Interrupted)
+        signum = getattr(stop, "signum", signal.SIGINT)
+        print(f"error: interrupted by {signal.Signals(signum).name} (nothing half-written was left)",
+              file=sys.stderr)
+        return 128 + signum
 
 
 # -- shared pieces ------------------------------------------------------------------------
@@ -345,8 +335,8 @@ def _print_table(rows: Sequence[tuple[str, object]]) -> None:
 def _evaluate_into(root: Path, category: str, config, out: Path, *, keep: int = 0):
     """Evaluate one category, writing metrics.json and heatmaps/ into ``out``.
 
-    Returns the flat metrics dict and, for the overview, the ``keep``
-    highest- and ``keep`` lowest-scored test items.
+    Returns the flat metrics dict, the number of heat maps written and, for
+    the overview, the ``keep`` highest- and ``keep`` lowest-scored test items.
     """
     import numpy as np
 
@@ -376,12 +366,13 @@ def _evaluate_into(root: Path, category: str, config, out: Path, *, keep: int = 
     kept = {}
     test = load_split(root, category, "test", config)  # re-read for display only
     writer = viz.PanelWriter(vmin, vmax, with_mask=True, size=result.maps.shape[1:])
+    names = unique_names([f"{d}_{Path(p).stem}" for d, p in zip(result.defects, result.paths)])
     for i in range(len(test)):
         item = test[i]
         rgb = viz.to_rgb(item["image"], config.mean, config.std)
         defect, name = result.defects[i], Path(result.paths[i]).stem
         truth = "good" if result.labels[i] == 0 else "defective"
-        writer.save(out / "heatmaps" / f"{defect}_{name}.png", rgb, result.maps[i], result.masks[i],
+        writer.save(out / "heatmaps" / f"{names[i]}.png", rgb, result.maps[i], result.masks[i],
                     title=f"{category} / {defect} / {name}   score {result.scores[i]:.3f}   "
                           f"(true: {truth})")
         if i in picked:
@@ -392,7 +383,7 @@ def _evaluate_into(root: Path, category: str, config, out: Path, *, keep: int = 
                            caption=f"{rank}: {defect}/{name}")
     writer.close()
     extremes = [kept[i] for i in picked]
-    return metrics, extremes
+    return metrics, len(list((out / "heatmaps").glob("*.png"))), extremes
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -401,35 +392,28 @@ def _evaluate_into(root: Path, category: str, config, out: Path, *, keep: int = 
 def cmd_evaluate(args) -> int:
     config = _config(args)
     root = _data_root(args)
-    output = args.output if args.output is not None else Path("runs") / args.category
-    _check_replaceable(output, "metrics.json", "evaluate")
-    _check_not_inside([root], output)
+    output = args.output if args.output is not None else Path("runs") / Path(args.category).name
+    inputs = [root, root / args.category]
+    folders.check_target(output, "evaluate", inputs=inputs)
     print(f"evaluating {root / args.category}", flush=True)
-    with staged_output(output) as staging:
-        metrics, _ = _evaluate_into(root, args.category, config, staging)
+    with folders.replace_folder(output, "evaluate", inputs=inputs) as staging:
+        metrics, written, _ = _evaluate_into(root, args.category, config, staging)
     print(f"backbone {metrics['backbone']}, weights loaded: {metrics['weights']}")
     _print_table([(key, metrics[key]) for key in (
         "image_auroc", "pixel_auroc", "aupro", "n_train", "n_test", "memory_bank_size",
         "fit_seconds", "predict_seconds")])
-    print(f"wrote {output / 'metrics.json'} and {metrics['n_test']} heat maps in {output / 'heatmaps'}")
+    print(f"wrote {output / 'metrics.json'} and {written} heat maps in {output / 'heatmaps'}")
     return 0
-
-
-def _image_files(folder: Path) -> list[Path]:
-    from pcnotes.data import IMAGE_EXTENSIONS
-
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
 def _expand_images(inputs: Sequence[Path]) -> list[Path]:
     """Files as given; folders become their image files, sorted by name."""
-    from pcnotes.data import DataError
+    from pcnotes.data import DataError, list_images
 
     paths = []
     for path in inputs:
         if path.is_dir():
-            found = _image_files(path)
+            found = list_images(path)
             if not found:
                 raise DataError(f"{path}: folder has no image files")
             paths.extend(found)
@@ -449,19 +433,19 @@ def _batches(paths: Sequence[Path], transform, size: int):
 
 
 def cmd_fit(args) -> int:
-    from pcnotes.data import DataError, image_transform
+    from pcnotes.data import DataError, image_transform, list_images, load_rgb
     from pcnotes.model import PatchCore
 
     config = _config(args)
     train_dir = args.train_dir
-    if not train_dir.is_dir():
-        raise DataError(f"{train_dir}: training folder does not exist")
-    paths = _image_files(train_dir)
+    paths = list_images(train_dir)
     if not paths:
         raise DataError(f"{train_dir}: no training images in the folder")
-    _check_replaceable(args.model, "config.json", "fit")  # PatchCore.save replaces the folder
-    _check_not_inside([train_dir], args.model)
+    folders.check_target(args.model, "fit", inputs=[train_dir])  # PatchCore.save replaces it
     model = PatchCore(config)
+    model.check_fit(len(paths))
+    for path in paths:  # every image decoded once before the fit: a bad one fails now
+        load_rgb(path)
     print(f"backbone {config.backbone}, weights loaded: {model.weights}", flush=True)
     transform = image_transform(config.resize, config.crop, config.mean, config.std)
     model.fit(_batches(paths, transform, config.batch_size))
@@ -472,13 +456,22 @@ def cmd_fit(args) -> int:
     return 0
 
 
-def _unique_names(paths: Sequence[Path]) -> list[str]:
-    """PNG names from the image stems; a repeated stem gets ``_2``, ``_3`` ..."""
-    seen: dict[str, int] = {}
+def unique_names(wanted: Sequence[str]) -> list[str]:
+    """File names (without extension) that never collide: a taken name gets ``_2``, ``_3`` ...
+
+    Each name is checked against every name given out before it, ignoring
+    case (macOS and Windows folders do), so ``x, x, x_2`` become
+    ``x, x_2, x_2_2``.
+    """
+    taken: set[str] = set()
     names = []
-    for path in paths:
-        seen[path.stem] = seen.get(path.stem, 0) + 1
-        names.append(path.stem if seen[path.stem] == 1 else f"{path.stem}_{seen[path.stem]}")
+    for name in wanted:
+        candidate, n = name, 1
+        while candidate.casefold() in taken:
+            n += 1
+            candidate = f"{name}_{n}"
+        taken.add(candidate.casefold())
+        names.append(candidate)
     return names
 
 
@@ -486,16 +479,21 @@ def cmd_predict(args) -> int:
     import numpy as np
 
     from pcnotes import viz
-    from pcnotes.data import image_transform
+    from pcnotes.data import image_transform, load_rgb
     from pcnotes.model import PatchCore
 
+    for option, value in (("--vmin", args.vmin), ("--vmax", args.vmax)):
+        if value is not None and not math.isfinite(value):
+            raise UsageError(f"{option} must be a finite number, got {value}")
     if args.vmin is not None and args.vmax is not None and not args.vmin < args.vmax:
-        raise ValueError(f"--vmin ({args.vmin}) must be below --vmax ({args.vmax})")
+        raise UsageError(f"--vmin ({args.vmin}) must be below --vmax ({args.vmax})")
     paths = _expand_images(args.images)
-    _check_replaceable(args.output, "scores.csv", "predict")
-    _check_not_inside(paths + [args.model], args.output)
+    inputs = [*args.images, *paths, args.model]
+    folders.check_target(args.output, "predict", inputs=inputs)
     model = PatchCore.load(args.model)
     config = model.config
+    for path in paths:  # every image decoded once before scoring: a bad one fails now
+        load_rgb(path)
     print(f"model {args.model}: backbone {config.backbone}, weights loaded: {model.weights}", flush=True)
     transform = image_transform(config.resize, config.crop, config.mean, config.std)
     # Chunks of whole batches, so each image is scored in the same batch as
@@ -511,7 +509,7 @@ def cmd_predict(args) -> int:
     low, high = viz.shared_scale(maps)
     vmin = low if args.vmin is None else args.vmin
     vmax = high if args.vmax is None else args.vmax
-    with staged_output(args.output) as staging:
+    with folders.replace_folder(args.output, "predict", inputs=inputs) as staging:
         with open(staging / "scores.csv", "w", newline="") as stream:
             table = csv.writer(stream)
             table.writerow(["path", "score"])
@@ -519,12 +517,13 @@ def cmd_predict(args) -> int:
                 table.writerow([str(path), repr(float(score))])  # repr: exact round trip
         writer = viz.PanelWriter(vmin, vmax, with_mask=False, size=maps.shape[1:])
         for path, name, score, amap, images in zip(
-                paths, _unique_names(paths), scores, maps, _each_image(paths, transform)):
+                paths, unique_names([p.stem for p in paths]), scores, maps, _each_image(paths, transform)):
             writer.save(staging / f"{name}.png", viz.to_rgb(images, config.mean, config.std), amap,
                         title=f"{path.name}   score {score:.3f}")
         writer.close()
+        written = len(list(staging.glob("*.png")))
     print(f"scored {len(paths)} images; colour scale {vmin:.3f}..{vmax:.3f}")
-    print(f"wrote {args.output / 'scores.csv'} and {len(paths)} heat maps in {args.output}")
+    print(f"wrote {args.output / 'scores.csv'} and {written} heat maps in {args.output}")
     return 0
 
 
@@ -548,17 +547,16 @@ def cmd_demo(args) -> int:
     categories = list_categories(root)
     if not categories:
         raise DataError(f"{root}: no category folders with train/good in it")
-    _check_replaceable(args.output, "overview.png", "demo")
-    _check_not_inside([root], args.output)
+    folders.check_target(args.output, "demo", inputs=[root])
     print(f"data {root}: {len(categories)} categories ({', '.join(categories)})", flush=True)
 
     rows, items = [], []
-    with staged_output(args.output) as staging:
+    with folders.replace_folder(args.output, "demo", inputs=[root]) as staging:
         for category in categories:
             print(f"[{category}] fitting and scoring ...", flush=True)
             out = staging / category
             out.mkdir()
-            metrics, extremes = _evaluate_into(root, category, config, out, keep=2)
+            metrics, _, extremes = _evaluate_into(root, category, config, out, keep=2)
             rows.append(metrics)
             items.extend(extremes)
             print(f"[{category}] image AUROC {_fmt(metrics['image_auroc'])}, pixel AUROC "

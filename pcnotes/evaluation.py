@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from pcnotes.data import MVTecDataset
+from pcnotes.data import DataError, MVTecDataset
 from pcnotes.metrics import aupro, image_auroc, pixel_auroc
 from pcnotes.model import PatchCore, PatchCoreConfig
 
@@ -61,12 +61,22 @@ def evaluate_category(
 ) -> tuple[PatchCore, Evaluation]:
     """Fit PatchCore on ``train/good`` and evaluate it on ``test``.
 
-    Both splits are opened (and so validated) before any work starts.
+    Everything that can be checked is checked before the fit: every image and
+    mask of both splits is opened and decoded, the test set must hold good
+    and defective images (image AUROC needs both), and the model's k and b
+    must fit the memory bank that the coreset ratio will give.
     """
     config = config or PatchCoreConfig()
     train = load_split(root, category, "train", config)
     test = load_split(root, category, "test", config)
+    if len(set(test.labels)) < 2:
+        only = "good" if test.labels[0] == 0 else "defective"
+        raise DataError(f"{Path(root) / category / 'test'}: holds only {only} images; image AUROC and "
+                        "AUPRO need good and defective test images: add test/good or a defect folder")
     model = PatchCore(config)
+    model.check_fit(len(train))
+    train.validate()
+    test.validate()
 
     start = time.perf_counter()
     train_images, _ = stack(train)

@@ -10,18 +10,22 @@ bank; ``predict`` scores new images against it::
 
 ``save`` writes ``config.json`` plus ``memory_bank.npy``: no pickle, and the
 backbone is rebuilt from the config (its weights are named there, random ones
-with their seed), so a round trip gives bit-identical scores.
+with their seed), so a round trip gives bit-identical scores. It replaces a
+folder only through :func:`pcnotes.folders.replace_folder` (an earlier saved
+model, never a folder of other files). ``load`` checks every key and type of
+``config.json`` and the ``.npy`` header of the bank before it reads the array.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
+import math
+import numbers
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -33,12 +37,47 @@ from tqdm import tqdm
 
 from pcnotes import __version__
 from pcnotes.backbone import DEFAULT_LAYERS, FeatureExtractor, load_backbone
-from pcnotes.coreset import select_coreset
+from pcnotes.coreset import SAMPLERS, coreset_size, select_coreset
 from pcnotes.embedding import embed
+from pcnotes.folders import replace_folder
 from pcnotes.maps import anomaly_map
-from pcnotes.scoring import NearestNeighbours, image_scores, reweighted_image_scores, score_grid
+from pcnotes.scoring import BACKENDS, NearestNeighbours, image_scores, reweighted_image_scores, score_grid
 
 FORMAT_VERSION = 1
+MAX_SEED = 2**32 - 1  # numpy's and torch's seeds both take 0 .. 2**32 - 1 everywhere
+
+
+class ConfigError(ValueError):
+    """A bad configuration value: ``str()`` is ``"<name> <problem>"``, e.g. ``"seed must be ..."``."""
+
+    def __init__(self, name: str, problem: str):
+        super().__init__(f"{name} {problem}")
+        self.name, self.problem = name, problem
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _type_problem(value, default) -> str | None:
+    """Why a value read from JSON cannot stand for a field whose default is ``default``."""
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "must be true or false"
+    if isinstance(default, int):
+        return None if _is_int(value) else "must be an integer"
+    if isinstance(default, float):
+        ok = (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+        return None if ok else "must be a finite number"
+    if isinstance(default, str):
+        return None if isinstance(value, str) else "must be a string"
+    if isinstance(default, tuple):
+        if not isinstance(value, (list, tuple)) or (default and len(value) != len(default)):
+            return f"must be a list of {len(default)} numbers" if default else "must be a list of strings"
+        for item in value:
+            problem = _type_problem(item, default[0] if default else "")
+            if problem:
+                return "items " + problem.replace("must be a", "must each be a")
+    return None
 
 
 def _quiet() -> bool:
@@ -71,25 +110,49 @@ class PatchCoreConfig:
     batch_size: int = 8
 
     def __post_init__(self):
-        self.layers = tuple(self.layers) or DEFAULT_LAYERS.get(self.backbone, ())
+        if self.backbone not in DEFAULT_LAYERS:
+            raise ConfigError("backbone", f"must be one of {sorted(DEFAULT_LAYERS)}, got {self.backbone!r}")
+        self.layers = tuple(self.layers) or DEFAULT_LAYERS[self.backbone]
         self.mean, self.std = tuple(self.mean), tuple(self.std)
+        for layer in self.layers:
+            if not isinstance(layer, str) or not layer.strip():
+                raise ConfigError("layers", f"must be layer names such as {DEFAULT_LAYERS[self.backbone]}, "
+                                            f"got {layer!r}")
+        repeated = sorted({layer for layer in self.layers if self.layers.count(layer) > 1})
+        if repeated:
+            raise ConfigError("layers", f"must each be named once, got {', '.join(repeated)} twice")
         ratio = self.coreset_ratio
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
-            raise ValueError(f"coreset_ratio must be in (0, 1], got {ratio!r}")
-        if self.num_neighbors < 1:
-            raise ValueError(f"num_neighbors must be >= 1, got {self.num_neighbors}")
-        if self.reweight < 0:
-            raise ValueError(f"reweight (b of eq. 7) must be >= 0, got {self.reweight}")
+            raise ConfigError("coreset_ratio", f"must be in (0, 1], got {ratio!r}")
+        if self.sampler not in SAMPLERS:
+            raise ConfigError("sampler", f"must be one of {sorted(SAMPLERS)}, got {self.sampler!r}")
+        if self.knn_backend not in BACKENDS:
+            raise ConfigError("knn_backend", f"must be one of {BACKENDS}, got {self.knn_backend!r}")
+        if not _is_int(self.num_neighbors) or self.num_neighbors < 1:
+            raise ConfigError("num_neighbors", f"must be an integer >= 1, got {self.num_neighbors!r}")
+        if not _is_int(self.reweight) or self.reweight < 0:
+            raise ConfigError("reweight", f"(b of eq. 7) must be an integer >= 0, got {self.reweight!r}")
+        if not _is_int(self.seed) or not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError("seed", f"must be an integer from 0 to {MAX_SEED}, got {self.seed!r}")
+        # numpy integers are welcome, but config.json holds plain ones
+        self.num_neighbors, self.reweight, self.seed = int(self.num_neighbors), int(self.reweight), int(self.seed)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict) -> "PatchCoreConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown config keys {unknown}")
+        """The config saved by :meth:`to_dict`: every key, each of its field's type."""
+        if not isinstance(values, dict):
+            raise ValueError(f"config must be a JSON object, got {type(values).__name__}")
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        unknown, missing = sorted(set(values) - set(defaults)), sorted(set(defaults) - set(values))
+        if unknown or missing:
+            raise ValueError(f"config has unknown keys {unknown} and lacks keys {missing}")
+        for name, value in values.items():
+            problem = _type_problem(value, defaults[name])
+            if problem:
+                raise ConfigError(name, f"{problem}, got {value!r}")
         return cls(**values)
 
 
@@ -117,7 +180,10 @@ class PatchCore:
             config = dataclasses.replace(config, **overrides)
         self.config = config
         backbone, self.weights = load_backbone(config.backbone, config.weights, seed=config.seed)
-        self.extractor = FeatureExtractor(backbone, config.layers)
+        try:
+            self.extractor = FeatureExtractor(backbone, config.layers)
+        except ValueError as error:
+            raise ConfigError("layers", f"must be layers of {config.backbone}: {error}") from None
         self.memory_bank: np.ndarray | None = None
         self.grid: tuple[int, int] | None = None
         self.index: NearestNeighbours | None = None
@@ -170,6 +236,7 @@ class PatchCore:
         self.timings["extract_train"] = time.perf_counter() - start
         start = time.perf_counter()
         cfg = self.config
+        self._check_bank_size(self._bank_size(len(features)), len(features) // math.prod(self.grid))
         if cfg.coreset_ratio < 1:
             indices = select_coreset(features, cfg.coreset_ratio, cfg.sampler, seed=cfg.seed)
             features = features[np.sort(indices)]  # sorted: the bank's order never matters
@@ -177,12 +244,39 @@ class PatchCore:
         self._set_bank(features)
         return self
 
+    # -- the bank's size, known before the fit ----------------------------------
+    def _bank_size(self, num_patches: int) -> int:
+        ratio = self.config.coreset_ratio
+        return num_patches if ratio >= 1 else coreset_size(num_patches, ratio)
+
+    def planned_bank_size(self, num_images: int) -> int:
+        """Memory bank entries that a fit on ``num_images`` images will keep.
+
+        ``coreset_size(num_images * h * w, coreset_ratio)``, with the patch grid
+        ``(h, w)`` of a ``crop x crop`` image found by one forward pass.
+        """
+        with torch.no_grad():
+            _, grid = self.embed(torch.zeros(1, 3, self.config.crop, self.config.crop))
+        return self._bank_size(num_images * math.prod(grid))
+
+    def check_fit(self, num_images: int) -> None:
+        """Raise before any work if ``num_neighbors`` or ``reweight`` cannot work on the bank a fit gives."""
+        self._check_bank_size(self.planned_bank_size(num_images), num_images)
+
+    def _check_bank_size(self, size: int, num_images: int | None = None) -> None:
+        cfg = self.config
+        source = "" if num_images is None else (
+            f" that {num_images} training images give at a coreset ratio of {cfg.coreset_ratio:g}")
+        advice = "lower it or raise the coreset ratio"
+        if cfg.num_neighbors > size:
+            raise ConfigError("num_neighbors", f"({cfg.num_neighbors}) is larger than the memory bank "
+                                               f"of {size} entries{source}: {advice}")
+        if cfg.reweight and cfg.reweight + 1 > size:
+            raise ConfigError("reweight", f"({cfg.reweight}) needs a memory bank of at least "
+                                          f"{cfg.reweight + 1} entries, not the {size}{source}: {advice}")
+
     def _set_bank(self, bank: np.ndarray) -> None:
-        if self.config.num_neighbors > len(bank):
-            raise ValueError(
-                f"num_neighbors={self.config.num_neighbors} is larger than the memory bank "
-                f"({len(bank)} entries): lower k or raise the coreset ratio"
-            )
+        self._check_bank_size(len(bank))
         self.memory_bank = np.ascontiguousarray(bank, dtype=np.float32)
         self.index = NearestNeighbours(
             self.memory_bank, backend=self.config.knn_backend, squared=self.config.squared
@@ -210,31 +304,29 @@ class PatchCore:
 
     # -- save / load -------------------------------------------------------------
     def save(self, directory: str | os.PathLike) -> Path:
-        """Write ``config.json`` and ``memory_bank.npy`` (atomically) to ``directory``."""
+        """Write ``config.json`` and ``memory_bank.npy`` to ``directory``, all or nothing.
+
+        ``directory`` may be new, empty or an earlier saved model; any other
+        folder (the working folder, a project) is refused before anything is
+        written (:class:`pcnotes.folders.UnsafeTargetError`).
+        """
         if self.memory_bank is None:
             raise RuntimeError("nothing to save: call fit() first")
-        directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-        try:
-            np.save(staging / "memory_bank.npy", self.memory_bank, allow_pickle=False)
-            meta = {
-                "format_version": FORMAT_VERSION,
-                "pcnotes_version": __version__,
-                "config": self.config.to_dict(),
-                "weights": str(self.weights),
-                "grid": list(self.grid),
-                "memory_bank_shape": list(self.memory_bank.shape),
-                "memory_bank_sha256": hashlib.sha256(self.memory_bank.tobytes()).hexdigest(),
-            }
+        bank = io.BytesIO()  # written with one write(): a full disk raises ENOSPC, not a byte count
+        np.save(bank, self.memory_bank, allow_pickle=False)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "pcnotes_version": __version__,
+            "config": self.config.to_dict(),
+            "weights": str(self.weights),
+            "grid": list(self.grid),
+            "memory_bank_shape": list(self.memory_bank.shape),
+            "memory_bank_sha256": hashlib.sha256(self.memory_bank.tobytes()).hexdigest(),
+        }
+        with replace_folder(directory, "fit") as staging:
+            (staging / "memory_bank.npy").write_bytes(bank.getbuffer())
             (staging / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
-            if directory.exists():
-                shutil.rmtree(directory)
-            os.replace(staging, directory)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        return directory
+        return Path(directory)
 
     @classmethod
     def load(cls, directory: str | os.PathLike, expect: PatchCoreConfig | None = None) -> "PatchCore":
@@ -244,27 +336,82 @@ class PatchCore:
         for path in (meta_path, bank_path):
             if not path.is_file():
                 raise FileNotFoundError(f"{path} is missing: {directory} is not a saved PatchCore model")
-        try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{meta_path}: not valid JSON ({error})") from error
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(
-                f"{directory} was saved by pcnotes {meta.get('pcnotes_version')} in format "
-                f"{meta.get('format_version')}; this pcnotes {__version__} reads format "
-                f"{FORMAT_VERSION}: fit the model again"
-            )
-        config = PatchCoreConfig.from_dict(meta["config"])
+        meta, config = _read_meta(meta_path)
         if expect is not None and expect != config:
             changed = {k: (v, getattr(expect, k)) for k, v in config.to_dict().items()
                        if getattr(expect, k) != getattr(config, k)}
             raise ValueError(f"{directory} was made with another config (saved, expected): {changed}")
-        bank = np.load(bank_path, allow_pickle=False)
-        if list(bank.shape) != meta["memory_bank_shape"] or bank.shape[1] != config.target_dim:
-            raise ValueError(f"{bank_path}: shape {bank.shape} does not match {meta_path}")
-        if hashlib.sha256(np.ascontiguousarray(bank).tobytes()).hexdigest() != meta["memory_bank_sha256"]:
+        bank = _read_bank(bank_path, tuple(meta["memory_bank_shape"]), config.target_dim)
+        if hashlib.sha256(bank.tobytes()).hexdigest() != meta["memory_bank_sha256"]:
             raise ValueError(f"{bank_path}: checksum mismatch, the file is corrupt")
-        model = cls(config)
-        model.grid = tuple(meta["grid"])
-        model._set_bank(bank)
+        try:  # a bad saved value is the file's problem, not an option's
+            model = cls(config)
+            model.grid = tuple(meta["grid"])
+            model._set_bank(bank)
+        except ConfigError as error:
+            raise ValueError(f"{meta_path}: {error}: fit the model again") from None
         return model
+
+
+def _read_meta(path: Path) -> tuple[dict, PatchCoreConfig]:
+    """``config.json`` checked key by key: ``-> (meta, config)``; ValueError naming ``path``."""
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not valid JSON ({error})") from error
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: holds a JSON {type(meta).__name__}, not the object pcnotes fit writes; "
+                         "fit the model again")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{path.parent} was saved by pcnotes {meta.get('pcnotes_version')} in format "
+            f"{meta.get('format_version')}; this pcnotes {__version__} reads format "
+            f"{FORMAT_VERSION}: fit the model again"
+        )
+    expected = {"config": dict, "weights": str, "grid": list, "memory_bank_shape": list,
+                "memory_bank_sha256": str}
+    missing = [key for key in expected if key not in meta]
+    wrong = [key for key, kind in expected.items() if key in meta and not isinstance(meta[key], kind)]
+    for key in ("grid", "memory_bank_shape"):
+        value = meta.get(key)
+        if isinstance(value, list) and not (len(value) == 2 and all(_is_int(v) and v > 0 for v in value)):
+            wrong.append(key)
+    if missing or wrong:
+        raise ValueError(f"{path}: {'lacks ' + ', '.join(missing) if missing else ''}"
+                         f"{'; ' if missing and wrong else ''}"
+                         f"{'has bad values for ' + ', '.join(wrong) if wrong else ''}: fit the model again")
+    try:
+        config = PatchCoreConfig.from_dict(meta["config"])
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}: fit the model again") from None
+    return meta, config
+
+
+def _read_bank(path: Path, shape: tuple[int, int], dim: int) -> np.ndarray:
+    """Read ``memory_bank.npy`` after checking its header: ``-> (M, D)`` float32.
+
+    The header (dtype, order, shape) is compared with ``config.json`` and the
+    file size before anything is allocated, so a header claiming a huge shape
+    fails at once instead of asking numpy for terabytes.
+    """
+    expected = (shape, False, np.dtype(np.float32))  # (shape, fortran_order, dtype) as numpy reads it
+    try:
+        with open(path, "rb") as stream:
+            version = np.lib.format.read_magic(stream)
+            if version not in ((1, 0), (2, 0)):
+                raise ValueError(f"unsupported .npy version {version}")
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            header = read_header(stream)
+            offset = stream.tell()
+            size = os.fstat(stream.fileno()).st_size
+            if header != expected or shape[1] != dim:
+                order = " in Fortran order" if header[1] else ""
+                raise ValueError(f"holds a {header[0]} {header[2]} array{order}, but config.json says "
+                                 f"{shape} float32 with D = {dim}")
+            if size != offset + math.prod(shape) * 4:
+                raise ValueError(f"is {size} bytes, not the {offset + math.prod(shape) * 4} its header implies")
+            bank = np.fromfile(stream, dtype=np.float32, count=math.prod(shape))
+    except (ValueError, EOFError) as error:
+        raise ValueError(f"{path}: not the memory bank of this model ({error}): fit the model again") from None
+    return bank.reshape(shape)

@@ -41,17 +41,15 @@ import argparse
 import hashlib
 import json
 import os
-import shutil
-import tempfile
-import time
 import zlib
-from glob import escape as glob_escape
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
+
+from pcnotes.folders import MARKER, replace_folder, write_marker
 
 __all__ = [
     "CATEGORIES",
@@ -550,79 +548,21 @@ def read_manifest(root: str | Path) -> dict | None:
     return manifest
 
 
-def _temp_prefix(root: Path, kind: str) -> str:
-    """``.synthetic.tmp-<pid>-``: hidden, next to ``root``, tagged with our process id."""
-    return f".{root.name}.{kind}-{os.getpid()}-"
+def _adopt_older_set(root: Path) -> None:
+    """Give a set drawn before the folder marker existed the marker its manifest proves.
 
-
-def _remove_stale_temps(root: Path, min_age_s: float = 3600.0) -> None:
-    """Delete temporary folders left next to ``root`` by runs that were killed.
-
-    A folder is only removed when the process named in it no longer exists
-    and it is over an hour old (a run takes seconds), so a live run is never
-    disturbed.  POSIX only: elsewhere ``os.kill`` cannot probe a process.
+    The manifest lists every image the generator wrote, so the marker lists
+    those, their folders and the manifest; anything else in ``root`` still
+    makes :func:`pcnotes.folders.replace_folder` refuse it.
     """
-    if os.name != "posix" or not root.parent.is_dir():
+    manifest = read_manifest(root)
+    if manifest is None or os.path.lexists(root / MARKER) or not isinstance(manifest.get("files"), dict):
         return
-    for kind in ("tmp", "old"):
-        prefix = f".{root.name}.{kind}-"
-        for path in root.parent.glob(glob_escape(prefix) + "*"):
-            pid = path.name[len(prefix):].split("-")[0]
-            if not pid.isdigit() or _process_exists(int(pid)):
-                continue
-            if time.time() - path.stat().st_mtime > min_age_s:
-                shutil.rmtree(path, ignore_errors=True)
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)  # signal 0: existence check only
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _chmod_like_mkdir(path: Path) -> None:
-    """mkdtemp makes a private (0700) folder; give it the permissions mkdir would."""
-    umask = os.umask(0)
-    os.umask(umask)
-    path.chmod(0o777 & ~umask)
-
-
-def _install(tmp: Path, root: Path, manifest: dict) -> None:
-    """Move the finished ``tmp`` folder to ``root``.
-
-    An empty ``root`` or an older generated set (one with our manifest) is
-    replaced; a set with exactly the same files (say, from a concurrent run)
-    is kept and ``tmp`` dropped; any other existing folder is refused.
-    """
-    existing = read_manifest(root) if root.exists() else None
-    if existing is not None and existing.get("sha256") == manifest["sha256"]:
-        shutil.rmtree(tmp, ignore_errors=True)
-        return
-    if existing is not None:
-        # Ours but different: move it aside first so the swap is two renames.
-        old = Path(tempfile.mkdtemp(prefix=_temp_prefix(root, "old"), dir=root.parent))
-        try:
-            os.replace(root, old / "set")
-            try:
-                os.replace(tmp, root)
-            except BaseException:
-                os.replace(old / "set", root)  # put the old set back
-                raise
-        finally:
-            shutil.rmtree(old, ignore_errors=True)
-        return
-    if root.exists():
-        if not (root.is_dir() and not any(root.iterdir())):
-            raise FileExistsError(
-                f"{root}: exists and is not a generated data set (no {MANIFEST_NAME}); "
-                "refusing to overwrite it"
-            )
-        root.rmdir()  # an empty folder: rename cannot replace it everywhere
-    os.replace(tmp, root)
+    written = {MANIFEST_NAME}
+    for rel in manifest["files"]:
+        written.add(rel)
+        written.update(parent.as_posix() for parent in PurePosixPath(rel).parents if parent.name)
+    write_marker(root, "dataset", files=written)
 
 
 def generate_dataset(
@@ -638,11 +578,13 @@ def generate_dataset(
 ) -> Path:
     """Draw the data set and write it to ``root`` in the MVTec AD layout.
 
-    Everything is written into a temporary sibling folder and renamed into
-    place at the end, with ``manifest.json`` (seed, generator version,
-    counts and the sha256 of every file) written last: an interrupted run
-    leaves no half-written ``root``.  An existing generated set at ``root`` is
-    replaced; any other non-empty folder is left alone (FileExistsError).
+    Everything is written through :func:`pcnotes.folders.replace_folder`:
+    into a staging sibling that becomes ``root`` only when complete, with
+    ``manifest.json`` (seed, generator version, counts and the sha256 of
+    every file) written last, so an interrupted run leaves no half-written
+    ``root``.  An existing generated set at ``root`` is replaced (kept as it
+    is when identical); any other non-empty folder is left alone
+    (:class:`~pcnotes.folders.UnsafeTargetError`, before anything is drawn).
     ``progress(done, total)`` is called after each image.  Returns ``root``.
     """
     root = Path(root).resolve()
@@ -654,25 +596,13 @@ def generate_dataset(
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     if size < 2 * BORDER_MARGIN + 64:
         raise ValueError(f"size must be at least {2 * BORDER_MARGIN + 64}, got {size}")
-    if root.exists() and any(root.iterdir()) and read_manifest(root) is None:
-        # Fail before drawing anything rather than after.
-        raise FileExistsError(
-            f"{root}: exists and is not a generated data set (no {MANIFEST_NAME}); "
-            "refusing to overwrite it"
-        )
-    root.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(root)
-    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(root, "tmp"), dir=root.parent))
-    _chmod_like_mkdir(tmp)
-    try:
+    _adopt_older_set(root)
+    # replace_folder refuses a folder that is not an earlier generated set
+    # before anything is drawn, and installs the new set only once complete.
+    with replace_folder(root, "dataset") as staging:
         counts = (n_train, n_test_good, n_test_per_defect)
-        manifest = _write_into(tmp, categories, int(seed), counts, size, progress)
-        (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-        _install(tmp, root, manifest)
-    except BaseException:
-        # Also on KeyboardInterrupt: never leave a temporary folder behind.
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        manifest = _write_into(staging, categories, int(seed), counts, size, progress)
+        (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return root
 
 

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pcnotes import cli
+from pcnotes import cli, folders
+from pcnotes.folders import MARKER
 from pcnotes.data import MVTecDataset, image_transform, load_images
 from pcnotes.model import PatchCore
 from pcnotes.synth import CATEGORIES, generate_dataset
@@ -124,7 +125,7 @@ def test_fit_then_predict_round_trip(tiny, tmp_path):
                         "--model", model_dir, "--coreset-ratio", RATIO])
     assert code == 0
     assert "weights loaded: imagenet" in out and str(model_dir) in out
-    assert {p.name for p in model_dir.iterdir()} == {"config.json", "memory_bank.npy"}
+    assert {p.name for p in model_dir.iterdir()} == {MARKER, "config.json", "memory_bank.npy"}
 
     good_dir = tiny / CATEGORY / "test" / "good"
     defect = sorted((tiny / CATEGORY / "test").glob("[!g]*/*.png"))[0]
@@ -146,7 +147,7 @@ def test_fit_then_predict_round_trip(tiny, tmp_path):
 
     # good/000.png and the defect's 000.png share a stem: the second gets _2.
     names = {p.name for p in output.iterdir()}
-    assert names == {"scores.csv", "000.png", "000_2.png", "001.png", "002.png"}
+    assert names == {MARKER, "scores.csv", "000.png", "000_2.png", "001.png", "002.png"}
     with Image.open(output / "000.png") as png:
         width, height = png.size
     assert 1.5 * height < width < 2.5 * height  # image | overlay, no ground truth
@@ -225,8 +226,9 @@ def test_missing_mask_leaves_an_existing_output_untouched(broken_copy, tmp_path)
     output = tmp_path / "out"
     output.mkdir()
     (output / "metrics.json").write_text("earlier run")
+    folders.write_marker(output, "evaluate")  # an earlier evaluate output
     evaluate_fails(broken_copy, output, mask, "missing ground-truth mask")
-    assert [p.name for p in output.iterdir()] == ["metrics.json"]
+    assert sorted(p.name for p in output.iterdir()) == [MARKER, "metrics.json"]
     assert (output / "metrics.json").read_text() == "earlier run"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["copy", "out"]  # no temp folder
 
@@ -251,8 +253,8 @@ def test_refuses_to_replace_the_current_folder(tiny, tmp_path, monkeypatch):
     here = tmp_path / "here"
     here.mkdir()
     monkeypatch.chdir(here)
-    for output in (".", ".."):
-        evaluate_fails(tiny, output, "is the current folder or one of its parents")
+    for output, message in ((".", "is the current folder"), ("..", "contains the current folder")):
+        evaluate_fails(tiny, output, message, "refusing to replace it")
     assert here.is_dir() and not any(here.iterdir())
 
 
@@ -289,27 +291,12 @@ def test_predict_errors_name_the_model_or_image(tiny, tmp_path):
 
     code, _, err = run(["predict", "--model", not_a_model, image, "--output", output,
                         "--vmin", "2", "--vmax", "1"])
-    assert code == 1 and "--vmin (2.0) must be below --vmax (1.0)" in error_line(err)
+    assert code == 2 and "--vmin (2.0) must be below --vmax (1.0)" in error_line(err)
 
     missing = tmp_path / "missing.png"
     code, _, err = run(["predict", "--model", not_a_model, missing, "--output", output])
     assert code == 1 and str(missing) in error_line(err)
     assert not output.exists()
-
-
-def test_staged_output_replaces_only_on_success(tmp_path):
-    target = tmp_path / "out"
-    target.mkdir()
-    (target / "old.txt").write_text("old")
-    with pytest.raises(RuntimeError):
-        with cli.staged_output(target) as staging:
-            (staging / "new.txt").write_text("new")
-            raise RuntimeError("failed half-way")
-    assert [p.name for p in target.iterdir()] == ["old.txt"]
-    with cli.staged_output(target) as staging:
-        (staging / "new.txt").write_text("new")
-    assert [p.name for p in target.iterdir()] == ["new.txt"]
-    assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
 # -- demo ----------------------------------------------------------------------------------------
@@ -350,3 +337,390 @@ def test_python_dash_m_pcnotes(tmp_path):
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert done.stderr.startswith("error: ") and str(missing) in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+# -- issue 10: never destroy a user's files ------------------------------------------------------
+# Each case (numbered as in the issue) keeps a sandbox of user files that must survive byte for byte.
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file below ``folder`` with its bytes (hash-free: the bytes themselves)."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def sandbox(tmp_path) -> Path:
+    """A folder of someone's files, including ones with pcnotes' generic output names."""
+    user = tmp_path / "V"
+    (user / "thesis").mkdir(parents=True)
+    (user / "thesis" / "chapter1.tex").write_text("years of work")
+    (user / "photo.png").write_bytes(b"\x89PNG not really")
+    for generic in ("config.json", "metrics.json", "scores.csv", "memory_bank.npy", "overview.png"):
+        (user / generic).write_text("mine, not pcnotes'")
+    return user
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny, tmp_path_factory) -> Path:
+    model = tmp_path_factory.mktemp("models") / "model"
+    code, _, err = run(["fit", "--train-dir", tiny / CATEGORY / "train" / "good", "--model", model,
+                        "--coreset-ratio", RATIO])
+    assert code == 0, err
+    return model
+
+
+@pytest.fixture
+def no_fit(monkeypatch):
+    """Makes any fit fail loudly: for problems that must be found before the fit."""
+    def fit(self, images):
+        raise AssertionError("the fit must not start")
+
+    monkeypatch.setattr(PatchCore, "fit", fit)
+
+
+def test_case1_dot_dot_does_not_get_past_the_guard(tiny, sandbox, model_dir, no_fit):
+    before = snapshot(sandbox.parent)
+    image = tiny / CATEGORY / "test" / "good" / "000.png"
+    sneaky = sandbox / "nonexistent" / ".."
+    for argv in (["predict", "--model", model_dir, image, "--output", sneaky],
+                 ["evaluate", "--data-root", tiny, "--category", CATEGORY, "--output", sneaky],
+                 ["fit", "--train-dir", tiny / CATEGORY / "train" / "good", "--model", sneaky]):
+        code, _, err = run(argv)
+        assert code == 1
+        line = error_line(err)
+        assert f"(that is {sandbox})" in line and "refusing to replace it" in line
+    assert snapshot(sandbox.parent) == before
+
+
+@pytest.mark.parametrize("command", ["fit", "evaluate", "predict"])
+def test_case2_a_generic_file_name_proves_nothing(tiny, sandbox, model_dir, no_fit, command):
+    before = snapshot(sandbox.parent)
+    argv = {"fit": ["fit", "--train-dir", tiny / CATEGORY / "train" / "good", "--model", sandbox],
+            "evaluate": ["evaluate", "--data-root", tiny, "--category", CATEGORY, "--output", sandbox],
+            "predict": ["predict", "--model", model_dir, tiny / CATEGORY / "test" / "good",
+                        "--output", sandbox]}[command]
+    code, _, err = run(argv)
+    assert code == 1 and f"{MARKER} marker" in error_line(err)
+    assert snapshot(sandbox.parent) == before
+
+
+def test_case2_an_absolute_category_keeps_its_data(tiny, tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    shutil.copytree(tiny, data)
+    before = snapshot(data)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(["evaluate", "--data-root", data, "--category", data / CATEGORY,
+                          "--coreset-ratio", RATIO, "--weights", "random", "--sampler", "random"])
+    assert code == 0, err
+    assert (tmp_path / "runs" / CATEGORY / "metrics.json").is_file()  # runs/NAME, not the category itself
+    assert snapshot(data) == before
+    # and an output inside the data, or one holding it, is refused
+    for output in (data / CATEGORY / "runs", data, data / CATEGORY):
+        code, _, err = run(["evaluate", "--data-root", data, "--category", CATEGORY, "--output", output])
+        assert code == 1 and "input" in error_line(err)
+    assert snapshot(data) == before
+
+
+def test_replacing_an_earlier_output_only_when_nothing_was_added(evaluated, tiny, tmp_path):
+    _, _, output = evaluated
+    copy = tmp_path / "out"
+    shutil.copytree(output, copy)
+    (copy / "heatmaps" / "my_notes.txt").write_text("mine")
+    before = snapshot(tmp_path)
+    code, _, err = run(["evaluate", "--data-root", tiny, "--category", CATEGORY, "--output", copy])
+    assert code == 1 and "heatmaps/my_notes.txt" in error_line(err)
+    assert snapshot(tmp_path) == before
+    # an output of another command is not replaced either
+    code, _, err = run(["fit", "--train-dir", tiny / CATEGORY / "train" / "good", "--model", output])
+    assert code == 1 and "is a pcnotes 'evaluate' output, not a 'fit' one" in error_line(err)
+
+
+def _wait_for(condition, what, process, timeout=120.0):
+    """Poll ``condition()`` until it holds: no fixed sleep, a deadline only for a hung run."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, f"the run ended before {what}: {process.communicate()}"
+        assert time.monotonic() < deadline, f"no {what} after {timeout} s"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGHUP"])
+def test_case4_a_signal_leaves_no_staging_folder_and_the_old_output(tiny, tmp_path, signum):
+    import os
+    import signal
+
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "metrics.json").write_text("earlier run")
+    folders.write_marker(output, "evaluate")
+    before = snapshot(tmp_path)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pcnotes", "evaluate", "--data-root", str(tiny), "--category", CATEGORY,
+         "--output", str(output), "--weights", "random"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(cli.__file__).parents[1])})
+    _wait_for(lambda: any(".pcnotes-tmp-" in p.name for p in tmp_path.iterdir()), "staging folder", process)
+    process.send_signal(getattr(signal, signum))
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + getattr(signal, signum)
+    assert error_line(err) == f"error: interrupted by {signum} (nothing half-written was left)"
+    assert snapshot(tmp_path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def _dead_run_staging(target: Path) -> Path:
+    """A staging folder of a run killed with SIGKILL (no clean-up possible)."""
+    code = ("import sys; from pcnotes.folders import replace_folder\n"
+            f"with replace_folder({str(target)!r}, 'evaluate') as staging:\n"
+            "    (staging / 'partial.png').write_bytes(b'half')\n"
+            "    print(staging, flush=True); sys.stdin.read()\n")
+    process = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               text=True, env={"PYTHONPATH": str(Path(cli.__file__).parents[1])})
+    staging = Path(process.stdout.readline().strip())
+    process.kill()
+    process.wait(timeout=60)
+    assert staging.is_dir() and (staging / "partial.png").is_file()
+    return staging
+
+
+def test_case5_heat_map_names_never_collide_and_the_count_is_true(broken_copy, tmp_path):
+    import os
+
+    hole = broken_copy / CATEGORY / "test" / "hole"
+    with Image.open(hole / "000.png") as png:
+        png.convert("RGB").save(hole / "000.jpg", quality=95)  # uses ground_truth/hole/000_mask.png too
+    output = tmp_path / "runs" / "out"
+    umask = os.umask(0o027)  # case 8: folders follow the umask
+    try:
+        stale = _dead_run_staging(output)  # case 4: removed by the next run
+        code, out, err = run(["evaluate", "--data-root", broken_copy, "--category", CATEGORY, "--output",
+                              output, "--coreset-ratio", RATIO, "--weights", "random", "--sampler", "random"])
+    finally:
+        os.umask(umask)
+    assert code == 0, err
+    names = sorted(p.name for p in (output / "heatmaps").iterdir())
+    assert "hole_000.png" in names and "hole_000_2.png" in names
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert len(names) == metrics["n_test"] == 12
+    assert f"and 12 heat maps in {output / 'heatmaps'}" in out
+    assert not stale.exists()
+    assert sorted(p.name for p in output.parent.iterdir()) == ["out"]
+    for folder in (output.parent, output, output / "heatmaps"):
+        assert folder.stat().st_mode & 0o777 == 0o750
+
+
+def test_case5_predict_names_are_unique_against_every_name_given(tiny, model_dir, tmp_path):
+    source = tiny / CATEGORY / "test" / "good" / "000.png"
+    images = [tmp_path / "a" / "x.png", tmp_path / "b" / "x.png", tmp_path / "c" / "x_2.png",
+              tmp_path / "d" / "X.png"]
+    for image in images:
+        image.parent.mkdir()
+        shutil.copy(source, image)
+    output = tmp_path / "out"
+    code, out, err = run(["predict", "--model", model_dir, *images, "--output", output])
+    assert code == 0, err
+    assert sorted(p.name for p in output.glob("*.png")) == ["X_3.png", "x.png", "x_2.png", "x_2_2.png"]
+    assert f"and 4 heat maps in {output}" in out
+    assert cli.unique_names(["x", "x", "x_2", "X"]) == ["x", "x_2", "x_2_2", "X_3"]
+
+
+# -- issue 10: other bugs ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--reweight", "4", "--reweight (4) needs a memory bank of at least 5 entries, not the 4 that 6 "
+                        "training images give at a coreset ratio of 0.001: lower it or raise the coreset ratio"),
+    ("--num-neighbors", "5", "--num-neighbors (5) is larger than the memory bank of 4 entries that 6 "
+                             "training images give at a coreset ratio of 0.001: lower it or raise the "
+                             "coreset ratio"),
+])
+def test_case6_reweight_and_k_are_checked_before_the_fit(tiny, tmp_path, no_fit, option, value, message):
+    # 6 images x 28 x 28 patches x 0.001 -> a bank of 4
+    model = tmp_path / "model"
+    code, _, err = run(["fit", "--train-dir", tiny / CATEGORY / "train" / "good", "--model", model,
+                        "--coreset-ratio", "0.001", option, value])
+    assert code == 2 and error_line(err) == f"error: {message}"
+    code, _, err = run(["evaluate", "--data-root", tiny, "--category", CATEGORY, "--output", tmp_path / "o",
+                        "--coreset-ratio", "0.001", option, value])
+    assert code == 2 and error_line(err) == f"error: {message}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def model_copy(model_dir, tmp_path):
+    copy = tmp_path / "model"
+    shutil.copytree(model_dir, copy)
+    return copy
+
+
+@pytest.mark.parametrize("config_text, message", [
+    ("[]", "holds a JSON list"),
+    ("null", "holds a JSON NoneType"),
+    ('{"format_version": 1}', "lacks config, weights, grid"),
+])
+def test_case7_a_bad_config_json_is_one_line(tiny, model_copy, tmp_path, config_text, message):
+    (model_copy / "config.json").write_text(config_text)
+    code, _, err = run(["predict", "--model", model_copy, tiny / CATEGORY / "test" / "good" / "000.png",
+                        "--output", tmp_path / "out"])
+    assert code == 1 and message in error_line(err) and str(model_copy / "config.json") in err
+
+
+@pytest.mark.parametrize("bank", ["zero bytes", "1-D", "huge header"])
+def test_case7_a_bad_memory_bank_is_one_line(tiny, model_copy, tmp_path, bank):
+    path = model_copy / "memory_bank.npy"
+    if bank == "zero bytes":
+        path.write_bytes(b"")
+    elif bank == "1-D":
+        np.save(path, np.arange(3, dtype=np.float32))
+    else:  # only the header of a 4 TB array, as a damaged file might claim
+        import io
+        stream = io.BytesIO()
+        np.lib.format.write_array_header_1_0(stream, {"descr": "<f4", "fortran_order": False,
+                                                      "shape": (10**9, 1024)})
+        path.write_bytes(stream.getvalue() + b"\0" * 16)
+    code, _, err = run(["predict", "--model", model_copy, tiny / CATEGORY / "test" / "good" / "000.png",
+                        "--output", tmp_path / "out"])
+    assert code == 1 and str(path) in error_line(err) and "not the memory bank of this model" in err
+
+
+class _Payload:
+    """Pickling this would run ``open(path, 'w')`` on load: the payload that must never run."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_case7_weights_that_are_not_a_state_dict_are_one_line(tiny, tmp_path):
+    import pickle
+
+    import torch
+
+    ran = tmp_path / "payload_ran"
+    files = {"pickle.pt": lambda p: p.write_bytes(pickle.dumps(_Payload(str(ran)))),
+             "tensor.pt": lambda p: torch.save(torch.zeros(3), p),
+             "list.pt": lambda p: torch.save([1, 2], p),
+             "text.pt": lambda p: p.write_text("not torch at all")}
+    for name, write in files.items():
+        weights = tmp_path / name
+        write(weights)
+        code, _, err = run(["fit", "--train-dir", tiny / CATEGORY / "train" / "good", "--model",
+                            tmp_path / "model", "--weights", weights])
+        line = error_line(err)
+        assert code == 1 and str(weights) in line and "torch.save(model.state_dict(), path)" in line
+    assert not ran.exists() and not (tmp_path / "model").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seed", "-1"], "error: --seed must be an integer from 0 to 4294967295, got -1"),
+    (["--seed", str(2**70)], "error: --seed must be an integer from 0 to 4294967295, got 1180591620717411303424"),
+    (["--layers", ""], "error: --layers must be layer names such as ('features.6', 'features.13'), got ''"),
+    (["--layers", "features.6", "features.6"], "error: --layers must each be named once, got features.6 twice"),
+    (["--layers", "features.99"], "error: --layers must be layers of mobilenet_v2: unknown layer(s) "),
+])
+def test_case9_bad_options_are_usage_errors(tiny, tmp_path, no_fit, argv, message):
+    code, _, err = run(["fit", "--train-dir", tiny / CATEGORY / "train" / "good", "--model",
+                        tmp_path / "model", *argv])
+    assert code == 2 and error_line(err).startswith(message)
+    assert not (tmp_path / "model").exists()
+
+
+def test_case9_a_data_root_that_is_a_file(tiny, tmp_path):
+    not_a_folder = tmp_path / "data.zip"
+    not_a_folder.write_bytes(b"PK")
+    for command in (["evaluate", "--category", CATEGORY, "--output", tmp_path / "o"], ["demo", "--output", tmp_path / "d"]):
+        code, _, err = run([*command, "--data-root", not_a_folder])
+        assert code == 1 and error_line(err) == (
+            f"error: {not_a_folder}: is a file; the data root must be the folder that holds the category folders")
+    code, _, err = run(["fit", "--train-dir", not_a_folder, "--model", tmp_path / "m"])
+    assert code == 1 and error_line(err) == f"error: {not_a_folder}: is a file, not a folder"
+
+
+def test_case9_a_full_disk_is_one_line_without_byte_counts(tiny, model_copy, monkeypatch):
+    import errno
+
+    before = snapshot(model_copy)
+    real_write = Path.write_bytes
+
+    def full_disk(path, data):  # what the OS does: part of the file, then ENOSPC
+        if path.name == "memory_bank.npy":
+            real_write(path, bytes(data)[:100])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(path, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
+    code, _, err = run(["fit", "--train-dir", tiny / CATEGORY / "train" / "good", "--model", model_copy,
+                        "--coreset-ratio", RATIO, "--weights", "random", "--sampler", "random"])
+    line = error_line(err)
+    assert code == 1 and line == (f"error: no space left on the device while writing {model_copy}; free some "
+                                  f"space or choose another folder ({model_copy} was left as it was)")
+    assert snapshot(model_copy) == before
+    assert sorted(p.name for p in model_copy.parent.iterdir()) == ["model"]
+
+
+def test_debug_adds_the_traceback(tmp_path):
+    code, _, err = run(["evaluate", "--data-root", tmp_path / "nowhere", "--category", CATEGORY,
+                        "--output", tmp_path / "out", "--debug"])
+    assert code == 1 and "Traceback (most recent call last)" in err
+    assert err.strip().splitlines()[-1].startswith("error: ")
+
+
+# -- issue 10: problems found before the fit ------------------------------------------------------
+
+
+def test_case10_a_test_set_with_one_class_is_refused_before_the_fit(broken_copy, tmp_path, no_fit):
+    test = broken_copy / CATEGORY / "test"
+    for folder in test.iterdir():
+        if folder.name != "good":
+            shutil.rmtree(folder)
+    evaluate_fails(broken_copy, tmp_path / "out", test, "holds only good images")
+
+
+def test_case10_a_corrupt_image_or_a_wrong_mask_is_found_before_the_fit(broken_copy, tmp_path, no_fit):
+    mask = sorted((broken_copy / CATEGORY / "ground_truth").glob("*/*_mask.png"))[0]
+    Image.new("L", (64, 64)).save(mask)
+    evaluate_fails(broken_copy, tmp_path / "out", mask, "mask size (64, 64) differs")
+    image = broken_copy / CATEGORY / "test" / "good" / "002.png"
+    image.write_bytes(image.read_bytes()[:200])  # truncated
+    evaluate_fails(broken_copy, tmp_path / "out", image, "cannot read image")
+    train = broken_copy / CATEGORY / "train" / "good" / "005.png"
+    train.write_bytes(b"")
+    code, _, err = run(["fit", "--train-dir", train.parent, "--model", tmp_path / "m"])
+    assert code == 1 and error_line(err) == f"error: {train}: file is empty"
+    code, _, err = run(["predict", "--model", tmp_path, train, "--output", tmp_path / "p"])
+    assert code == 1
+
+
+def test_case10_a_mask_that_is_not_binary_warns_and_keeps_the_metrics(evaluated, broken_copy, tmp_path):
+    _, _, clean_output = evaluated
+    mask = sorted((broken_copy / CATEGORY / "ground_truth").glob("*/*_mask.png"))[0]
+    values = np.asarray(Image.open(mask))
+    Image.fromarray(np.where(values > 0, 255, 1).astype(np.uint8)).save(mask)  # background 1, not 0
+    output = tmp_path / "out"
+    code, out, err = run(["evaluate", "--data-root", broken_copy, "--category", CATEGORY,
+                          "--coreset-ratio", RATIO, "--output", output])
+    assert code == 0
+    assert err.splitlines() == [f"warning: {mask}: mask is not binary (values seen: 1, 255); pixels above "
+                                "half the maximum (127.5) count as defect; save masks with only 0 and one "
+                                "other value"]
+    clean = json.loads((clean_output / "metrics.json").read_text())
+    warned = json.loads((output / "metrics.json").read_text())
+    for key in ("image_auroc", "pixel_auroc", "aupro"):
+        assert warned[key] == clean[key]
+
+
+def test_help_imports_no_torch():
+    code = ("import sys, contextlib, io\n"
+            "from pcnotes import cli\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    for argv in (['--help'], ['fit', '--help'], ['predict', '--help']):\n"
+            "        assert cli.main(argv) == 0\n"
+            "print(sorted(m for m in ('torch', 'numpy', 'faiss', 'matplotlib') if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": str(Path(cli.__file__).parents[1])})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

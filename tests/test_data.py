@@ -11,9 +11,11 @@ from pcnotes.data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     DataError,
+    MaskValuesWarning,
     MVTecDataset,
     image_transform,
     list_categories,
+    list_images,
     load_images,
     load_mask,
     load_rgb,
@@ -186,14 +188,13 @@ def test_load_rgb_bad_files_raise_data_error_naming_path(tmp_path, kind):
 
 def test_load_mask_binary(tmp_path):
     arr = np.zeros((10, 10), np.uint8)
-    arr[2:4, 2:4] = 1  # faint but nonzero
-    arr[6:8, 6:8] = 255
+    arr[2:4, 2:4] = 1  # a 0/1 mask: binary, every non-zero pixel is defect
     Image.fromarray(arr).save(tmp_path / "m.png")
     mask = load_mask(tmp_path / "m.png")
     assert mask.mode == "L"
     out = np.asarray(mask)
     assert set(np.unique(out)) == {0, 255}
-    assert (out > 0).sum() == 8
+    assert (out > 0).sum() == 4
     # An RGB mask counts any channel.
     rgb = np.zeros((10, 10, 3), np.uint8)
     rgb[0, 0, 2] = 255
@@ -343,3 +344,77 @@ def test_load_images(tiny_mvtec, tmp_path):
         load_images([])
     with pytest.raises(DataError, match="nope.png"):
         load_images([tmp_path / "nope.png"])
+
+
+# --------------------------------------------------------------------------
+# Issue 10: masks that are not binary, data roots that are files, validation
+# --------------------------------------------------------------------------
+
+
+def _mask_file(path, array, **save):
+    Image.fromarray(array).save(path, **save)
+    return path
+
+
+@pytest.mark.parametrize("values, dtype", [((0, 255), np.uint8), ((0, 1), np.uint8), ((0, 65535), np.uint16),
+                                           ((0, 128), np.uint8), ((255,), np.uint8)])
+def test_binary_masks_load_without_a_warning(tmp_path, values, dtype, recwarn):
+    array = np.full((8, 8), values[0], dtype)
+    array[2:5, 2:5] = values[-1]
+    mask = np.asarray(load_mask(_mask_file(tmp_path / "m.png", array)))
+    assert (mask > 0).sum() == (64 if values == (255,) else 9)
+    assert not [w for w in recwarn if issubclass(w.category, MaskValuesWarning)]
+
+
+def test_a_background_of_one_warns_names_the_values_and_is_thresholded(tmp_path):
+    array = np.ones((8, 8), np.uint8)  # background 1 in a 0..255 mask
+    array[2:5, 2:5] = 255
+    path = _mask_file(tmp_path / "m.png", array)
+    with pytest.warns(MaskValuesWarning) as caught:
+        mask = np.asarray(load_mask(path))
+    assert str(caught[0].message) == (f"{path}: mask is not binary (values seen: 1, 255); pixels above half "
+                                      "the maximum (127.5) count as defect; save masks with only 0 and one "
+                                      "other value")
+    assert (mask > 0).sum() == 9  # the defect, not the whole image
+
+
+def test_jpeg_ringing_warns_and_the_intended_mask_comes_back(tmp_path):
+    array = np.zeros((64, 64), np.uint8)
+    array[20:40, 16:48] = 255
+    path = _mask_file(tmp_path / "m_mask.jpg", array, quality=70)
+    with Image.open(path) as jpeg:
+        seen = np.unique(np.asarray(jpeg))
+    assert len(seen) > 2  # the premise: JPEG rings around the edges
+    with pytest.warns(MaskValuesWarning, match=r"m_mask.jpg: mask is not binary \(values seen: 0, 1, .*, 255\)"):
+        mask = np.asarray(load_mask(path)) > 0
+    assert (mask != (array > 0)).sum() <= 2  # at most a stray pixel on the edge
+
+
+def test_list_images_is_sorted_skips_hidden_and_other_files_and_names_a_bad_folder(tiny_mvtec, tmp_path):
+    train = tiny_mvtec / "widget" / "train" / "good"
+    (train / "010.JPG").write_bytes(b"x")
+    assert [p.name for p in list_images(train)] == ["000.png", "001.png", "002.png", "010.JPG"]
+    with pytest.raises(DataError, match="folder does not exist"):
+        list_images(tmp_path / "missing")
+    with pytest.raises(DataError, match="is a file, not a folder"):
+        list_images(train / "000.png")
+
+
+def test_a_data_root_that_is_a_file_says_so(tmp_path):
+    archive = tmp_path / "mvtec.tar"
+    archive.write_bytes(b"")
+    for call in (lambda: list_categories(archive), lambda: MVTecDataset(archive, "widget")):
+        with pytest.raises(DataError, match="is a file; the data root must be the folder"):
+            call()
+
+
+def test_validate_decodes_every_image_and_mask(tiny_mvtec):
+    MVTecDataset(tiny_mvtec, "widget", "test").validate()
+    mask = tiny_mvtec / "widget" / "ground_truth" / "scratch" / "001_mask.png"
+    _save_mask(mask, (0, 8, 0, 8), size=(32, 32))
+    with pytest.raises(DataError, match="mask size"):
+        MVTecDataset(tiny_mvtec, "widget", "test").validate()
+    bad = tiny_mvtec / "widget" / "train" / "good" / "002.png"
+    bad.write_bytes(bad.read_bytes()[:60])
+    with pytest.raises(DataError, match="002.png: cannot read image"):
+        MVTecDataset(tiny_mvtec, "widget", "train").validate()

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from pcnotes.model import PatchCore, PatchCoreConfig
+from pcnotes.folders import MARKER, UnsafeTargetError
+from pcnotes.model import ConfigError, PatchCore, PatchCoreConfig
 
 
 def textured(n, seed, defect=False):
@@ -54,8 +55,8 @@ def test_save_load_round_trip_is_bit_identical(fitted, tmp_path):
     queries = textured(2, seed=3)
     before = fitted.predict(queries)
     fitted.save(tmp_path / "model")
-    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["config.json", "memory_bank.npy"]
-    assert not list(tmp_path.glob(".model.*"))  # no staging folder left behind
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == [MARKER, "config.json", "memory_bank.npy"]
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no staging folder left behind
     loaded = PatchCore.load(tmp_path / "model")
     after = loaded.predict(queries)
     assert np.array_equal(before.scores, after.scores) and np.array_equal(before.maps, after.maps)
@@ -119,7 +120,7 @@ def test_bad_configs_are_clear_errors(overrides, message):
 
 def test_k_larger_than_the_bank_and_misuse_are_clear_errors():
     model = PatchCore(backbone="resnet18", weights="random", coreset_ratio=0.001, num_neighbors=5)
-    with pytest.raises(ValueError, match="num_neighbors=5 is larger than the memory bank"):
+    with pytest.raises(ConfigError, match=r"num_neighbors \(5\) is larger than the memory bank of 1 entries"):
         model.fit(textured(1, seed=0))  # 784 * 0.001 -> a bank of 1
     with pytest.raises(RuntimeError, match="fit"):
         PatchCore(backbone="resnet18", weights="random").predict(textured(1, seed=0))
@@ -131,3 +132,139 @@ def test_overriding_the_backbone_takes_its_default_layers():
     base = PatchCoreConfig()  # mobilenet_v2: features.6, features.13
     model = PatchCore(base, backbone="resnet18", weights="random")
     assert model.config.layers == ("layer2", "layer3")
+
+
+# -- issue 10: bad configs, unreadable saved models, the save guard -------------------------------
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"layers": ("",)}, "layers must be layer names"),
+    ({"layers": ("layer2", "layer2")}, "layers must each be named once, got layer2 twice"),
+    ({"seed": -1}, r"seed must be an integer from 0 to 4294967295, got -1"),
+    ({"seed": 2**70}, r"seed must be an integer from 0 to 4294967295, got 1180591620717411303424"),
+    ({"reweight": "3"}, r"reweight \(b of eq. 7\) must be an integer >= 0, got '3'"),
+    ({"sampler": "best"}, "sampler must be one of"),
+])
+def test_config_values_are_checked_when_made(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        PatchCoreConfig(backbone="resnet18", weights="random", **overrides)
+
+
+def test_an_unknown_layer_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"layers must be layers of resnet18: unknown layer"):
+        PatchCore(backbone="resnet18", weights="random", layers=("layer9",))
+
+
+def test_reweight_and_k_are_checked_against_the_bank_before_any_work():
+    model = PatchCore(backbone="resnet18", weights="random", coreset_ratio=0.005, reweight=8)
+    assert model.planned_bank_size(2) == int(2 * 28 * 28 * 0.005) == 7
+    with pytest.raises(ConfigError, match=r"reweight \(8\) needs a memory bank of at least 9 entries, "
+                                          r"not the 7 that 2 training images give"):
+        model.check_fit(2)
+    model.check_fit(3)  # 3 * 784 * 0.005 -> 11 entries: enough
+    with pytest.raises(ConfigError, match="reweight"):
+        model.fit(textured(2, seed=0))  # the fit checks too, before the coreset: nothing is kept
+    assert model.memory_bank is None
+    full = PatchCore(backbone="resnet18", weights="random", coreset_ratio=1.0, num_neighbors=3)
+    assert full.planned_bank_size(1) == 784
+    fitted = PatchCore(backbone="resnet18", weights="random", coreset_ratio=0.01).fit(textured(2, seed=0))
+    assert len(fitted.memory_bank) == fitted.planned_bank_size(2)
+
+
+@pytest.fixture
+def saved(fitted, tmp_path):
+    return fitted.save(tmp_path / "model")
+
+
+def _meta(path):
+    return json.loads((path / "config.json").read_text())
+
+
+def _write_meta(path, meta):
+    (path / "config.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda meta: [meta], "holds a JSON list, not the object"),
+    (lambda meta: None, "holds a JSON NoneType, not the object"),
+    (lambda meta: {k: v for k, v in meta.items() if k != "grid"}, "lacks grid"),
+    (lambda meta: {**meta, "memory_bank_shape": "big"}, "has bad values for memory_bank_shape"),
+    (lambda meta: {**meta, "grid": [28, -1]}, "has bad values for grid"),
+    (lambda meta: {**meta, "config": None}, "has bad values for config"),
+    (lambda meta: {**meta, "config": {k: v for k, v in meta["config"].items() if k != "sigma"}},
+     r"lacks keys \['sigma'\]"),
+    (lambda meta: {**meta, "config": {**meta["config"], "num_neighbors": "1"}},
+     "num_neighbors must be an integer, got '1'"),
+    (lambda meta: {**meta, "config": {**meta["config"], "sigma": None}}, "sigma must be a finite number"),
+    (lambda meta: {**meta, "config": {**meta["config"], "layers": "layer2"}}, "layers must be a list"),
+    (lambda meta: {**meta, "config": {**meta["config"], "mean": [0.5]}}, "mean must be a list of 3 numbers"),
+    (lambda meta: {**meta, "config": {**meta["config"], "squared": 0}}, "squared must be true or false"),
+    (lambda meta: {**meta, "config": {**meta["config"], "reweight": 10**6}}, "reweight"),
+])
+def test_load_gives_one_clear_error_for_a_damaged_config(saved, damage, message):
+    _write_meta(saved, damage(_meta(saved)))
+    with pytest.raises(ValueError, match=message) as info:
+        PatchCore.load(saved)
+    assert str(saved / "config.json") in str(info.value)
+
+
+def _npy_header(shape, dtype="<f4"):
+    import io
+
+    stream = io.BytesIO()
+    np.lib.format.write_array_header_1_0(stream, {"descr": dtype, "fortran_order": False, "shape": shape})
+    return stream.getvalue()
+
+
+def test_load_checks_the_bank_header_before_reading_it(saved):
+    bank_path = saved / "memory_bank.npy"
+    shape = tuple(_meta(saved)["memory_bank_shape"])
+    cases = [
+        (b"", "not the memory bank of this model"),
+        (b"\x93NUMPY\x01\x00", "not the memory bank of this model"),
+        (np.lib.format.magic(1, 0) + _npy_header((shape[0] * shape[1],))[8:], r"config.json says"),
+        # a header claiming 4 TB: refused from the header, nothing allocated
+        (_npy_header((10**9, 1024)) + b"\0" * 64, r"holds a \(1000000000, 1024\) float32 array, but config.json says"),
+        (_npy_header(shape, "<f8") + b"\0" * 64, "config.json says"),
+        (_npy_header(shape)[:-1] + b"\n", "not the memory bank"),
+    ]
+    for content, message in cases:
+        bank_path.write_bytes(content)
+        with pytest.raises(ValueError, match=message) as info:
+            PatchCore.load(saved)
+        assert str(bank_path) in str(info.value)
+    # config.json and the header agree on a huge shape, the file is tiny: the size says no.
+    meta = _meta(saved)
+    meta["memory_bank_shape"] = [10**9, 1024]
+    _write_meta(saved, meta)
+    bank_path.write_bytes(_npy_header((10**9, 1024)) + b"\0" * 64)
+    with pytest.raises(ValueError, match="bytes, not the"):
+        PatchCore.load(saved)
+
+
+def _tree(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_save_never_replaces_a_folder_of_other_files(fitted, tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    (project / "src" / "main.py").write_text("print('years of work')")
+    (project / "config.json").write_text("{}")  # a generic name proves nothing
+    before = _tree(tmp_path)
+    with pytest.raises(UnsafeTargetError, match="refusing to replace it"):
+        fitted.save(project)
+    monkeypatch.chdir(project)
+    with pytest.raises(UnsafeTargetError, match="is the current folder"):
+        fitted.save(".")
+    with pytest.raises(UnsafeTargetError, match="contains the current folder"):
+        fitted.save(project / "src" / ".." / "..")  # tmp_path
+    assert _tree(tmp_path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["project"]  # no staging folder either
+    # An earlier saved model is replaced; a user file put into it makes it theirs.
+    model_dir = fitted.save(tmp_path / "model")
+    fitted.save(model_dir)
+    (model_dir / "notes.txt").write_text("my notes")
+    with pytest.raises(UnsafeTargetError, match="notes.txt"):
+        fitted.save(model_dir)
+    assert (model_dir / "notes.txt").read_text() == "my notes"

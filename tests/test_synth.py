@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from pcnotes import synth
+from pcnotes.folders import MARKER, UnsafeTargetError, replace_folder
 from pcnotes.data import MVTecDataset, list_categories
 
 SMALL = dict(n_train=2, n_test_good=1, n_test_per_defect=1)
@@ -193,7 +194,7 @@ def test_refuses_to_overwrite_foreign_folder(tmp_path):
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "precious.txt").write_text("keep me")
-    with pytest.raises(FileExistsError, match="refusing"):
+    with pytest.raises(UnsafeTargetError, match="refusing"):
         synth.generate_dataset(foreign, categories=["wood"], **SMALL)
     assert (foreign / "precious.txt").read_text() == "keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
@@ -247,20 +248,30 @@ def test_cli_prints_root_and_counts(small_set, capsys):
     assert "wood: train/good 2" in out
 
 
-def test_identical_set_is_kept_and_stale_temps_are_cleaned(tmp_path, monkeypatch):
+def test_identical_set_is_kept_and_a_live_staging_folder_is_left_alone(tmp_path):
     root = synth.generate_dataset(tmp_path / "set", categories=["wood"], seed=0, **SMALL)
     inode = root.stat().st_ino
     synth.generate_dataset(root, categories=["wood"], seed=0, **SMALL)
     assert root.stat().st_ino == inode  # same files: the existing folder stays in place
-    # A temporary folder of a dead run, old enough, is removed by the next run;
-    # one of a live process is not.
-    dead = tmp_path / ".set.tmp-999999999-abc"
-    live = tmp_path / f".set.tmp-{os.getpid()}-abc"
-    for folder in (dead, live):
-        folder.mkdir()
-        os.utime(folder, (0, 0))  # pretend both are hours old
-    synth.generate_dataset(root, categories=["wood"], seed=0, **SMALL)
-    assert not dead.exists() and live.exists()
+    # A run still in progress next to the set (this process) keeps its staging folder.
+    with replace_folder(tmp_path / "other", "dataset") as live:
+        synth.generate_dataset(root, categories=["wood"], seed=1, **SMALL)
+        assert live.is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other", "set"]
+
+
+def test_a_set_drawn_before_the_marker_existed_is_still_replaceable(tmp_path):
+    root = synth.generate_dataset(tmp_path / "set", categories=["wood"], seed=0, **SMALL)
+    (root / MARKER).unlink()  # as written by an older pcnotes: manifest.json only
+    synth.generate_dataset(root, categories=["wood"], seed=2, **SMALL)
+    assert synth.read_manifest(root)["seed"] == 2
+    # ... but not once the user has put a file of their own into it.
+    (root / MARKER).unlink()
+    (root / "wood" / "notes.txt").write_text("mine")
+    with pytest.raises(UnsafeTargetError, match="notes.txt"):
+        synth.generate_dataset(root, categories=["wood"], seed=3, **SMALL)
+    assert (root / "wood" / "notes.txt").read_text() == "mine"
+    assert synth.read_manifest(root)["seed"] == 2
 
 
 def test_generated_folder_has_normal_permissions(small_set):
