@@ -8,6 +8,12 @@ bank; ``predict`` scores new images against it::
              -> kNN scores (B*784,) -> (B, 784) -> (B, 28, 28)
              -> image scores (B,), anomaly maps (B, 224, 224)
 
+Other input sizes work the same way: the grid follows the input at stride 8
+(a 320 x 320 crop gives 40 x 40, a 256 x 608 whole image 32 x 76) and the maps
+come out at the input size, so they lie on the pixels the model saw. ``D`` is
+1024 for the reference's ``"mean_mapped"`` feature and the summed channels
+(128 for mobilenet_v2) for ``"pooled_concat"``.
+
 ``save`` writes ``config.json`` plus ``memory_bank.npy``: no pickle, and the
 backbone is rebuilt from the config (its weights are named there, random ones
 with their seed), so a round trip gives bit-identical scores.
@@ -36,9 +42,28 @@ from pcnotes.backbone import DEFAULT_LAYERS, FeatureExtractor, load_backbone
 from pcnotes.coreset import select_coreset
 from pcnotes.embedding import embed
 from pcnotes.maps import anomaly_map
+from pcnotes.pooled import pooled_concat
 from pcnotes.scoring import NearestNeighbours, image_scores, reweighted_image_scores, score_grid
 
 FORMAT_VERSION = 1
+
+#: The patch features (stage 4): the reference's mean mappers + aggregator
+#: (:func:`pcnotes.embedding.embed`) and the pooled channels, concatenated
+#: (:func:`pcnotes.pooled.pooled_concat`).
+PATCH_FEATURES = ("mean_mapped", "pooled_concat")
+
+#: The patch feature a backbone gets when none is named. mobilenet_v2: the one
+#: that measured best on real photographs here (benchmarks/real_data.py, README);
+#: the ResNets keep the paper's (their ImageNet weights cannot be loaded here to
+#: measure them).
+DEFAULT_PATCH_FEATURE = {
+    "mobilenet_v2": "pooled_concat",
+    "wide_resnet50_2": "mean_mapped",
+    "resnet18": "mean_mapped",
+}
+
+#: What a saved config.json without the newer keys was made with.
+_BEFORE_THE_KEYS = {"patch_feature": "mean_mapped", "resize": 256, "crop": 224}
 
 
 def _quiet() -> bool:
@@ -53,8 +78,9 @@ class PatchCoreConfig:
     backbone: str = "mobilenet_v2"
     weights: str = "imagenet"  # "imagenet", "random" or a state_dict path
     layers: tuple[str, ...] = ()  # empty: the backbone's stride-8 and stride-16 layers
-    pretrain_dim: int = 1024  # mean mapper output per layer
-    target_dim: int = 1024  # aggregator output: the patch feature size D
+    patch_feature: str = ""  # "mean_mapped" or "pooled_concat"; empty: the backbone's default
+    pretrain_dim: int = 1024  # mean_mapped: mean mapper output per layer
+    target_dim: int = 1024  # mean_mapped: aggregator output, the patch feature size D
     patch_size: int = 3
     sampler: str = "approximate_greedy"  # "random", "greedy" or "approximate_greedy"
     coreset_ratio: float = 0.1
@@ -63,8 +89,8 @@ class PatchCoreConfig:
     squared: bool = False  # True: squared L2 scores like the reference code
     knn_backend: str = "faiss"
     sigma: float = 4.0
-    resize: int = 256
-    crop: int = 224
+    resize: int | tuple[int, int] = 256  # int: the shorter side; (H, W): exactly that size
+    crop: int | tuple[int, int] | None = 224  # centre crop; None: the whole resized image
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     seed: int = 0
@@ -72,7 +98,11 @@ class PatchCoreConfig:
 
     def __post_init__(self):
         self.layers = tuple(self.layers) or DEFAULT_LAYERS.get(self.backbone, ())
+        self.patch_feature = self.patch_feature or DEFAULT_PATCH_FEATURE.get(self.backbone, "mean_mapped")
+        if self.patch_feature not in PATCH_FEATURES:
+            raise ValueError(f"patch_feature must be one of {PATCH_FEATURES}, got {self.patch_feature!r}")
         self.mean, self.std = tuple(self.mean), tuple(self.std)
+        self.resize, self.crop = _image_size(self.resize, self.crop)
         ratio = self.coreset_ratio
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
             raise ValueError(f"coreset_ratio must be in (0, 1], got {ratio!r}")
@@ -90,7 +120,38 @@ class PatchCoreConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown config keys {unknown}")
-        return cls(**values)
+        return cls(**{**_BEFORE_THE_KEYS, **values})
+
+
+def _side(value, what: str) -> int | tuple[int, int]:
+    """An image size from the config or its JSON: ``256`` or ``(H, W)`` (a list becomes a tuple)."""
+    if isinstance(value, (list, tuple)):
+        value = tuple(value)
+        sides = value if len(value) == 2 else ()
+    else:
+        sides = (value,)
+    if not sides or not all(isinstance(side, int) and not isinstance(side, bool) and side > 0
+                            for side in sides):
+        raise ValueError(f"{what} must be a positive int or (height, width), got {value!r}")
+    return value
+
+
+def _image_size(resize, crop) -> tuple[int | tuple[int, int], int | tuple[int, int] | None]:
+    """Check that ``crop`` fits inside ``resize``; see :func:`pcnotes.data.image_transform`."""
+    resize = _side(resize, "resize")
+    if crop is None:
+        if isinstance(resize, int):
+            raise ValueError(
+                f"crop=None (the whole image) needs resize=(height, width), got resize={resize}: "
+                "with only the shorter side fixed, images of other shapes could not share a batch")
+        return resize, None
+    crop = _side(crop, "crop")
+    # An int resize fixes only the shorter side: a crop must fit it both ways round.
+    bounds = (resize, resize) if isinstance(resize, int) else resize
+    if not all(c <= b for c, b in zip(crop if isinstance(crop, tuple) else (crop, crop), bounds)):
+        raise ValueError(f"crop={crop} does not fit inside resize={resize} (torchvision would pad "
+                         "the crop with zeros): use a smaller crop or a larger resize")
+    return resize, crop
 
 
 @dataclass
@@ -114,6 +175,8 @@ class PatchCore:
         elif overrides:
             if "backbone" in overrides and "layers" not in overrides:
                 overrides["layers"] = ()  # the new backbone's default layers, not the old ones
+            if "backbone" in overrides and "patch_feature" not in overrides:
+                overrides["patch_feature"] = ""  # and its default patch feature
             config = dataclasses.replace(config, **overrides)
         self.config = config
         backbone, self.weights = load_backbone(config.backbone, config.weights, seed=config.seed)
@@ -122,6 +185,7 @@ class PatchCore:
         self.grid: tuple[int, int] | None = None
         self.index: NearestNeighbours | None = None
         self.timings: dict[str, float] = {}
+        self._feature_dim: int | None = None
 
     def __repr__(self) -> str:
         bank = None if self.memory_bank is None else self.memory_bank.shape
@@ -131,14 +195,30 @@ class PatchCore:
     # -- features ----------------------------------------------------------------
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        """Patch features of a batch: ``(B, 3, H, W) -> (B*h*w, D)`` and grid ``(h, w)``."""
+        """Patch features of a batch: ``(B, 3, H, W) -> (B*h*w, D)`` and grid ``(h, w)``.
+
+        ``D`` is ``target_dim`` for ``"mean_mapped"`` and the layers' summed
+        channels for ``"pooled_concat"`` (see :attr:`feature_dim`).
+        """
         feature_maps = self.extractor(images)
+        if self.config.patch_feature == "pooled_concat":
+            return pooled_concat(feature_maps, patch_size=self.config.patch_size)
         return embed(
             feature_maps,
             pretrain_dim=self.config.pretrain_dim,
             target_dim=self.config.target_dim,
             patch_size=self.config.patch_size,
         )
+
+    @property
+    def feature_dim(self) -> int:
+        """``D``, the length of one patch feature (one small forward pass finds the channels)."""
+        if self.config.patch_feature == "mean_mapped":
+            return self.config.target_dim
+        if self._feature_dim is None:
+            features, _ = self.embed(torch.zeros(1, 3, 64, 64))
+            self._feature_dim = int(features.shape[1])
+        return self._feature_dim
 
     def _batches(self, images) -> Iterable[torch.Tensor]:
         """Accept a tensor (B, 3, H, W), or any iterable of such tensors or of dicts."""
@@ -260,11 +340,14 @@ class PatchCore:
                        if getattr(expect, k) != getattr(config, k)}
             raise ValueError(f"{directory} was made with another config (saved, expected): {changed}")
         bank = np.load(bank_path, allow_pickle=False)
-        if list(bank.shape) != meta["memory_bank_shape"] or bank.shape[1] != config.target_dim:
+        if list(bank.shape) != meta["memory_bank_shape"]:
             raise ValueError(f"{bank_path}: shape {bank.shape} does not match {meta_path}")
         if hashlib.sha256(np.ascontiguousarray(bank).tobytes()).hexdigest() != meta["memory_bank_sha256"]:
             raise ValueError(f"{bank_path}: checksum mismatch, the file is corrupt")
         model = cls(config)
+        if bank.shape[1] != model.feature_dim:
+            raise ValueError(f"{bank_path}: {bank.shape[1]} values per patch, but {meta_path}'s "
+                             f"{config.patch_feature!r} patch feature gives {model.feature_dim}")
         model.grid = tuple(meta["grid"])
         model._set_bank(bank)
         return model
