@@ -210,6 +210,14 @@ def image_transform(
     * ``crop=224`` or ``(h, w)`` keeps the centre; ``crop=None`` keeps the
       whole resized image. ``resize=(H, W), crop=None`` is the *whole-image
       mode* for non-square photographs: every pixel is seen, at ``(3, H, W)``.
+
+    The whole-image mode resizes rather than pads. Padding would add borders
+    that are not in the photographs: their patches, and the edge between
+    border and photograph, would enter the memory bank, and images of other
+    shapes would put that edge elsewhere. Resizing adds nothing and drops
+    nothing, and with ``(H, W)`` in the photographs' aspect ratio
+    (:func:`whole_image_size`) it distorts nothing either; only a photograph
+    of another aspect ratio is stretched.
     """
     return transforms.Compose(
         _geometry(resize, crop, transforms.InterpolationMode.BILINEAR)
