@@ -48,6 +48,7 @@ from pcnotes import folders  # standard library only
 # --help does not import torch; tests/test_cli.py checks they match.
 SAMPLERS = ("approximate_greedy", "greedy", "random")
 BACKBONES = ("mobilenet_v2", "wide_resnet50_2", "resnet18")
+PATCH_FEATURES = ("mean_mapped", "pooled_concat")
 TARGET_AUROC = 0.95  # the demo's per-category target for image and pixel AUROC
 
 #: The errors a user can cause with their data or model; anything else is a bug
@@ -73,6 +74,20 @@ def coreset_ratio(text: str) -> float:
             f"must be in (0, 1] (the fraction of patches kept in the memory bank), got {text}"
         )
     return value
+
+
+def image_size(text: str) -> int | tuple[int, int]:
+    """argparse type: ``N`` or ``HxW`` (height x width), positive integers."""
+    parts = text.lower().split("x")
+    if len(parts) in (1, 2) and all(part.strip().isdigit() and int(part) > 0 for part in parts):
+        sizes = tuple(int(part) for part in parts)
+        return sizes[0] if len(sizes) == 1 else sizes
+    raise argparse.ArgumentTypeError(f"expected N or HxW (height x width), e.g. 224 or 256x608; got {text!r}")
+
+
+def crop_size(text: str) -> int | tuple[int, int] | str:
+    """argparse type: like :func:`image_size`, or ``none`` for no crop."""
+    return "none" if text.strip().lower() == "none" else image_size(text)
 
 
 def _int_at_least(minimum: int, what: str):
@@ -114,6 +129,18 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--layers", nargs="+", default=None, metavar="LAYER",
                        help="layers to take features from (default: the backbone's stride-8 and "
                             "stride-16 layers, e.g. features.6 features.13 for mobilenet_v2)")
+    group.add_argument("--patch-feature", default=None, choices=PATCH_FEATURES,
+                       help="one vector per patch: 'mean_mapped' (the reference's mean mappers + "
+                            "aggregator, 1024-d) or 'pooled_concat' (3x3 average pool per layer, "
+                            "channels concatenated: 128-d for mobilenet_v2) (default: the "
+                            "backbone's: pooled_concat for mobilenet_v2, mean_mapped for the ResNets)")
+    group.add_argument("--resize", type=image_size, default=256, metavar="N|HxW",
+                       help="resize the shorter side to N, or every image to exactly H x W "
+                            "(height x width) (default: %(default)s)")
+    group.add_argument("--crop", type=crop_size, default=None, metavar="N|HxW|none",
+                       help="centre crop N x N or H x W; 'none' keeps the whole resized image "
+                            "(default: 224 with --resize N, none with --resize HxW: the whole-"
+                            "image mode for non-square photographs)")
     group.add_argument("--coreset-ratio", type=coreset_ratio, default=0.1, metavar="R",
                        help="fraction of training patches kept in the memory bank, in (0, 1] "
                             "(default: %(default)s)")
@@ -302,8 +329,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _config(args):
     from pcnotes.model import PatchCoreConfig
 
+    if args.crop is None:  # not given: the reference's 224, or no crop after --resize HxW
+        crop = 224 if isinstance(args.resize, int) else None
+    else:
+        crop = None if args.crop == "none" else args.crop
     return PatchCoreConfig(
         backbone=args.backbone, weights=args.weights, layers=tuple(args.layers or ()),
+        patch_feature=args.patch_feature or "", resize=args.resize, crop=crop,
         coreset_ratio=args.coreset_ratio, sampler=args.sampler, num_neighbors=args.num_neighbors,
         reweight=args.reweight, seed=args.seed,
     )

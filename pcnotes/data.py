@@ -48,6 +48,7 @@ __all__ = [
     "load_mask",
     "image_transform",
     "mask_transform",
+    "whole_image_size",
     "unnormalize",
     "MVTecDataset",
     "list_categories",
@@ -226,33 +227,51 @@ class _Binarize:
         return f"{type(self).__name__}(threshold={self.threshold})"
 
 
+def _geometry(resize, crop, interpolation) -> list:
+    """The resize (and centre crop, unless ``crop`` is None) that images and masks share."""
+    steps = [transforms.Resize(resize, interpolation=interpolation)]
+    if crop is not None:
+        steps.append(transforms.CenterCrop(crop))
+    return steps
+
+
 def image_transform(
     resize: int | Sequence[int] = 256,
-    crop: int | Sequence[int] = 224,
+    crop: int | Sequence[int] | None = 224,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
 ) -> Callable[[Image.Image], torch.Tensor]:
-    """PIL RGB image -> float tensor ``(3, crop, crop)``, as in the PatchCore reference.
+    """PIL RGB image -> float tensor ``(3, crop_h, crop_w)``, as in the PatchCore reference.
 
-    ``Resize(resize)`` (an int resizes the shorter side, bilinear with
-    antialiasing), ``CenterCrop(crop)``, ``ToTensor`` (to [0, 1]) and
-    ``Normalize(mean, std)``.
+    ``Resize(resize)``, ``CenterCrop(crop)``, ``ToTensor`` (to [0, 1]) and
+    ``Normalize(mean, std)``. Sizes:
+
+    * ``resize=256`` (an int) scales the shorter side to 256 and keeps the
+      aspect ratio; ``resize=(H, W)`` scales to exactly H x W (bilinear with
+      antialiasing in both cases);
+    * ``crop=224`` or ``(h, w)`` keeps the centre; ``crop=None`` keeps the
+      whole resized image. ``resize=(H, W), crop=None`` is the *whole-image
+      mode* for non-square photographs: every pixel is seen, at ``(3, H, W)``.
+
+    The whole-image mode resizes rather than pads. Padding would add borders
+    that are not in the photographs: their patches, and the edge between
+    border and photograph, would enter the memory bank, and images of other
+    shapes would put that edge elsewhere. Resizing adds nothing and drops
+    nothing, and with ``(H, W)`` in the photographs' aspect ratio
+    (:func:`whole_image_size`) it distorts nothing either; only a photograph
+    of another aspect ratio is stretched.
     """
     return transforms.Compose(
-        [
-            transforms.Resize(resize),
-            transforms.CenterCrop(crop),
-            transforms.ToTensor(),
-            transforms.Normalize(mean=list(mean), std=list(std)),
-        ]
+        _geometry(resize, crop, transforms.InterpolationMode.BILINEAR)
+        + [transforms.ToTensor(), transforms.Normalize(mean=list(mean), std=list(std))]
     )
 
 
 def mask_transform(
     resize: int | Sequence[int] = 256,
-    crop: int | Sequence[int] = 224,
+    crop: int | Sequence[int] | None = 224,
 ) -> Callable[[Image.Image], torch.Tensor]:
-    """PIL mask -> float tensor ``(1, crop, crop)`` with values exactly in {0., 1.}.
+    """PIL mask -> float tensor ``(1, crop_h, crop_w)`` with values exactly in {0., 1.}.
 
     Same geometry as :func:`image_transform` (so mask pixels stay on their
     image pixels) but resized with NEAREST and thresholded at 0.5.  The
@@ -262,13 +281,27 @@ def mask_transform(
     binary and its area unchanged.
     """
     return transforms.Compose(
-        [
-            transforms.Resize(resize, interpolation=transforms.InterpolationMode.NEAREST),
-            transforms.CenterCrop(crop),
-            transforms.ToTensor(),
-            _Binarize(0.5),
-        ]
+        _geometry(resize, crop, transforms.InterpolationMode.NEAREST)
+        + [transforms.ToTensor(), _Binarize(0.5)]
     )
+
+
+def whole_image_size(width: int, height: int, shorter: int = 256, multiple: int = 16) -> tuple[int, int]:
+    """The ``(H, W)`` for the whole-image mode of a ``width`` x ``height`` photograph.
+
+    The shorter side becomes ``shorter``, the longer one keeps the aspect
+    ratio, both rounded to a multiple of ``multiple`` (16: the deepest default
+    layer's stride, so every grid cell covers whole pixels). A 600 x 250 photo
+    gives ``(256, 608)``.
+    """
+    if min(width, height) < 1:
+        raise ValueError(f"image size must be positive, got {width} x {height}")
+    scale = shorter / min(width, height)
+
+    def side(length: int) -> int:
+        return max(multiple, int(round(length * scale / multiple)) * multiple)
+
+    return side(height), side(width)
 
 
 def unnormalize(
@@ -377,8 +410,10 @@ class MVTecDataset(Dataset):
 
     Each item is a dict:
 
-    * ``image``  ``(3, crop, crop)`` float32, normalised;
-    * ``mask``   ``(1, crop, crop)`` float32 in {0, 1} (all zeros for good images);
+    * ``image``  ``(3, h, w)`` float32, normalised: ``crop`` (or, with
+      ``crop=None``, ``resize``) decides ``(h, w)``, see :func:`image_transform`;
+    * ``mask``   ``(1, h, w)`` float32 in {0, 1} (all zeros for good images),
+      through the same resize and crop with nearest-neighbour;
     * ``label``  int, 0 good / 1 defective;
     * ``defect`` str, ``"good"`` or the defect folder name;
     * ``path``   str, the image file.
@@ -398,7 +433,7 @@ class MVTecDataset(Dataset):
         category: str,
         split: str = "train",
         resize: int | Sequence[int] = 256,
-        crop: int | Sequence[int] = 224,
+        crop: int | Sequence[int] | None = 224,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
     ) -> None:

@@ -25,7 +25,7 @@ class Evaluation:
 
     category: str
     scores: np.ndarray  # (N,)
-    maps: np.ndarray  # (N, H, W)
+    maps: np.ndarray  # (N, H, W): the model's input size, like the masks
     labels: np.ndarray  # (N,) 0 good, 1 defective
     masks: np.ndarray  # (N, H, W) bool
     defects: list[str]
@@ -99,5 +99,8 @@ def evaluate_category(
         "predict_seconds": round(predict_seconds, 3),
         "backbone": config.backbone,
         "weights": str(model.weights),
+        "patch_feature": config.patch_feature,
+        "feature_dim": int(model.memory_bank.shape[1]),
+        "input_size": list(test_images.shape[-2:]),  # (H, W) the model saw; maps and masks share it
     }
     return model, result

@@ -8,6 +8,12 @@ bank; ``predict`` scores new images against it::
              -> kNN scores (B*784,) -> (B, 784) -> (B, 28, 28)
              -> image scores (B,), anomaly maps (B, 224, 224)
 
+Other input sizes work the same way: the grid follows the input at stride 8
+(a 320 x 320 crop gives 40 x 40, a 256 x 608 whole image 32 x 76) and the maps
+come out at the input size, so they lie on the pixels the model saw. ``D`` is
+1024 for the reference's ``"mean_mapped"`` feature and the summed channels
+(128 for mobilenet_v2) for ``"pooled_concat"``.
+
 ``save`` writes ``config.json`` plus ``memory_bank.npy``: no pickle, and the
 backbone is rebuilt from the config (its weights are named there, random ones
 with their seed), so a round trip gives bit-identical scores. It replaces a
@@ -41,6 +47,7 @@ from pcnotes.coreset import SAMPLERS, coreset_size, select_coreset
 from pcnotes.embedding import embed
 from pcnotes.folders import replace_folder
 from pcnotes.maps import anomaly_map
+from pcnotes.pooled import pooled_concat
 from pcnotes.scoring import BACKENDS, NearestNeighbours, image_scores, reweighted_image_scores, score_grid
 
 FORMAT_VERSION = 1
@@ -79,6 +86,24 @@ def _type_problem(value, default) -> str | None:
                 return "items " + problem.replace("must be a", "must each be a")
     return None
 
+#: The patch features (stage 4): the reference's mean mappers + aggregator
+#: (:func:`pcnotes.embedding.embed`) and the pooled channels, concatenated
+#: (:func:`pcnotes.pooled.pooled_concat`).
+PATCH_FEATURES = ("mean_mapped", "pooled_concat")
+
+#: The patch feature a backbone gets when none is named. mobilenet_v2: the one
+#: that measured best on real photographs here (benchmarks/real_data.py, README);
+#: the ResNets keep the paper's (their ImageNet weights cannot be loaded here to
+#: measure them).
+DEFAULT_PATCH_FEATURE = {
+    "mobilenet_v2": "pooled_concat",
+    "wide_resnet50_2": "mean_mapped",
+    "resnet18": "mean_mapped",
+}
+
+#: What a saved config.json without the newer keys was made with.
+_BEFORE_THE_KEYS = {"patch_feature": "mean_mapped", "resize": 256, "crop": 224}
+
 
 def _quiet() -> bool:
     """Progress bars only on a terminal: not in notebooks, logs or CI."""
@@ -92,8 +117,9 @@ class PatchCoreConfig:
     backbone: str = "mobilenet_v2"
     weights: str = "imagenet"  # "imagenet", "random" or a state_dict path
     layers: tuple[str, ...] = ()  # empty: the backbone's stride-8 and stride-16 layers
-    pretrain_dim: int = 1024  # mean mapper output per layer
-    target_dim: int = 1024  # aggregator output: the patch feature size D
+    patch_feature: str = ""  # "mean_mapped" or "pooled_concat"; empty: the backbone's default
+    pretrain_dim: int = 1024  # mean_mapped: mean mapper output per layer
+    target_dim: int = 1024  # mean_mapped: aggregator output, the patch feature size D
     patch_size: int = 3
     sampler: str = "approximate_greedy"  # "random", "greedy" or "approximate_greedy"
     coreset_ratio: float = 0.1
@@ -102,8 +128,8 @@ class PatchCoreConfig:
     squared: bool = False  # True: squared L2 scores like the reference code
     knn_backend: str = "faiss"
     sigma: float = 4.0
-    resize: int = 256
-    crop: int = 224
+    resize: int | tuple[int, int] = 256  # int: the shorter side; (H, W): exactly that size
+    crop: int | tuple[int, int] | None = 224  # centre crop; None: the whole resized image
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     seed: int = 0
@@ -113,7 +139,15 @@ class PatchCoreConfig:
         if self.backbone not in DEFAULT_LAYERS:
             raise ConfigError("backbone", f"must be one of {sorted(DEFAULT_LAYERS)}, got {self.backbone!r}")
         self.layers = tuple(self.layers) or DEFAULT_LAYERS[self.backbone]
+        self.patch_feature = self.patch_feature or DEFAULT_PATCH_FEATURE.get(self.backbone, "mean_mapped")
+        if self.patch_feature not in PATCH_FEATURES:
+            raise ConfigError("patch_feature", f"must be one of {PATCH_FEATURES}, got {self.patch_feature!r}")
         self.mean, self.std = tuple(self.mean), tuple(self.std)
+        try:
+            self.resize, self.crop = _image_size(self.resize, self.crop)
+        except ValueError as error:
+            name, _, problem = str(error).partition(" ")
+            raise ConfigError(name, problem) from None
         for layer in self.layers:
             if not isinstance(layer, str) or not layer.strip():
                 raise ConfigError("layers", f"must be layer names such as {DEFAULT_LAYERS[self.backbone]}, "
@@ -142,18 +176,56 @@ class PatchCoreConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "PatchCoreConfig":
-        """The config saved by :meth:`to_dict`: every key, each of its field's type."""
+        """The config saved by :meth:`to_dict`: every key, each of its field's type.
+
+        Configs saved before the patch-feature and image-size options lack those
+        keys: they were made with the reference's feature at 256/224.
+        """
         if not isinstance(values, dict):
             raise ValueError(f"config must be a JSON object, got {type(values).__name__}")
+        values = {**_BEFORE_THE_KEYS, **values}
         defaults = {f.name: f.default for f in dataclasses.fields(cls)}
         unknown, missing = sorted(set(values) - set(defaults)), sorted(set(defaults) - set(values))
         if unknown or missing:
             raise ValueError(f"config has unknown keys {unknown} and lacks keys {missing}")
         for name, value in values.items():
+            if name in ("resize", "crop"):
+                continue  # an int, [H, W] or null: _image_size checks them
             problem = _type_problem(value, defaults[name])
             if problem:
                 raise ConfigError(name, f"{problem}, got {value!r}")
         return cls(**values)
+
+
+def _side(value, what: str) -> int | tuple[int, int]:
+    """An image size from the config or its JSON: ``256`` or ``(H, W)`` (a list becomes a tuple)."""
+    if isinstance(value, (list, tuple)):
+        value = tuple(value)
+        sides = value if len(value) == 2 else ()
+    else:
+        sides = (value,)
+    if not sides or not all(isinstance(side, int) and not isinstance(side, bool) and side > 0
+                            for side in sides):
+        raise ValueError(f"{what} must be a positive int or (height, width), got {value!r}")
+    return value
+
+
+def _image_size(resize, crop) -> tuple[int | tuple[int, int], int | tuple[int, int] | None]:
+    """Check that ``crop`` fits inside ``resize``; see :func:`pcnotes.data.image_transform`."""
+    resize = _side(resize, "resize")
+    if crop is None:
+        if isinstance(resize, int):
+            raise ValueError(
+                f"crop=None (the whole image) needs resize=(height, width), got resize={resize}: "
+                "with only the shorter side fixed, images of other shapes could not share a batch")
+        return resize, None
+    crop = _side(crop, "crop")
+    # An int resize fixes only the shorter side: a crop must fit it both ways round.
+    bounds = (resize, resize) if isinstance(resize, int) else resize
+    if not all(c <= b for c, b in zip(crop if isinstance(crop, tuple) else (crop, crop), bounds)):
+        raise ValueError(f"crop {crop} does not fit inside resize={resize} (torchvision would pad "
+                         "the crop with zeros): use a smaller crop or a larger resize")
+    return resize, crop
 
 
 @dataclass
@@ -177,6 +249,8 @@ class PatchCore:
         elif overrides:
             if "backbone" in overrides and "layers" not in overrides:
                 overrides["layers"] = ()  # the new backbone's default layers, not the old ones
+            if "backbone" in overrides and "patch_feature" not in overrides:
+                overrides["patch_feature"] = ""  # and its default patch feature
             config = dataclasses.replace(config, **overrides)
         self.config = config
         backbone, self.weights = load_backbone(config.backbone, config.weights, seed=config.seed)
@@ -188,6 +262,7 @@ class PatchCore:
         self.grid: tuple[int, int] | None = None
         self.index: NearestNeighbours | None = None
         self.timings: dict[str, float] = {}
+        self._feature_dim: int | None = None
 
     def __repr__(self) -> str:
         bank = None if self.memory_bank is None else self.memory_bank.shape
@@ -197,14 +272,30 @@ class PatchCore:
     # -- features ----------------------------------------------------------------
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        """Patch features of a batch: ``(B, 3, H, W) -> (B*h*w, D)`` and grid ``(h, w)``."""
+        """Patch features of a batch: ``(B, 3, H, W) -> (B*h*w, D)`` and grid ``(h, w)``.
+
+        ``D`` is ``target_dim`` for ``"mean_mapped"`` and the layers' summed
+        channels for ``"pooled_concat"`` (see :attr:`feature_dim`).
+        """
         feature_maps = self.extractor(images)
+        if self.config.patch_feature == "pooled_concat":
+            return pooled_concat(feature_maps, patch_size=self.config.patch_size)
         return embed(
             feature_maps,
             pretrain_dim=self.config.pretrain_dim,
             target_dim=self.config.target_dim,
             patch_size=self.config.patch_size,
         )
+
+    @property
+    def feature_dim(self) -> int:
+        """``D``, the length of one patch feature (one small forward pass finds the channels)."""
+        if self.config.patch_feature == "mean_mapped":
+            return self.config.target_dim
+        if self._feature_dim is None:
+            features, _ = self.embed(torch.zeros(1, 3, 64, 64))
+            self._feature_dim = int(features.shape[1])
+        return self._feature_dim
 
     def _batches(self, images) -> Iterable[torch.Tensor]:
         """Accept a tensor (B, 3, H, W), or any iterable of such tensors or of dicts."""
@@ -253,10 +344,13 @@ class PatchCore:
         """Memory bank entries that a fit on ``num_images`` images will keep.
 
         ``coreset_size(num_images * h * w, coreset_ratio)``, with the patch grid
-        ``(h, w)`` of a ``crop x crop`` image found by one forward pass.
+        ``(h, w)`` of one model input (the crop, or the whole resized image)
+        found by one forward pass.
         """
+        size = self.config.crop if self.config.crop is not None else self.config.resize
+        height, width = size if isinstance(size, tuple) else (size, size)
         with torch.no_grad():
-            _, grid = self.embed(torch.zeros(1, 3, self.config.crop, self.config.crop))
+            _, grid = self.embed(torch.zeros(1, 3, height, width))
         return self._bank_size(num_images * math.prod(grid))
 
     def check_fit(self, num_images: int) -> None:
@@ -341,15 +435,18 @@ class PatchCore:
             changed = {k: (v, getattr(expect, k)) for k, v in config.to_dict().items()
                        if getattr(expect, k) != getattr(config, k)}
             raise ValueError(f"{directory} was made with another config (saved, expected): {changed}")
-        bank = _read_bank(bank_path, tuple(meta["memory_bank_shape"]), config.target_dim)
+        bank = _read_bank(bank_path, tuple(meta["memory_bank_shape"]))
         if hashlib.sha256(bank.tobytes()).hexdigest() != meta["memory_bank_sha256"]:
             raise ValueError(f"{bank_path}: checksum mismatch, the file is corrupt")
         try:  # a bad saved value is the file's problem, not an option's
             model = cls(config)
-            model.grid = tuple(meta["grid"])
-            model._set_bank(bank)
         except ConfigError as error:
             raise ValueError(f"{meta_path}: {error}: fit the model again") from None
+        if bank.shape[1] != model.feature_dim:
+            raise ValueError(f"{bank_path}: {bank.shape[1]} values per patch, but {meta_path}'s "
+                             f"{config.patch_feature!r} patch feature gives {model.feature_dim}")
+        model.grid = tuple(meta["grid"])
+        model._set_bank(bank)
         return model
 
 
@@ -387,7 +484,7 @@ def _read_meta(path: Path) -> tuple[dict, PatchCoreConfig]:
     return meta, config
 
 
-def _read_bank(path: Path, shape: tuple[int, int], dim: int) -> np.ndarray:
+def _read_bank(path: Path, shape: tuple[int, int]) -> np.ndarray:
     """Read ``memory_bank.npy`` after checking its header: ``-> (M, D)`` float32.
 
     The header (dtype, order, shape) is compared with ``config.json`` and the
@@ -405,10 +502,10 @@ def _read_bank(path: Path, shape: tuple[int, int], dim: int) -> np.ndarray:
             header = read_header(stream)
             offset = stream.tell()
             size = os.fstat(stream.fileno()).st_size
-            if header != expected or shape[1] != dim:
+            if header != expected:
                 order = " in Fortran order" if header[1] else ""
                 raise ValueError(f"holds a {header[0]} {header[2]} array{order}, but config.json says "
-                                 f"{shape} float32 with D = {dim}")
+                                 f"{shape} float32")
             if size != offset + math.prod(shape) * 4:
                 raise ValueError(f"is {size} bytes, not the {offset + math.prod(shape) * 4} its header implies")
             bank = np.fromfile(stream, dtype=np.float32, count=math.prod(shape))

@@ -8,11 +8,14 @@ cannot silently break them.  No timing is asserted.
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -55,3 +58,65 @@ def test_greedy_benchmark_finds_fast_and_plain_identical(coreset_benchmark, caps
     coreset_benchmark.benchmark_greedy(500, 0.1)
     out = capsys.readouterr().out
     assert re.search(r"^\s*500\s+50\s+[\d.]+\s+[\d.]+\s+[\d.]+x\s+True$", out, re.M), out
+
+
+def _load(name: str):
+    """A benchmark script as a module (registered, so that its dataclasses can resolve their types)."""
+    if f"benchmark_{name}" not in sys.modules:
+        spec = importlib.util.spec_from_file_location(f"benchmark_{name}", BENCHMARKS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[f"benchmark_{name}"]
+
+
+@pytest.mark.parametrize("kind", ["paste", "blur", "shift", "scratch"])
+@pytest.mark.parametrize("colour", [False, True])
+def test_photo_set_defects_change_exactly_their_mask(kind, colour):
+    photos = _load("make_photo_set")
+    rng = np.random.default_rng(3)
+    image = rng.integers(60, 200, (120, 300, 3) if colour else (120, 300), dtype=np.uint8)
+    donor = rng.integers(0, 256, (200, 200, 3), dtype=np.uint8)
+    out, mask = photos.add_defect(rng, image, kind, photos._donor_like(donor, image))
+    assert out.shape == image.shape and out.dtype == np.uint8 and mask.shape == (120, 300)
+    assert 0 < mask.sum() < 0.1 * mask.size
+    assert np.array_equal(out[~mask], image[~mask])  # nothing changes outside the mask
+    changed = np.any(out != image, axis=-1) if colour else out != image
+    assert changed[mask].mean() > 0.5  # and most of the mask does change
+
+
+def test_photo_set_writes_gray_and_wide_categories_in_the_mvtec_layout(tmp_path):
+    from pcnotes.data import MVTecDataset
+
+    photos = _load("make_photo_set")
+    root = photos.make_photo_set(tmp_path / "photos", ["grass", "hubble_wide"], n_train=2, n_test_good=1,
+                                 n_per_defect=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photos"]  # no staging folder left
+    with Image.open(root / "grass" / "train" / "good" / "000.png") as png:
+        assert png.mode == "L" and png.size == (192, 192)
+    with Image.open(root / "hubble_wide" / "test" / "scratch" / "000.png") as png:
+        assert png.mode == "RGB" and png.size == (600, 250)
+    test = MVTecDataset(root, "hubble_wide", "test", resize=(256, 608), crop=None)
+    assert test.defects == ["good", "blur", "paste", "scratch", "shift"]
+    assert all(test[i]["mask"].sum() > 0 for i in range(1, 5))
+    with pytest.raises(FileExistsError, match="not a photo set"):
+        photos.make_photo_set(tmp_path)  # a folder that is not a photo set is left alone
+
+
+def test_real_data_benchmark_prints_and_writes_one_table(tmp_path, capsys):
+    from pcnotes.synth import generate_dataset
+
+    root = generate_dataset(tmp_path / "tiny", categories=["tiles"], n_train=2, n_test_good=1, n_test_per_defect=1)
+    real_data = _load("real_data")
+    assert real_data.main(["--data-root", str(root), "--options", "2", "3", "--coreset-ratio", "0.25",
+                           "--results", str(tmp_path / "results")]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^\[1/2\] pooled_concat 256/224 +tiles +input 256/224 +image AUROC", out, re.M), out
+    assert re.search(r"^\[2/2\] mean_mapped whole +tiles +input 256x256 whole", out, re.M), out
+    row = r"\| {} \| {} \| [\d.]+ \| [\d.]+ \| [\d.]+ \| {} \| [\d.]+ \| [\d.]+ \|"
+    assert re.search(row.format("pooled_concat 256/224", 128, "392"), out), out  # 2 images x 784 patches x 0.25
+    assert re.search(row.format("mean_mapped whole", 1024, r"[\d,]+"), out), out
+    record = json.loads((tmp_path / "results" / "real_data_tiny.json").read_text())
+    assert [r["option"] for r in record["results"]] == ["pooled_concat 256/224", "mean_mapped whole"]
+    assert record["results"][1]["categories"][0]["input_size"] == [256, 256]
+    assert (tmp_path / "results" / "real_data_tiny.md").read_text().count("| tiles |") == 2
