@@ -440,13 +440,13 @@ class PatchCore:
             raise ValueError(f"{bank_path}: checksum mismatch, the file is corrupt")
         try:  # a bad saved value is the file's problem, not an option's
             model = cls(config)
+            if bank.shape[1] != model.feature_dim:
+                raise ValueError(f"{bank_path}: {bank.shape[1]} values per patch, but {meta_path}'s "
+                                 f"{config.patch_feature!r} patch feature gives {model.feature_dim}")
+            model.grid = tuple(meta["grid"])
+            model._set_bank(bank)
         except ConfigError as error:
             raise ValueError(f"{meta_path}: {error}: fit the model again") from None
-        if bank.shape[1] != model.feature_dim:
-            raise ValueError(f"{bank_path}: {bank.shape[1]} values per patch, but {meta_path}'s "
-                             f"{config.patch_feature!r} patch feature gives {model.feature_dim}")
-        model.grid = tuple(meta["grid"])
-        model._set_bank(bank)
         return model
 
 

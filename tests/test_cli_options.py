@@ -56,8 +56,8 @@ def test_bad_sizes_and_features_are_usage_errors(tmp_path, argv, message):
 
 def test_a_crop_that_does_not_fit_fails_before_any_work(tmp_path):
     code, out, err = run(["fit", "--train-dir", tmp_path, "--model", tmp_path / "m", "--crop", "300"])
-    assert code == 1 and out == ""
-    assert err.strip() == ("error: crop=300 does not fit inside resize=256 (torchvision would pad the crop "
+    assert code == 2 and out == ""  # a bad option
+    assert err.strip() == ("error: --crop 300 does not fit inside resize=256 (torchvision would pad the crop "
                            "with zeros): use a smaller crop or a larger resize")
     assert not (tmp_path / "m").exists()
 

@@ -87,7 +87,7 @@ def test_image_and_mask_go_through_the_same_geometry_in_the_whole_image_mode():
 
 @pytest.mark.parametrize("resize, crop, message", [
     (256, None, r"crop=None \(the whole image\) needs resize=\(height, width\)"),
-    (256, 300, r"crop=300 does not fit inside resize=256"),
+    (256, 300, r"crop 300 does not fit inside resize=256"),
     ((200, 400), (224, 224), r"does not fit"),
     ((0, 10), None, r"resize must be a positive int or \(height, width\)"),
     ((1, 2, 3), None, r"resize must be"),
@@ -99,7 +99,7 @@ def test_image_sizes_that_cannot_work_are_clear_errors(resize, crop, message):
 
 
 def test_sizes_from_json_lists_become_tuples():
-    config = PatchCoreConfig.from_dict({"resize": [256, 608], "crop": None})
+    config = PatchCoreConfig.from_dict({**PatchCoreConfig().to_dict(), "resize": [256, 608], "crop": None})
     assert config.resize == (256, 608) and config.crop is None
     assert PatchCoreConfig(resize=[366, 400], crop=[320, 352]).crop == (320, 352)
 
