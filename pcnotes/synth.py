@@ -665,33 +665,22 @@ def generate_mvtec_named(
     outside data and never redraws it.  The defaults make 52 small images, for
     tests that run the notebooks on "real" data.
 
-    Everything is written into a temporary sibling and renamed into place;
-    ``root`` must not exist or be empty (FileExistsError otherwise).
-    Returns ``root``.
+    Everything is written through :func:`pcnotes.folders.replace_folder`, so
+    ``root`` must be missing, empty or an earlier generated set
+    (:class:`~pcnotes.folders.UnsafeTargetError` otherwise).  Returns ``root``.
     """
     root = Path(root).resolve()
-    if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise FileExistsError(f"{root}: exists and is not empty; refusing to write into it")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(root, "tmp"), dir=root.parent))
-    _chmod_like_mkdir(tmp)
-    try:
+    with replace_folder(root, "dataset") as staging:
         for category, (_, _, defects) in MVTEC_NAMED.items():
             plan = [("train/good", n_train), ("test/good", n_test_good)]
             plan += [(f"test/{defect}", n_test_per_defect) for defect in defects]
             for folder, count in plan:
                 for index in range(count):
                     image, mask = _draw_mvtec_named(category, folder, index, seed)
-                    _save_png(tmp / category / folder / f"{index:03d}.png", image)
+                    _save_png(staging / category / folder / f"{index:03d}.png", image)
                     if mask is not None:
                         defect = folder.split("/")[1]
-                        _save_png(tmp / category / "ground_truth" / defect / f"{index:03d}_mask.png", mask)
-        if root.exists():
-            root.rmdir()  # empty: rename cannot replace a folder everywhere
-        os.replace(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+                        _save_png(staging / category / "ground_truth" / defect / f"{index:03d}_mask.png", mask)
     return root
 
 

@@ -31,6 +31,8 @@ import pytest
 from nbclient import NotebookClient
 from PIL import Image
 
+from pcnotes.folders import UnsafeTargetError
+
 from pcnotes.data import MVTecDataset, list_categories, list_defects
 from pcnotes.synth import CATEGORIES, MVTEC_NAMED, ensure_default_dataset, generate_mvtec_named
 
@@ -81,7 +83,7 @@ def test_the_embedded_data_set_machinery_leaves_it_alone(mvtec_named):
 
 def test_it_refuses_to_write_into_a_folder_that_holds_files(tmp_path):
     (tmp_path / "mine.txt").write_text("keep me")
-    with pytest.raises(FileExistsError, match="not empty"):
+    with pytest.raises(UnsafeTargetError, match="mine.txt|not"):
         generate_mvtec_named(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]
     assert (tmp_path / "mine.txt").read_text() == "keep me"
