@@ -14,65 +14,45 @@
 # %% [markdown]
 # # 00 · Setup: the tools, the weights and the data
 #
+# **5 minutes** · next: [01 · Layer hooks](01_layer_hooks.ipynb)
+#
 # **Learning goals.** After this notebook you can
 #
-# 1. say in three sentences what PatchCore does, and name the stage each later notebook builds;
-# 2. check which library versions and which device you are running on;
-# 3. tell which backbone weights are loaded, from which file, and why `pcnotes` refuses to
-#    continue with random weights unless you ask for them;
-# 4. find your way around the small defect data set that ships with this project (as a generator)
-#    and see how one of its images is drawn.
+# 1. say what PatchCore does, and which notebook builds which stage;
+# 2. tell which backbone weights are loaded, and why random ones are never swapped in silently;
+# 3. list the categories and defect kinds of your data set.
 #
-# Nothing is trained in this series. Every number comes from a frozen ImageNet network plus
-# nearest-neighbour search.
+# The course follows PatchCore (Roth et al., CVPR 2022, [arXiv 2106.08265](https://arxiv.org/abs/2106.08265))
+# and its reference code, [patchcore-inspection](https://github.com/amazon-science/patchcore-inspection).
+# Each notebook says where `pcnotes` departs from them.
 
 # %% [markdown]
 # ## PatchCore in three sentences
 #
-# 1. A frozen ImageNet network describes every small patch of a **normal** training image by one
-#    feature vector, taken from its middle layers and enriched with each patch's 3×3 neighbourhood.
-# 2. All these vectors go into a **memory bank**. A greedy *coreset* thins the bank to about 1–10 %
-#    of its size while every left-out vector stays close to a kept one.
-# 3. At test time each patch's **distance to its nearest neighbour in the bank** is its anomaly
-#    score. The largest patch score is the image score, and the upsampled grid of patch scores
-#    is the heat map.
+# 1. A frozen ImageNet network describes each small patch of a **normal** image by features
+#    from two middle layers and the patch's 3×3 neighbourhood.
+# 2. These vectors form a **memory bank**, which a greedy **coreset** thins to a few per cent.
+# 3. A test patch's **distance to its nearest neighbour** in the bank is its anomaly score; the
+#    largest is the image score, the upsampled grid of them the heat map.
 #
-# ## Road map
+# Nothing is trained: "fit" means extracting features and choosing some.
 #
-# | notebook | stage | what you build |
-# | --- | --- | --- |
-# | **00 setup** | – | versions, weights, the data set |
-# | **01 layer hooks** | 1 | forward hooks that read two middle layers and stop the forward pass early |
-# | **02 locally aware patches** | 2–4 | `unfold` into 3×3 patches, align the layers, pool to 1024-d patch features |
-# | **03 coreset** | 5 | random vs greedy vs approximate greedy subsampling of the memory bank |
-# | **04 scoring and heat maps** | 6–7 | kNN patch scores, image scores (with the paper's eq. 7), anomaly maps |
-# | **05 evaluation** | 8 | image AUROC, pixel AUROC and AUPRO on every category |
-# | **06 coreset explorer** | – | widgets: move the coreset ratio and watch memory, speed and accuracy |
+# ## The course
 #
-# The data flow, with the shapes for two 224×224 images on the paper's `wide_resnet50_2`:
+# | notebook (stage) | you write (fast finishers) |
+# | --- | --- |
+# | [01 · Layer hooks](01_layer_hooks.ipynb) (1) | predict two shapes |
+# | [02 · Locally aware patches](02_locally_aware_patches.ipynb) (2–4) | patchify, align (mean mapper, aggregator) |
+# | [03 · Coreset](03_coreset.ipynb) (5) | coreset size, greedy k-center |
+# | [04 · Scoring and heat maps](04_scoring_and_heatmaps.ipynb) (6–7) | image score (eq. 7) |
+# | [05 · Evaluation](05_evaluation.ipynb) (8) | AUROC (PRO) |
+# | [06 · Coreset explorer](06_coreset_explorer.ipynb) | – |
 #
-# ```text
-# images (B, 3, 224, 224)
-#   │  01  forward hooks on layer2, layer3
-#   ▼
-# {layer2: (B, 512, 28, 28), layer3: (B, 1024, 14, 14)}
-#   │  02  patchify (3×3 unfold)     → (B, 784, 512, 3, 3), (B, 196, 1024, 3, 3)
-#   │  02  align layer3 to 28×28     → (B, 784, 1024, 3, 3)
-#   │  02  mean map per layer        → (B·784, 2, 1024)
-#   │  02  aggregate                 → (B·784, 1024)           one vector per patch
-#   ▼
-# training: all patches of all normal images (N, 1024)
-#   │  03  coreset (e.g. 10 %)       → memory bank (M, 1024)
-#   ▼
-# test: (B·784, 1024) patches
-#   │  04  kNN distance to the bank  → (B·784,) → (B, 28, 28) → maps (B, 224, 224), scores (B,)
-#   ▼
-# 05  metrics: image AUROC, pixel AUROC, AUPRO
-# ```
+# Deep dives sit in `notebooks/deeper/`, linked from where they belong.
 
 # %%
 # %matplotlib inline
-# JPEG: photos of textures stay small in the .ipynb (as PNG, one figure is ~0.5 MB)
+# JPEG: photos of textures stay small in the .ipynb
 # %config InlineBackend.figure_formats = ["jpeg"]
 import platform
 from pathlib import Path
@@ -85,15 +65,9 @@ import torchvision
 
 import pcnotes
 from pcnotes.backbone import MOBILENET_SHA256, MOBILENET_WEIGHTS, load_backbone, sha256sum
-from pcnotes.data import MVTecDataset, list_categories, list_defects, load_mask, load_rgb
+from pcnotes.data import list_categories, list_defects, load_mask, load_rgb
 from pcnotes.paths import display_path
-from pcnotes.synth import (
-    add_defect,
-    ensure_default_dataset,
-    read_manifest,
-    render_sample,
-    render_texture,
-)
+from pcnotes.synth import ensure_default_dataset, read_manifest
 
 torch.manual_seed(0)
 plt.rcParams["figure.dpi"] = 80
@@ -101,8 +75,7 @@ plt.rcParams["figure.dpi"] = 80
 # %% [markdown]
 # ## What is installed
 #
-# These versions vary between machines, so nbval does not compare this cell's output. If a later
-# notebook behaves differently from what its text says, check these first.
+# Versions vary, so nbval does not compare them. All runs on the CPU.
 
 # %%
 versions = {
@@ -117,130 +90,76 @@ for name, version in versions.items():
     print(f"{name:12s} {version}")
 
 # %% [markdown]
-# Everything in this series runs on the **CPU**: a forward pass of a few images through a small
-# network and a nearest-neighbour search over a few thousand vectors are quick enough. The next
-# cell only reports what torch can see.
-
-# %%
-print("CUDA GPU visible to torch:", torch.cuda.is_available(), "(the notebooks use the CPU either way)")
-print("CPU threads torch uses:", torch.get_num_threads())
-
-# %% [markdown]
 # ## Which backbone weights are loaded
 #
-# The paper uses `wide_resnet50_2` pretrained on ImageNet. Its weights (about 130 MB) come from
-# torchvision's download server. This project has to run on machines with no internet, so the
-# default backbone is **`mobilenet_v2`**. Its ImageNet feature weights ship with the repository
-# in `data/`, and their sha256 is checked on every load. A replaced or truncated file therefore
-# fails loudly instead of giving quietly wrong features.
-#
-# `load_backbone` returns the network **and** a `LoadedWeights` record. It states which weights
-# the network holds, so no notebook has to guess.
-
-# %%
-backbone, weights = load_backbone("mobilenet_v2")  # weights="imagenet" is the default
-print(weights)  # the path depends on where the repository lives: not checked by nbval
+# The paper's `wide_resnet50_2` needs torchvision's ImageNet download. `pcnotes` ships the
+# ImageNet weights of the default, **`mobilenet_v2`**, in `data/`. `load_backbone` checks their
+# sha256 and returns the network with a record of its weights.
 
 # %%
 # NBVAL_CHECK_OUTPUT
+backbone, weights = load_backbone("mobilenet_v2")  # weights="imagenet" is the default
 assert weights.kind == "imagenet" and Path(weights.source) == MOBILENET_WEIGHTS
 print("kind:", weights.kind)
 print("file:", Path(weights.source).name)
-print("sha256 matches the one pinned in pcnotes.backbone:", sha256sum(MOBILENET_WEIGHTS) == MOBILENET_SHA256)
-n_features = sum(p.numel() for p in backbone.features.parameters())
-n_classifier = sum(p.numel() for p in backbone.classifier.parameters())
-print(f"parameters: {n_features:,} in `features` (loaded), {n_classifier:,} in the classifier head")
+print("sha256 as pinned in pcnotes.backbone:", sha256sum(MOBILENET_WEIGHTS) == MOBILENET_SHA256)
+print(f"parameters loaded: {sum(p.numel() for p in backbone.features.parameters()):,}")
+# The file holds only the convolutional `features`: the classifier head stays random, and
+# PatchCore never runs it (notebook 01 stops the forward pass at a middle layer).
 
 # %% [markdown]
-# The shipped file holds only the convolutional `features` part. The classifier head keeps
-# torchvision's random initialisation, and that is harmless: PatchCore stops the forward pass
-# at a middle layer long before the head (notebook 01), so the head never runs.
+# ### No silent fallback
 #
-# ### Asking for the paper's backbone
-#
-# `load_backbone("wide_resnet50_2")` asks torchvision for the ImageNet weights. It uses the copy
-# in the torch cache if there is one, and downloads them otherwise. Without internet and without
-# a cached copy, the download fails within a second or two. `pcnotes` then raises an error that
-# names the file to fetch and where to put it. It **never** falls back to random weights on its
-# own: random features would give meaningless anomaly scores that look like real ones. Random
-# weights are used only when you say `weights="random"`. We do that in notebooks 01 and 02,
-# where only the tensor *shapes* matter.
-#
-# The cell below runs both offline and online and prints which of the two happened.
+# When ImageNet weights cannot be loaded, `load_backbone` raises an error naming the file to
+# fetch and where to put it. Random weights come only from `weights="random"`, as in notebooks
+# 01 and 02 for the paper's shapes. An unknown value fails too:
 
 # %%
+# NBVAL_CHECK_OUTPUT
 try:
-    paper_backbone, paper_weights = load_backbone("wide_resnet50_2")
-except RuntimeError as error:
-    print("offline: no ImageNet weights for wide_resnet50_2, and no silent fallback.")
-    print("first line of the error:", str(error).splitlines()[0][:160], "...")
-else:
-    print("online (or cached): loaded", paper_weights)
-    print(f"parameters: {sum(p.numel() for p in paper_backbone.parameters()):,}")
-    del paper_backbone
+    load_backbone("mobilenet_v2", weights="imagenet1k")
+except ValueError as error:
+    print("ValueError:", error)
 
 # %% [markdown]
-# ## The embedded data set
+# Random features are not useless: random convolutions are still local texture detectors, and
+# on simple procedural textures they can separate defects (notebook 05 compares them with
+# ImageNet features on our data). But a silent fallback is another model than the one you asked
+# for, and PatchCore's case for real photographs rests on pretrained features.
 #
-# MVTec AD, the benchmark of the paper, is large (about 5 GB) and its licence forbids commercial
-# use. This project does not bundle it. `pcnotes.synth` **draws** a small defect data set instead,
-# from a seed, using only numpy, scipy and PIL. It has three texture categories, each with four
-# kinds of defect and a pixel mask for every defective image. It is written in MVTec AD's folder
-# layout, so everything here also runs on the real data: point `PCNOTES_DATA` at it.
+# ## The data set
 #
-# `ensure_default_dataset()` draws the set the first time it is called (about 15 s) and returns
-# its folder afterwards. A `manifest.json` with the seed, the generator version and the sha256 of
-# every file tells later calls that the set is complete.
+# MVTec AD, the paper's benchmark, is not shipped (non-commercial licence). `pcnotes.synth`
+# draws a small set in its folder layout from a seed. Set `PCNOTES_DATA` to a folder in that
+# layout, MVTec AD for example, and notebooks 00–05 read it instead.
 
 # %%
-root = ensure_default_dataset(seed=0)
-print(display_path(root))  # relative to the repository when it lies inside it
-manifest = read_manifest(root)
-print("generated by pcnotes.synth:", manifest is not None)
-# categories and defect kinds come from the folders, so these cells also run on MVTec AD
+root = ensure_default_dataset(seed=0)  # $PCNOTES_DATA when it is set
+print("data:", display_path(root))
+print("drawn by pcnotes.synth:", read_manifest(root) is not None)
 categories = list_categories(root)
 defects = {category: list_defects(root, category) for category in categories}
 
 # %% [markdown]
-# The MVTec layout: the `train` split holds only `good` images, because PatchCore never sees a
-# defect while it is fitted. The `test` split holds good images plus one folder per defect kind.
-# `ground_truth` has one mask per defective test image, with the same name plus `_mask`.
+# Categories and defect kinds come from the folders. `train` holds only good images; `test`
+# good ones and a folder per defect kind; `ground_truth` a mask per defective image.
 
 # %%
 # NBVAL_CHECK_OUTPUT
-def count_png(folder: Path) -> int:
+def count_images(folder: Path) -> int:
     return len(list(folder.glob("*.png")))
 
 
 for category in categories:
-    print(f"{category}/")
-    for split in ("train", "test", "ground_truth"):
-        print(f"  {split}/")
-        for folder in sorted(p for p in (root / category / split).iterdir() if p.is_dir()):
-            print(f"    {folder.name + '/':16s} {count_png(folder):3d} png")
-
-# %% [markdown]
-# What the pipeline receives is not the 256×256 PNG. `MVTecDataset` resizes it to 256, crops the
-# centre 224×224 and normalises with the ImageNet mean and std, exactly as the reference code
-# does. Masks get the same resize and crop, nearest-neighbour, so they stay strictly 0/1.
-
-# %%
-# NBVAL_CHECK_OUTPUT
-category = categories[-1]  # wood in the embedded set
-test_set = MVTecDataset(root, category, "test")
-item = test_set[len(test_set) - 1]  # the last item: a defective one
-print(f"items in {category}/test:", len(test_set), "  defective:", sum(test_set.labels))
-print("image:", tuple(item["image"].shape), item["image"].dtype)
-print("mask: ", tuple(item["mask"].shape), "values:", sorted(item["mask"].unique().tolist()))
-print("label:", item["label"], " defect:", item["defect"])
-assert item["image"].shape == (3, 224, 224) and item["mask"].shape == (1, 224, 224)
+    train_good = count_images(root / category / "train" / "good")
+    test_good = count_images(root / category / "test" / "good")
+    kinds = ", ".join(f"{defect} {count_images(root / category / 'test' / defect)}" for defect in defects[category])
+    print(f"{category}: train/good {train_good}, test/good {test_good}, defective: {kinds}")
 
 # %% [markdown]
 # ### Normal images
 #
-# PatchCore learns "normal" only from these. Within a category the images differ in phase, a small
-# rotation, spacing, colour, brightness and fine noise, but they all come from one distribution.
-# A good anomaly detector has to ignore that variation.
+# PatchCore learns "normal" only from these, and must ignore how they vary.
 
 # %%
 n_show = 4
@@ -251,108 +170,42 @@ for row, category in enumerate(categories):
     for ax, path in zip(axes[row], paths):
         ax.imshow(load_rgb(path))
         ax.set_title(f"{category}/{path.name}", fontsize=8)
-        ax.axis("off")
+for ax in axes.flat:
+    ax.axis("off")
 fig.suptitle("train/good: what PatchCore learns as normal")
 fig.tight_layout()
 
 # %% [markdown]
 # ### Defects and their masks
 #
-# One test image per defect kind, with the ground-truth mask drawn as a red contour. The defects
-# cover roughly 0.2–4 % of an image, about as much as in MVTec AD. Some are bright and obvious,
-# others are a faint stain or one misplaced thread, and the heat maps in notebook 04 have to find
-# both.
+# The first test image of each defect kind, its mask as a red contour. Notebook 04's heat
+# maps must find the faint defects too.
 
 # %%
-n_cols = max(len(d) for d in defects.values())
+n_cols = max(len(kinds) for kinds in defects.values())
 fig, axes = plt.subplots(len(categories), n_cols, figsize=(2.2 * n_cols, 2.3 * len(categories)),
                          squeeze=False)
 for ax in axes.flat:
     ax.axis("off")  # also the empty panels of a category with fewer defect kinds
 for row, category in enumerate(categories):
     for ax, defect in zip(axes[row], defects[category]):
-        image = load_rgb(root / category / "test" / defect / "000.png")
-        mask = np.asarray(load_mask(root / category / "ground_truth" / defect / "000_mask.png")) > 127
-        ax.imshow(image)
+        path = sorted((root / category / "test" / defect).glob("*.png"))[0]
+        mask = np.asarray(load_mask(root / category / "ground_truth" / defect / f"{path.stem}_mask.png")) > 127
+        ax.imshow(load_rgb(path))
         ax.contour(mask, levels=[0.5], colors="red", linewidths=1)
         ax.set_title(f"{category}: {defect} ({100 * mask.mean():.1f} %)", fontsize=8)
 fig.suptitle("test/<defect> with the ground-truth mask (red contour, % of pixels)")
 fig.tight_layout()
 
 # %% [markdown]
-# ### How one image is drawn
+# How these images are drawn: [deeper/00_synthetic_data](deeper/00_synthetic_data.ipynb).
 #
-# Every image takes two calls. `render_texture(category, rng)` draws a normal texture, and
-# `add_defect(image, defect, rng)` paints one defect onto it. It returns the new image and the
-# mask of the pixels it changed visibly. Both take a numpy `Generator`, so the same seed always
-# gives the same picture.
-
-# %%
-rng = np.random.default_rng(7)  # the generator's own names: this cell draws, it reads no data set
-texture = render_texture("wood", rng, size=256)
-defective, mask = add_defect(texture, "scratch", rng, category="wood")
-assert texture.shape == defective.shape == (256, 256, 3) and mask.shape == (256, 256)
-
-fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.8))
-panels = [(texture, "render_texture"), (defective, "add_defect"), (mask, "mask")]
-for ax, (picture, title) in zip(axes, panels):
-    ax.imshow(picture, cmap="gray")
-    ax.set_title(title, fontsize=9)
-    ax.axis("off")
-fig.tight_layout()
-
-# %% [markdown]
-# The data set files come from exactly these two calls. Each image gets its own generator, seeded
-# from `(seed, category, folder, index)`, so `render_sample` can redraw any single file without
-# the others. This is how we know that the images on disk are the ones the code describes.
-
-# %%
-# NBVAL_CHECK_OUTPUT
-if manifest is not None:  # a generated set (not real MVTec data via PCNOTES_DATA)
-    redrawn, redrawn_mask = render_sample("wood", "test/scratch", 0, seed=manifest["seed"])
-    on_disk = np.asarray(load_rgb(root / "wood" / "test" / "scratch" / "000.png"))
-    on_disk_mask = np.asarray(load_mask(root / "wood" / "ground_truth" / "scratch" / "000_mask.png"))
-    same = np.array_equal(redrawn, on_disk) and np.array_equal(redrawn_mask, on_disk_mask)
-    print("wood/test/scratch/000.png and its mask redrawn bit for bit:", same)
-    assert same
-else:
-    print("not a generated data set: nothing to redraw")
-
-# %% [markdown]
 # ## Summary
 #
-# * PatchCore = frozen middle-layer features of local patches, a coreset memory bank of normal
-#   patches, and nearest-neighbour distance as the anomaly score. The notebooks build it in that
-#   order.
-# * The default backbone is `mobilenet_v2`. Its ImageNet weights ship with the project and are
-#   checked by sha256. The paper's `wide_resnet50_2` needs a download, and `pcnotes` raises
-#   instead of silently using random weights.
-# * The data set is drawn from a seed in the MVTec AD layout: 3 categories × (48 train, 12 good
-#   test, 4 defects × 6) images. Each image comes from `render_texture` + `add_defect`.
+# * PatchCore: frozen middle-layer patch features, a coreset memory bank of normal patches,
+#   nearest-neighbour distance as the score.
+# * `mobilenet_v2` loads shipped, checked ImageNet weights; random weights only on request.
+# * The data is drawn from a seed or read from `PCNOTES_DATA`; categories and defects come from
+#   its folders.
 #
-# ## Exercise
-#
-# Draw a **fourth variation** of the same file, `tiles/test/crack/000.png`, with the seeds
-# 0, 1, 2 and 3 of the whole data set (`render_sample(..., seed=s)`). Show the four next to each
-# other with their masks. What changes from seed to seed, and what stays the same? Then count how
-# many mask pixels each crack covers.
-#
-# *Try it before you open the solution below.*
-
-# %% [markdown]
-# ### Solution
-
-# %%
-fig, axes = plt.subplots(2, 4, figsize=(9, 4.6))
-for column, seed in enumerate(range(4)):
-    image, crack_mask = render_sample("tiles", "test/crack", 0, seed=seed)
-    axes[0, column].imshow(image)
-    axes[0, column].set_title(f"seed {seed}", fontsize=9)
-    axes[1, column].imshow(crack_mask, cmap="gray")
-    axes[1, column].set_title(f"mask: {int((crack_mask > 127).sum())} px", fontsize=9)
-for ax in axes.flat:
-    ax.axis("off")
-fig.tight_layout()
-# The tile size, colour, grout and the crack's path and length change with the seed. That it is
-# a grid of glazed tiles with one thin dark crack stays the same, so the category stays one
-# distribution. Seed 0 is the file on disk.
+# Next: [01 · Layer hooks](01_layer_hooks.ipynb).

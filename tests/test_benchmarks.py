@@ -12,6 +12,7 @@ import json
 import re
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -120,3 +121,47 @@ def test_real_data_benchmark_prints_and_writes_one_table(tmp_path, capsys):
     assert [r["option"] for r in record["results"]] == ["pooled_concat 256/224", "mean_mapped whole"]
     assert record["results"][1]["categories"][0]["input_size"] == [256, 256]
     assert (tmp_path / "results" / "real_data_tiny.md").read_text().count("| tiles |") == 2
+
+
+@pytest.fixture
+def layers_benchmark(monkeypatch):
+    spec = importlib.util.spec_from_file_location("layers_benchmark", BENCHMARKS / "mobilenet_layers.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "warm_up", lambda: None)
+    return module
+
+
+def test_layers_benchmark_writes_every_candidate_to_its_results_file(layers_benchmark, monkeypatch, tmp_path):
+    root = tmp_path / "data"  # two categories in the MVTec layout, no manifest: outside data, left alone
+    for category in ("bottle", "tile"):
+        (root / category / "train" / "good").mkdir(parents=True)
+
+    def fake_evaluation(data_root, category, config):  # stand-in metrics that name the layers and category
+        offset = 0.01 * len(config.layers) + (0.002 if category == "tile" else 0.0)
+        metrics = {"image_auroc": 0.9 + offset, "pixel_auroc": 0.8 + offset, "aupro": 0.7 + offset,
+                   "memory_bank_size": 100 * len(config.layers), "fit_seconds": 1.0, "predict_seconds": 0.5}
+        return None, SimpleNamespace(metrics=metrics)
+
+    monkeypatch.setattr(layers_benchmark, "evaluate_category", fake_evaluation)
+    output = tmp_path / "results" / "layers.json"
+    (tmp_path / "results").mkdir()
+    output.write_text("the previous results")
+    assert layers_benchmark.main(["--root", str(root), "--ratio", "0.1", "--output", str(output)]) == 0
+
+    record = json.loads(output.read_text())
+    assert [tuple(c["layers"]) for c in record["candidates"]] == layers_benchmark.CANDIDATES
+    assert [c["default"] for c in record["candidates"]].count(True) == 1
+    assert record["config"]["coreset_ratio"] == 0.1 and "layers" not in record["config"]
+    assert record["data"]["generator"] is None  # not drawn by pcnotes.synth: no manifest
+    pair = record["candidates"][0]
+    assert pair["strides"] == [8, 16] and sorted(pair["categories"]) == ["bottle", "tile"]
+    assert pair["mean"]["aupro"] == pytest.approx(0.7 + 0.02 + 0.001)
+    assert pair["mean"]["seconds"] == pytest.approx(2 * 1.5)
+    assert sorted(p.name for p in output.parent.iterdir()) == ["layers.json"]  # no temporary file left
+
+
+def test_layers_benchmark_refuses_a_folder_as_output(layers_benchmark, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        layers_benchmark.main(["--root", str(tmp_path), "--output", str(tmp_path)])
+    assert "is a folder" in capsys.readouterr().err
