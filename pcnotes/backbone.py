@@ -46,8 +46,8 @@ MOBILENET_SHA256 = "7214ce7a2d9f4cc1f7712172a032fe6329799f2b4ecc2ea14beeb6b65339
 # For mobilenet_v2, features.6 ends the last stride-8 stage (32 channels, 28x28)
 # and features.13 the last stride-16 stage (96 channels, 14x14), mirroring the
 # paper's layer2 + layer3. benchmarks/mobilenet_layers.py measures the
-# alternatives (notebook 01 shows the table): on the embedded data the default
-# ties features.6 + features.10 and beats the coarser pairs on AUPRO.
+# alternatives (notebooks/deeper/01_layer_choice compares them): on the embedded
+# data the stride-8 pairs beat the coarser stride-16 pairs on AUPRO.
 DEFAULT_LAYERS: dict[str, tuple[str, ...]] = {
     "mobilenet_v2": ("features.6", "features.13"),
     "wide_resnet50_2": ("layer2", "layer3"),
