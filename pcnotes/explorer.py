@@ -61,8 +61,8 @@ def stats_html(stats: Stats) -> str:
         f"<td style='{cell}'>{value}</td></tr>"
         for name, value in stats_rows(stats)
     )
-    sources = (f"coreset {'from cache' if stats.coreset_cached else 'new'}, "
-               f"scores {'from cache' if stats.scores_cached else 'new'}")
+    coreset = "from cache" if stats.coreset_cached else ("from a new greedy run" if stats.greedy_ran else "new")
+    sources = f"coreset {coreset}, scores {'from cache' if stats.scores_cached else 'new'}"
     return (f"<table style='font-size:13px;border-collapse:collapse'>{rows}</table>"
             f"<div style='color:#666;font-size:12px;line-height:1.35;margin-top:6px'>"
             f"numbers computed in {format_seconds(stats.seconds)} ({sources})</div>")
@@ -113,9 +113,7 @@ class ExplorerFigure:
         self._heat = None  # the heat map's AxesImage
 
     def _setup_curve(self) -> None:
-        """The curve panel's axes, lines and legend, made once: updates only set their data."""
-        from matplotlib.lines import Line2D
-
+        """The curve panel's axes and lines, made once: updates only set their data."""
         ax = self.curve_ax
         self._curves = {}
         for sampler, colour in SAMPLER_COLOURS.items():
@@ -129,8 +127,16 @@ class ExplorerFigure:
         ax.set_ylabel("AUROC on the test set")
         ax.set_title("AUROC against ratio, as you explore", fontsize=11)
         ax.grid(True, which="major", alpha=0.3)
+        self._legend_samplers = None  # the samplers the legend lists now
+
+    def _draw_legend(self, samplers: list[str]) -> None:
+        """The curve's legend, for the samplers on it (redrawn only when a sampler joins)."""
+        from matplotlib.lines import Line2D
+
+        for legend in list(self.fig.legends):
+            legend.remove()
         labels = {v: k for k, v in SAMPLER_NAMES.items()}
-        handles = [Line2D([], [], color=colour, lw=6, label=labels[s]) for s, colour in SAMPLER_COLOURS.items()]
+        handles = [Line2D([], [], color=SAMPLER_COLOURS[s], lw=6, label=labels[s]) for s in samplers]
         handles += [Line2D([], [], color="0.3", marker="o", ms=4, label="image AUROC"),
                     Line2D([], [], color="0.3", marker="s", ms=3, ls="--", label="pixel AUROC"),
                     Line2D([], [], color="black", marker="o", ms=11, mfc="none", ls="",
@@ -138,6 +144,7 @@ class ExplorerFigure:
         # The legend sits in the free corner under the curve.
         self.fig.legend(handles=handles, loc="center", bbox_to_anchor=(0.81, 0.25), fontsize=9,
                         frameon=False, title="curve", title_fontsize=9)
+        self._legend_samplers = samplers
 
     def draw(self, stats: Stats, history: dict | None = None):
         """Bring every panel up to date with ``stats``; ``history`` as :meth:`ExplorerState.history`."""
@@ -147,9 +154,10 @@ class ExplorerFigure:
         if bank != self._bank_shown:
             if stats.category not in self._pca:
                 self._pca[stats.category] = fit_bank_pca(stats.train_features)
-                self.bank_ax.cla()  # another bank cloud: new limits
+            if self._bank_shown is None or stats.category != self._bank_shown[0]:
+                self.bank_ax.cla()  # another category's cloud: new limits
             for artist in [*self.bank_ax.collections, self.bank_ax.get_legend()]:
-                if artist is not None:
+                if artist is not None:  # the same cloud: only the points and the legend change
                     artist.remove()
             pca_scatter(self.bank_ax, stats.train_features, stats.indices, pca=self._pca[stats.category])
             self.bank_ax.set_title(f"memory bank: {stats.bank_size:,} of {stats.num_train:,} patches",
@@ -186,6 +194,9 @@ class ExplorerFigure:
         values = [v for points in history.values() for p in points for v in p[1:]]
         low = min(values + [stats.image_auroc, stats.pixel_auroc])
         self.curve_ax.set_ylim(math.floor((low - 0.02) * 20) / 20, 1.005)  # down to a multiple of 0.05
+        samplers = [sampler for sampler in SAMPLER_COLOURS if history.get(sampler)]
+        if samplers != self._legend_samplers:
+            self._draw_legend(samplers)
 
     def png(self) -> bytes:
         buffer = io.BytesIO()

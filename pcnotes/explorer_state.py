@@ -28,25 +28,28 @@ explorer runs :func:`pcnotes.coreset.select_coreset` to 10 % the first time
 ratio is asked for, and slices. The random sampler is not nested (another
 ``M`` draws another subset), so it is simply called; it takes milliseconds.
 
+*Scores of any bank.* Every memory bank is a subset of the ``N`` training
+patches. So :class:`NeighbourTable` finds, once, each test patch's ``K``
+nearest training patches. For any bank, a test patch's nearest bank entry is
+then the first of its ``K`` listed neighbours that is in the bank. Only
+patches none of whose ``K`` neighbours were kept are searched the ordinary
+way. The same holds for the training patches in the 128-d projection, which
+gives the coverage radius.
+
 *Scores of a greedy prefix.* When a greedy sampler has run, a
 :class:`PrefixNearest` goes once through its first 10 % of picks in order
 and records, for every test patch, each bank size at which its nearest kept
-patch gets closer. Any bank up to 10 % is then a look-up: the distance of
-every test patch to its nearest of the first ``m`` picks. The same pass gives
-the coverage radius of every prefix.
-
-*Scores of any other bank.* Every memory bank is a subset of the ``N``
-training patches. So :class:`NeighbourTable` finds, once, each test patch's
-``K`` nearest training patches. For any bank, a test patch's nearest bank
-entry is then the first of its ``K`` listed neighbours that is in the bank.
-Only patches none of whose ``K`` neighbours were kept are searched the
-ordinary way. Both paths give the distance a plain
+patch gets closer (from the table where it can, by computing distances
+where it cannot). Any bank up to 10 % is then a look-up, with no search at
+all; the same for the training patches gives the coverage radius of every
+prefix. Both paths give the distance a plain
 ``NearestNeighbours(bank).search(test_features, 1)`` returns.
 
-*Metrics.* The anomaly maps of all test images are computed for every new
-bank (bilinear up-sampling and the Gaussian, as in :mod:`pcnotes.maps`), and
-the pixel AUROC and AUPRO are computed exactly over all pixels; they share
-one sort of the pixels (:class:`PixelMetrics`).
+*Maps and metrics.* The anomaly maps of all test images are computed for
+every new bank, as two small matrix products (:class:`MapOperator`, read off
+:func:`pcnotes.maps.anomaly_map`), and the pixel AUROC and AUPRO are
+computed exactly over all pixels, sharing one sort (:class:`PixelMetrics`).
+Nothing is subsampled: every number is the one a full evaluation gives.
 
 *Scoring time.* The time shown is real: a plain kNN search of one test image
 against the actual bank, which is what PatchCore with this bank pays per image.
@@ -81,7 +84,6 @@ __all__ = [
     "NESTED_SAMPLERS",
     "NeighbourTable",
     "PrefixNearest",
-    "prefix_coverage_radius",
     "MapOperator",
     "PixelMetrics",
     "CategoryData",
@@ -150,72 +152,78 @@ class NeighbourTable:
         return nearest
 
 
-def _running_nearest(queries: np.ndarray, picks: np.ndarray, *, query_chunk: int = 2048,
-                     pick_block: int = 512):
-    """Squared distance from each query to its nearest of the first picks, pick by pick.
-
-    ``queries (Q, D)``, ``picks (P, D)``. Yields ``(row, first, running)``:
-    ``running (c, b + 1)`` holds, for queries ``row .. row + c - 1``, the
-    nearest-so-far before pick ``first`` (column 0) and after each of the picks
-    ``first .. first + b - 1``. Blocks of ``c x b`` distances at a time, from
-    the expansion ``|q|^2 + |p|^2 - 2 q.p`` in float32 (as faiss computes them).
-    """
-    queries = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))
-    picks = torch.from_numpy(np.ascontiguousarray(picks, dtype=np.float32))
-    if len(picks) == 0:
-        raise ValueError("need at least one pick")
-    pick_sq = (picks**2).sum(1)
-    for row in range(0, len(queries), query_chunk):
-        chunk = queries[row : row + query_chunk]
-        chunk_sq = (chunk**2).sum(1, keepdim=True)
-        current = torch.full((len(chunk),), math.inf)
-        for first in range(0, len(picks), pick_block):
-            block = picks[first : first + pick_block]
-            squared = (chunk_sq + pick_sq[first : first + pick_block] - 2 * chunk @ block.T).clamp_(min=0)
-            running = torch.cummin(torch.cat([current[:, None], squared], dim=1), dim=1).values
-            yield row, first, running
-            current = running[:, -1]
-
-
-def prefix_coverage_radius(points: np.ndarray, picks: np.ndarray) -> np.ndarray:
-    """Coverage radius of every prefix of the picks: ``(N, D), (P, D) -> (P,)``.
-
-    Entry ``m - 1`` is ``max_x min_{i < m} ||x - pick_i||`` over all ``points``:
-    the coverage radius of the first ``m`` picks, for every ``m`` in one pass.
-    """
-    largest = torch.zeros(len(picks))
-    for _, first, running in _running_nearest(points, picks):
-        columns = slice(first, first + running.shape[1] - 1)
-        largest[columns] = torch.maximum(largest[columns], running[:, 1:].max(dim=0).values)
-    return largest.sqrt().numpy()
-
-
 class PrefixNearest:
     """Distance from each query to its nearest of the first ``m`` picks, for every ``m``.
 
-    ``queries (Q, D)``, ``picks (P, D)`` in the order a greedy sampler picked
-    them. As ``m`` grows, a query's nearest-pick distance can only fall, in
-    steps: at the picks that come closer to it than every earlier pick. One
-    pass through the picks in order records those steps (a handful per query),
-    so that :meth:`nearest` answers any ``m <= P`` with a look-up. The
-    distances agree with a faiss search to float rounding.
+    ``table`` is a :class:`NeighbourTable` from the queries ``(Q, D)`` to the
+    references ``(R, D)``; ``order`` ``(P,)`` lists references in the order a
+    greedy sampler picked them. As ``m`` grows, a query's distance to its
+    nearest pick can only fall, in steps: at the picks that come closer to it
+    than every earlier pick. This class finds every step once, so that
+    :meth:`nearest` answers any ``m <= P`` with a look-up:
+
+    * once one of the query's ``K`` listed neighbours has been picked, the
+      nearest pick is the first listed neighbour picked so far (the table's
+      argument), so those steps are read off the table: one at each listed
+      neighbour picked earlier than every closer listed one;
+    * before that, the distances to the picks so far are computed, pick by
+      pick, and their running minimum gives the remaining steps.
+
+    The distances are those of the table, or from the expansion
+    ``|q|^2 + |p|^2 - 2 q.p`` in float32 as faiss computes them; they agree
+    with a faiss search to float rounding.
     """
 
-    def __init__(self, queries: np.ndarray, picks: np.ndarray):
-        self.num_queries, self.num_picks = len(queries), len(picks)
-        rows, sizes, values = [], [], []
-        for row, first, running in _running_nearest(queries, picks):
-            step_row, step_column = torch.nonzero(running[:, 1:] < running[:, :-1], as_tuple=True)
-            rows.append(step_row + row)
-            sizes.append(step_column + first + 1)  # the bank size from which this distance holds
-            values.append(running[step_row, step_column + 1])
-        rows, sizes, values = torch.cat(rows), torch.cat(sizes), torch.cat(values)
+    def __init__(self, table: NeighbourTable, order: np.ndarray, *, query_chunk: int = 1024,
+                 pick_block: int = 512):
+        order = np.asarray(order, dtype=np.int64)
+        self.num_queries, self.num_picks = len(table.queries), len(order)
+        if self.num_picks == 0:
+            raise ValueError("PrefixNearest needs at least one pick")
+        picks = self.num_picks
+        rank = np.full(len(table.references), picks, dtype=np.int64)  # `picks`: not among them
+        rank[order] = np.arange(picks)
+        ranks = rank[table.indices]  # (Q, K) when each listed neighbour is picked
+        # Table steps: a listed neighbour picked before every closer listed one.
+        earlier = np.minimum.accumulate(ranks, axis=1)
+        first = np.concatenate([np.full((len(ranks), 1), picks), earlier[:, :-1]], axis=1)
+        rows, columns = np.nonzero(ranks < first)
+        steps = [(rows, ranks[rows, columns] + 1, table.distances[rows, columns])]
+        # Computed steps: the picks before the first listed neighbour is picked.
+        before = earlier[:, -1]  # (Q,) picks made before any listed neighbour
+        steps += self._running_minimum(table.queries, table.references[order], before,
+                                       query_chunk, pick_block)
+        rows, sizes, values = (np.concatenate(parts) for parts in zip(*steps))
         # One sorted key per step, query-major: key = query * (P + 1) + size.
-        keys = rows.long() * (self.num_picks + 1) + sizes.long()
-        order = torch.argsort(keys)
-        self._keys = keys[order].numpy()
-        self._values = values[order].sqrt().numpy()
+        keys = rows.astype(np.int64) * (picks + 1) + sizes
+        by_key = np.argsort(keys, kind="stable")
+        self._keys, self._values = keys[by_key], values[by_key].astype(np.float32)
         self.steps = len(self._keys)
+
+    @staticmethod
+    def _running_minimum(queries, picks, before, query_chunk, pick_block):
+        """Steps of the running minimum over picks ``[0, before[q])`` of each query ``q``."""
+        picks = torch.from_numpy(np.ascontiguousarray(picks, dtype=np.float32))
+        pick_sq = (picks**2).sum(1)
+        needy = np.argsort(before, kind="stable")
+        needy = needy[before[needy] > 0]  # sorted by how many picks they need
+        steps = []
+        for start in range(0, len(needy), query_chunk):
+            rows = needy[start : start + query_chunk]
+            limit = torch.from_numpy(before[rows])[:, None]  # (c, 1)
+            chunk = torch.from_numpy(np.ascontiguousarray(queries[rows], dtype=np.float32))
+            chunk_sq = (chunk**2).sum(1, keepdim=True)
+            current = torch.full((len(rows), 1), math.inf)
+            for first in range(0, int(limit.max()), pick_block):
+                block = slice(first, first + pick_block)
+                squared = torch.addmm(chunk_sq + pick_sq[block], chunk, picks[block].T, alpha=-2).clamp_(min=0)
+                running = torch.minimum(torch.cummin(squared, dim=1).values, current)
+                dropped = running < torch.cat([current, running[:, :-1]], dim=1)
+                size = torch.arange(first + 1, first + 1 + running.shape[1])  # bank size after each pick
+                row, column = torch.nonzero(dropped & (size <= limit), as_tuple=True)
+                steps.append((rows[row.numpy()], size[column].numpy(), running[row, column].sqrt().numpy()))
+                current = running[:, -1:]
+        return steps
 
     def nearest(self, m: int) -> np.ndarray:
         """Euclidean distance from each query to its nearest of the first ``m`` picks: ``(Q,)``."""
@@ -224,6 +232,23 @@ class PrefixNearest:
         # The last step of each query at a size <= m (every query has a step at size 1).
         wanted = np.arange(self.num_queries, dtype=np.int64) * (self.num_picks + 1) + m
         return self._values[np.searchsorted(self._keys, wanted, side="right") - 1]
+
+    def largest(self) -> np.ndarray:
+        """The largest of the queries' distances for every ``m``: ``(P,)``, entry ``m - 1``.
+
+        With the whole bank as queries, this is the coverage radius of every
+        prefix of the picks. A query's distance holds from its step's size up
+        to (not including) its next step's size, and it never rises; so the
+        largest distance at ``m`` is the largest value of a step that still
+        holds after ``m``.
+        """
+        picks = self.num_picks
+        query, size = np.divmod(self._keys, picks + 1)
+        until = np.append(size[1:], picks + 1)  # the next step's size ...
+        until[np.append(query[1:] != query[:-1], True)] = picks + 1  # ... or beyond the last pick
+        best = np.zeros(picks + 2, dtype=np.float32)
+        np.maximum.at(best, until, self._values)
+        return np.maximum.accumulate(best[::-1])[::-1][2:]
 
 
 # --------------------------------------------------------------------------
@@ -532,8 +557,8 @@ class ExplorerState:
             self.counters["sampler_runs"] += 1
             if run is None:  # the look-ups only need the first picks: those of any run
                 first = order[: sizes[0]]
-                run = GreedyRun(order, seconds, PrefixNearest(data.test_features, data.train_features[first]),
-                                prefix_coverage_radius(data.projected, data.projected[first]))
+                radius = PrefixNearest(data.train_table, first).largest()
+                run = GreedyRun(order, seconds, PrefixNearest(data.test_table, first), radius)
             else:
                 run = GreedyRun(order, seconds, run.test, run.radius)
             self._greedy_runs[key] = run
@@ -670,6 +695,7 @@ class Stats:
     image_label: str  # "defect/file"
     image_score: float
     coreset_cached: bool
+    greedy_ran: bool  # this update ran a greedy sampler (not a prefix of an earlier run)
     scores_cached: bool
     table_misses: int
     patches_timed: int
@@ -678,6 +704,7 @@ class Stats:
     seconds: float  # the whole update
     indices: np.ndarray = field(repr=False)  # (M,) the bank, into the training patches
     train_features: np.ndarray = field(repr=False)  # (N, D) all training patches (not a copy)
+    image_scores: np.ndarray = field(repr=False)  # (T,) every test image's score
     image: np.ndarray = field(repr=False)  # (3, H, W) normalised
     amap: np.ndarray = field(repr=False)  # (H, W) its anomaly map
     mask: np.ndarray = field(repr=False)  # (H, W) bool ground truth
@@ -718,6 +745,7 @@ def update(ratio: float, sampler: str = "approximate_greedy", category: str | No
         image_index = int(image_index)
 
         size = coreset_size(data.num_train, ratio)
+        greedy_ran = cache.will_run_sampler(data.name, sampler, ratio)
         coreset, coreset_cached = cache.coreset(data, sampler, size)
         scored, scores_cached = cache.scores(data, sampler, coreset, timed_image=image_index)
     amap = data.maps(scored.score_grid[image_index : image_index + 1])[0]
@@ -727,11 +755,11 @@ def update(ratio: float, sampler: str = "approximate_greedy", category: str | No
         selection_seconds=coreset.seconds, scoring_seconds=scored.seconds, run_size=coreset.run_size,
         image_index=image_index, image_label=data.image_labels[image_index],
         image_score=float(scored.image_scores[image_index]),
-        coreset_cached=coreset_cached, scores_cached=scores_cached,
+        coreset_cached=coreset_cached, greedy_ran=greedy_ran, scores_cached=scores_cached,
         table_misses=scored.table_misses, patches_timed=scored.patches_timed, num_test=data.num_test,
         num_pixels=int(data.masks.size), seconds=time.perf_counter() - start,
         indices=coreset.indices, train_features=data.train_features,
-        image=data.images[image_index], amap=amap, mask=data.masks[image_index],
+        image_scores=scored.image_scores, image=data.images[image_index], amap=amap, mask=data.masks[image_index],
         map_range=scored.map_range,
     )
 

@@ -16,6 +16,8 @@ from PIL import Image
 import pcnotes.explorer as explorer
 from pcnotes.coreset import coreset_size
 
+pytestmark = pytest.mark.slow  # every test extracts features (seconds)
+
 WAIT_S = 120  # a generous bound for one update on busy cores; wait() returns as soon as it is done
 
 

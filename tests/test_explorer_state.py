@@ -49,6 +49,7 @@ def test_the_state_module_needs_no_widgets():
     assert result.stdout.strip() == "False"
 
 
+@pytest.mark.slow  # features are extracted: seconds
 def test_prepare_extracts_the_first_category_and_lists_all(explorer_root):
     state = explorer_state.prepare(explorer_root, neighbours=NEIGHBOURS)
     assert state.categories == ["fabric", "tiles"]
@@ -63,6 +64,7 @@ def test_prepare_extracts_the_first_category_and_lists_all(explorer_root):
     assert data.image_labels[0] == "good/000.png"
 
 
+@pytest.mark.slow  # features are extracted: seconds
 def test_prepare_rejects_what_it_cannot_explore(explorer_root):
     with pytest.raises(ValueError, match="num_neighbors=1"):
         explorer_state.prepare(explorer_root, config=PatchCoreConfig(num_neighbors=3))
@@ -70,6 +72,7 @@ def test_prepare_rejects_what_it_cannot_explore(explorer_root):
         explorer_state.prepare(explorer_root, categories=["carpet"])
 
 
+@pytest.mark.slow  # features are extracted: seconds
 @pytest.mark.parametrize("size", [1, 5, 60, 700, 4704])
 def test_neighbour_table_gives_the_plain_nearest_distance(state, size):
     data = state.data("fabric")
@@ -82,13 +85,16 @@ def test_neighbour_table_gives_the_plain_nearest_distance(state, size):
         assert 0 < table.misses < len(data.test_features)
 
 
-def test_prefix_nearest_gives_the_plain_nearest_distance_for_every_prefix():
-    rng = np.random.default_rng(0)
+@pytest.mark.parametrize("k", [1, 6, 400])
+def test_prefix_nearest_gives_the_plain_nearest_distance_for_every_prefix(k):
+    """Small k: most steps are computed; k = all references: all come from the table."""
+    rng = np.random.default_rng(k)
     queries = rng.normal(size=(700, 24)).astype(np.float32)
-    picks = rng.normal(size=(90, 24)).astype(np.float32)
-    prefix = explorer_state.PrefixNearest(queries, picks)
+    references = rng.normal(size=(400, 24)).astype(np.float32)
+    order = rng.permutation(400)[:90]
+    prefix = explorer_state.PrefixNearest(explorer_state.NeighbourTable(queries, references, k), order)
     for m in range(1, 91):
-        expected = NearestNeighbours(picks[:m]).search(queries, 1)[0][:, 0]
+        expected = NearestNeighbours(references[order[:m]]).search(queries, 1)[0][:, 0]
         np.testing.assert_allclose(prefix.nearest(m), expected, rtol=1e-5, atol=1e-4)
     # A handful of steps per query, not one per (query, pick).
     assert 700 <= prefix.steps < 700 * 90 / 4
@@ -96,11 +102,12 @@ def test_prefix_nearest_gives_the_plain_nearest_distance_for_every_prefix():
         prefix.nearest(91)
 
 
-def test_prefix_coverage_radius_is_the_coverage_radius_of_every_prefix():
+def test_the_largest_prefix_distance_is_the_coverage_radius_of_every_prefix():
     rng = np.random.default_rng(1)
     points = rng.normal(size=(500, 16)).astype(np.float32)
     order = rng.permutation(500)[:60]
-    radius = explorer_state.prefix_coverage_radius(points, points[order])
+    table = explorer_state.NeighbourTable(points, points, 5)
+    radius = explorer_state.PrefixNearest(table, order).largest()
     expected = [coverage_radius(points, order[:m]) for m in range(1, 61)]
     np.testing.assert_allclose(radius, expected, rtol=1e-5)
     assert np.all(np.diff(radius) <= 0)
@@ -132,6 +139,7 @@ def test_pixel_metrics_equal_the_metrics_module(levels):
         explorer_state.PixelMetrics(np.zeros((2, 4, 4), dtype=bool))
 
 
+@pytest.mark.slow  # features are extracted: seconds
 def test_update_equals_a_plain_patchcore_with_that_bank(fresh_state):
     data = fresh_state.data("fabric")
     stats = explorer_state.update(0.05, "random", image_index=5, cache=fresh_state)
@@ -144,11 +152,13 @@ def test_update_equals_a_plain_patchcore_with_that_bank(fresh_state):
         assert getattr(stats, name) == pytest.approx(metrics[name], abs=1e-4)
     np.testing.assert_allclose(stats.amap, maps[5], rtol=1e-4, atol=1e-4)
     assert stats.image_score == pytest.approx(float(grid[5].max()), rel=1e-5)
+    np.testing.assert_allclose(stats.image_scores, image_scores(grid), rtol=1e-5)
     assert stats.coverage_radius == pytest.approx(coverage_radius(data.projected, indices), rel=1e-4)
     assert stats.image_label == data.image_labels[5]
     assert stats.num_pixels == data.masks.size
 
 
+@pytest.mark.slow  # features are extracted: seconds
 @pytest.mark.parametrize("ratio", [0.002, 0.05, 0.1, 0.3])
 def test_a_greedy_bank_equals_a_plain_patchcore_with_it(fresh_state, ratio):
     """Up to 10 %: the prefix look-ups; above: the neighbour tables. The same numbers."""
@@ -164,6 +174,7 @@ def test_a_greedy_bank_equals_a_plain_patchcore_with_it(fresh_state, ratio):
     assert stats.coverage_radius == pytest.approx(coverage_radius(data.projected, indices), rel=1e-4)
 
 
+@pytest.mark.slow  # features are extracted: seconds
 @pytest.mark.parametrize("sampler", ["approximate_greedy", "greedy"])
 def test_greedy_prefixes_equal_fresh_runs(fresh_state, sampler):
     data = fresh_state.data("fabric")
@@ -174,20 +185,24 @@ def test_greedy_prefixes_equal_fresh_runs(fresh_state, sampler):
     assert fresh_state.cache_info()["sampler_runs"] == 1
 
 
+@pytest.mark.slow  # features are extracted: seconds
 def test_a_ratio_above_10_percent_runs_the_greedy_sampler_to_100_percent(fresh_state):
     data = fresh_state.data("fabric")
     assert fresh_state.will_run_sampler("fabric", "approximate_greedy", 0.01)
-    explorer_state.update(0.01, "approximate_greedy", cache=fresh_state)
+    assert explorer_state.update(0.01, "approximate_greedy", cache=fresh_state).greedy_ran
     assert not fresh_state.will_run_sampler("fabric", "approximate_greedy", 0.1)
     assert fresh_state.will_run_sampler("fabric", "approximate_greedy", 0.3)
     assert not fresh_state.will_run_sampler("fabric", "random", 0.3)
+    assert not explorer_state.update(0.1, "approximate_greedy", cache=fresh_state).greedy_ran
     for ratio in [0.3, 0.02, 0.7]:
         stats = explorer_state.update(ratio, "approximate_greedy", cache=fresh_state)
+        assert stats.greedy_ran == (ratio == 0.3)
         assert np.array_equal(stats.indices, select_coreset(data.train_features, ratio, "approximate_greedy"))
         assert stats.run_size == data.num_train
     assert fresh_state.cache_info()["sampler_runs"] == 2
 
 
+@pytest.mark.slow  # features are extracted: seconds
 def test_greedy_coverage_radius_shrinks_as_the_ratio_grows(fresh_state):
     data = fresh_state.data("fabric")
     ratios = [0.001, 0.003, 0.01, 0.03, 0.1, 0.3]
@@ -202,6 +217,7 @@ def test_greedy_coverage_radius_shrinks_as_the_ratio_grows(fresh_state):
     assert explorer_state.update(1.0, "random", cache=fresh_state).coverage_radius == 0.0
 
 
+@pytest.mark.slow  # features are extracted: seconds
 def test_a_repeated_value_hits_the_cache(fresh_state, monkeypatch):
     calls = []
 
@@ -223,6 +239,7 @@ def test_a_repeated_value_hits_the_cache(fresh_state, monkeypatch):
     assert list(history) == ["random"] and len(history["random"]) == 1
 
 
+@pytest.mark.slow  # features are extracted: seconds
 def test_update_opens_on_the_largest_defect_by_default(fresh_state):
     data = fresh_state.data("fabric")
     stats = explorer_state.update(0.01, "random", cache=fresh_state)
@@ -232,12 +249,14 @@ def test_update_opens_on_the_largest_defect_by_default(fresh_state):
     assert stats.mask.sum() == areas.max() > 0
 
 
+@pytest.mark.slow  # features are extracted: seconds
 @pytest.mark.parametrize("ratio", [0, -0.1, 1.5, math.nan, math.inf, "0.1", True, None])
 def test_update_rejects_a_ratio_outside_0_1(state, ratio):
     with pytest.raises(ValueError, match=r"coreset ratio must be in \(0, 1\]"):
         explorer_state.update(ratio, "random", cache=state)
 
 
+@pytest.mark.slow  # features are extracted: seconds
 def test_update_rejects_unknown_sampler_category_and_image(state):
     with pytest.raises(ValueError, match="unknown sampler 'kmeans'"):
         explorer_state.update(0.1, "kmeans", cache=state)
@@ -247,6 +266,7 @@ def test_update_rejects_unknown_sampler_category_and_image(state):
         explorer_state.update(0.1, "random", image_index=11, cache=state)
 
 
+@pytest.mark.slow  # features are extracted: seconds
 def test_stats_rows_say_what_the_numbers_are(fresh_state):
     stats = explorer_state.update(0.0316, "approximate_greedy", image_index=4, cache=fresh_state)
     rows = dict(explorer_state.stats_rows(stats))
