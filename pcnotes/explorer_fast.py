@@ -25,8 +25,6 @@ them):
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
@@ -138,26 +136,37 @@ class PrefixNearest:
 
     @staticmethod
     def _running_minimum(queries, picks, before, query_chunk, pick_block):
-        """Steps of the running minimum over picks ``[0, before[q])`` of each query ``q``."""
-        picks = torch.from_numpy(np.ascontiguousarray(picks, dtype=np.float32))
+        """Steps of the running minimum over picks ``[0, before[q])`` of each query ``q``.
+
+        Blocks of ``query_chunk x pick_block`` squared distances at a time. In
+        numpy: its element-wise passes run on one thread, which on busy cores
+        measured 2-3 times faster than torch's two (and the same on idle ones).
+        """
+        picks = np.ascontiguousarray(picks, dtype=np.float32)
         pick_sq = (picks**2).sum(1)
         needy = np.argsort(before, kind="stable")
         needy = needy[before[needy] > 0]  # sorted by how many picks they need
         steps = []
         for start in range(0, len(needy), query_chunk):
             rows = needy[start : start + query_chunk]
-            limit = torch.from_numpy(before[rows])[:, None]  # (c, 1)
-            chunk = torch.from_numpy(np.ascontiguousarray(queries[rows], dtype=np.float32))
-            chunk_sq = (chunk**2).sum(1, keepdim=True)
-            current = torch.full((len(rows), 1), math.inf)
+            limit = before[rows][:, None]  # (c, 1)
+            chunk = np.ascontiguousarray(queries[rows], dtype=np.float32)
+            chunk_sq = (chunk**2).sum(1, keepdims=True)
+            current = np.full((len(rows), 1), np.inf, dtype=np.float32)  # nearest so far, squared
             for first in range(0, int(limit.max()), pick_block):
                 block = slice(first, first + pick_block)
-                squared = torch.addmm(chunk_sq + pick_sq[block], chunk, picks[block].T, alpha=-2).clamp_(min=0)
-                running = torch.minimum(torch.cummin(squared, dim=1).values, current)
-                dropped = running < torch.cat([current, running[:, :-1]], dim=1)
-                size = torch.arange(first + 1, first + 1 + running.shape[1])  # bank size after each pick
-                row, column = torch.nonzero(dropped & (size <= limit), as_tuple=True)
-                steps.append((rows[row.numpy()], size[column].numpy(), running[row, column].sqrt().numpy()))
+                squared = chunk @ picks[block].T  # |q|^2 + |p|^2 - 2 q.p, in place
+                squared *= -2
+                squared += chunk_sq
+                squared += pick_sq[block]
+                np.maximum(squared, 0, out=squared)
+                running = np.minimum.accumulate(squared, axis=1)
+                np.minimum(running, current, out=running)
+                dropped = running < np.concatenate([current, running[:, :-1]], axis=1)
+                size = np.arange(first + 1, first + 1 + running.shape[1])  # bank size after each pick
+                dropped &= size <= limit
+                row, column = np.nonzero(dropped)
+                steps.append((rows[row], size[column], np.sqrt(running[row, column])))
                 current = running[:, -1:]
         return steps
 
