@@ -51,6 +51,7 @@ __all__ = [
     "heatmap_panel",
     "PanelWriter",
     "overview_grid",
+    "fit_bank_pca",
     "pca_scatter",
     "save_figure",
 ]
@@ -294,7 +295,27 @@ def overview_grid(items: Sequence[dict], *, title=None, columns=None, dpi=72) ->
 # -- the memory bank in 2-D ----------------------------------------------------------
 
 
-def pca_scatter(ax, features, selected_indices=None, *, max_points=5000, seed=0):
+def _shown_rows(num_rows: int, max_points: int, rng) -> np.ndarray:
+    """All row indices, or a sorted random ``max_points`` of them."""
+    if num_rows <= max_points:
+        return np.arange(num_rows)
+    return np.sort(rng.choice(num_rows, size=max_points, replace=False))
+
+
+def fit_bank_pca(features, *, max_points=5000, seed=0):
+    """The 2-D PCA that :func:`pca_scatter` draws ``features`` with (same rows, same seed).
+
+    Fit it once and pass it as ``pca_scatter(..., pca=...)`` to redraw a bank
+    with many selections without fitting again.
+    """
+    from sklearn.decomposition import PCA
+
+    features = np.asarray(features, dtype=np.float32)
+    shown = _shown_rows(len(features), max_points, np.random.default_rng(seed))
+    return PCA(n_components=2, random_state=seed).fit(features[shown])
+
+
+def pca_scatter(ax, features, selected_indices=None, *, max_points=5000, seed=0, pca=None):
     """2-D PCA of a feature bank ``(N, D)``: grey bank, coloured coreset; returns ``ax``.
 
     For speed, PCA is fitted on, and the grey dots show, a subsample of at
@@ -303,18 +324,16 @@ def pca_scatter(ax, features, selected_indices=None, *, max_points=5000, seed=0)
     are projected with that PCA and drawn on top in colour: all of them, or a
     ``max_points`` subsample (same seed) if there are more. So the grey cloud
     is a sample of the bank while the coloured points are exactly the chosen
-    ones, which is what shows how a coreset spreads over the bank.
+    ones, which is what shows how a coreset spreads over the bank. ``pca``:
+    the result of :func:`fit_bank_pca` for these features, to skip the fit.
     """
-    from sklearn.decomposition import PCA
-
     features = np.asarray(features, dtype=np.float32)
     if features.ndim != 2 or len(features) < 2:
         raise ValueError(f"expected features (N >= 2, D), got shape {features.shape}")
     rng = np.random.default_rng(seed)
-    shown = np.arange(len(features))
-    if len(features) > max_points:
-        shown = np.sort(rng.choice(len(features), size=max_points, replace=False))
-    pca = PCA(n_components=2, random_state=seed).fit(features[shown])
+    shown = _shown_rows(len(features), max_points, rng)
+    if pca is None:
+        pca = fit_bank_pca(features, max_points=max_points, seed=seed)
     xy = pca.transform(features[shown])
     ax.scatter(xy[:, 0], xy[:, 1], s=3, c="0.7", linewidths=0, rasterized=True,
                label=f"memory bank ({len(shown)} of {len(features)} shown)")

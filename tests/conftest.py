@@ -16,3 +16,19 @@ def wrn50():
 def two_images():
     generator = torch.Generator().manual_seed(0)
     return torch.randn(2, 3, 224, 224, generator=generator)
+
+
+@pytest.fixture(scope="session")
+def explorer_root(tmp_path_factory):
+    """A tiny data set for the explorer: fabric (6 training, 11 test images) and tiles (2 and 5)."""
+    import shutil
+
+    from pcnotes.synth import generate_dataset
+
+    folder = tmp_path_factory.mktemp("explorer")
+    root = generate_dataset(folder / "data", categories=["fabric"], n_train=6, n_test_good=3,
+                            n_test_per_defect=2)
+    other = generate_dataset(folder / "other", categories=["tiles"], n_train=2, n_test_good=1,
+                             n_test_per_defect=1)
+    shutil.copytree(other / "tiles", root / "tiles")
+    return root
