@@ -378,8 +378,7 @@ def _evaluate_into(root: Path, category: str, config, out: Path, *, keep: int = 
     _, result = evaluate_category(root, category, config)
     metrics = {
         "category": category,
-        **{key: _json_number(value) for key, value in result.metrics.items() if key != "input_size"},
-        "input_size": "x".join(map(str, result.metrics["input_size"])),  # "HxW": metrics.json stays flat
+        **{key: _json_number(value) for key, value in result.metrics.items()},
         "data_root": str(root),
         "layers": ",".join(config.layers),
         "coreset_ratio": config.coreset_ratio,

@@ -14,6 +14,9 @@ For wide_resnet50_2 at 1024/1024 this has a closed form worth knowing: the
 becomes a 3x3 kernel of weight 0.2 at the centre and 0.1 around it; and the
 2048 -> 1024 pool averages neighbours *within* each layer's half, never across
 layers (dims 0-511 come from layer2, 512-1023 average pairs of layer3 channels).
+
+This is the reference's patch feature (``patch_feature="mean_mapped"``); the
+other one, which suits narrow backbones, is in :mod:`pcnotes.pooled`.
 """
 
 from __future__ import annotations

@@ -101,6 +101,6 @@ def evaluate_category(
         "weights": str(model.weights),
         "patch_feature": config.patch_feature,
         "feature_dim": int(model.memory_bank.shape[1]),
-        "input_size": list(test_images.shape[-2:]),  # (H, W) the model saw; maps and masks share it
+        "input_size": "{}x{}".format(*test_images.shape[-2:]),  # H x W the model saw, as maps and masks
     }
     return model, result

@@ -114,12 +114,12 @@ def test_real_data_benchmark_prints_and_writes_one_table(tmp_path, capsys):
     out = capsys.readouterr().out
     assert re.search(r"^\[1/2\] pooled_concat 256/224 +tiles +input 256/224 +image AUROC", out, re.M), out
     assert re.search(r"^\[2/2\] mean_mapped whole +tiles +input 256x256 whole", out, re.M), out
-    row = r"\| {} \| {} \| [\d.]+ \| [\d.]+ \| [\d.]+ \| {} \| [\d.]+ \| [\d.]+ \|"
+    row = r"\| {} \| {} \| [\d.]+ \| [\d.]+ \| [\d.]+ \| {} \| [\d.]+ \| [\d.]+ \| \d+ \|"
     assert re.search(row.format("pooled_concat 256/224", 128, "392"), out), out  # 2 images x 784 patches x 0.25
     assert re.search(row.format("mean_mapped whole", 1024, r"[\d,]+"), out), out
     record = json.loads((tmp_path / "results" / "real_data_tiny.json").read_text())
     assert [r["option"] for r in record["results"]] == ["pooled_concat 256/224", "mean_mapped whole"]
-    assert record["results"][1]["categories"][0]["input_size"] == [256, 256]
+    assert record["results"][1]["categories"][0]["input_size"] == "256x256"
     assert (tmp_path / "results" / "real_data_tiny.md").read_text().count("| tiles |") == 2
 
 

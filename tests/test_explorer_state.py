@@ -54,8 +54,8 @@ def test_prepare_extracts_the_first_category_and_lists_all(explorer_root):
     assert state.categories == ["fabric", "tiles"]
     assert state.is_loaded("fabric") and not state.is_loaded("tiles")
     data = state.data("fabric")
-    assert data.train_features.shape == (6 * 784, 1024)
-    assert data.test_features.shape == (data.num_test * 784, 1024)
+    assert data.train_features.shape == (6 * 784, 128)  # mobilenet_v2's default pooled_concat: 32 + 96
+    assert data.test_features.shape == (data.num_test * 784, 128)
     assert data.grid == (28, 28)
     assert data.masks.shape == (data.num_test, 224, 224) and data.masks.dtype == bool
     assert data.projected.shape == (6 * 784, 128)

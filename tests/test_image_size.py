@@ -126,7 +126,7 @@ def test_gray_wide_photographs_end_to_end_masks_maps_and_metrics_line_up(gray_wi
     model, result = evaluate_category(gray_wide, "plate", config)
     assert model.grid == (32, 76)
     assert result.maps.shape == result.masks.shape == (2, 256, 608)
-    assert result.metrics["input_size"] == [256, 608] and result.metrics["feature_dim"] == 128
+    assert result.metrics["input_size"] == "256x608" and result.metrics["feature_dim"] == 128
     peak = np.unravel_index(result.maps[1].argmax(), result.maps[1].shape)
     rows, cols = scaled_rows(100, 140, HEIGHT, 256), scaled_rows(520, 560, WIDTH, 608)
     assert rows[0] - 8 <= peak[0] <= rows[1] + 8 and cols[0] - 8 <= peak[1] <= cols[1] + 8
