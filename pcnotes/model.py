@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from pcnotes import __version__
 from pcnotes.backbone import DEFAULT_LAYERS, FeatureExtractor, load_backbone
-from pcnotes.coreset import select_coreset
+from pcnotes.coreset import check_ratio, select_coreset
 from pcnotes.embedding import embed
 from pcnotes.maps import anomaly_map
 from pcnotes.scoring import NearestNeighbours, image_scores, reweighted_image_scores, score_grid
@@ -73,9 +73,7 @@ class PatchCoreConfig:
     def __post_init__(self):
         self.layers = tuple(self.layers) or DEFAULT_LAYERS.get(self.backbone, ())
         self.mean, self.std = tuple(self.mean), tuple(self.std)
-        ratio = self.coreset_ratio
-        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
-            raise ValueError(f"coreset_ratio must be in (0, 1], got {ratio!r}")
+        check_ratio(self.coreset_ratio, "coreset_ratio")
         if self.num_neighbors < 1:
             raise ValueError(f"num_neighbors must be >= 1, got {self.num_neighbors}")
         if self.reweight < 0:
