@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 TORCH := torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test unit notebooks-test sync-check notebooks lab browser benchmark book clean learner wordcount
+.PHONY: install demo test quick sync-check notebooks lab browser benchmark book clean learner wordcount
 
 install: $(STAMP)
 
@@ -38,6 +38,10 @@ test: install browser
 	$(MAKE) --no-print-directory sync-check
 	$(BIN)/python -m pytest --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg \
 	  notebooks/
+
+# The unit tests that take under a minute together: no slow ones, no browser.
+quick: install
+	$(BIN)/python -m pytest tests -m "not slow and not browser"
 
 # The .py (percent) and .ipynb of every notebook must hold the same inputs.
 sync-check: install

@@ -1,38 +1,53 @@
-"""Benchmark PatchCore's greedy coreset loops: reference-style vs fast.
+"""Benchmark PatchCore's greedy coreset loop on easy and hard features.
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/coreset.py [--sizes 10000 47040 150000] [--ratio 0.1]
+    .venv/bin/python benchmarks/coreset.py [--features textures embedded grass gravel brick]
+        [--n 47040] [--ratio 0.1] [--old fb87a8c] [--output benchmarks/results/coreset.json]
 
-For each bank size N it times, side by side on the same 128-dimensional
-features:
+For each kind of features it times, side by side in one process, the same
+``approximate_greedy_coreset`` selection made by
 
-* the reference-style loop (``patchcore-inspection``'s arithmetic:
-  ``a^2 - 2ab + b^2``, ``torch.cat`` + ``torch.min`` every step),
-* the fast exact loop (numba; triangle-inequality pruning and partial sums),
-  as it runs by default (big steps split over numba's threads when the
-  cores are free and that is measured to pay) and limited to one thread;
-  its JIT compile / cache-load time is measured separately as "warm-up",
+* ``reference``: the loop as written in patchcore-inspection (``method="reference"``),
+* ``brute force``: the fast module's flat pass computing every distance on
+  all of numba's threads (``coreset_fast.fast_loop(strategy="brute")``),
+* ``fast``: the default (``method="fast"``), and the same limited to one thread,
+* ``old fast``: the default loop of commit ``--old`` (loaded from git), if given,
 
-and prints the speed-ups, how many indices agree and both coverage radii.
-It also times ``greedy_coreset`` (exact variant) fast vs plain at one size.
-Timings are wall-clock on whatever machine runs this; nothing is asserted.
+next to a **lower bound**: ``M`` argmaxes over ``N`` float32 keys, the one
+thing every step of any such loop has to do.  It checks that fast, brute
+force and old fast select the same indices, and how far the differently
+rounded reference agrees.  The table is printed and written to ``--output``
+(JSON), which benchmarks/README.md and the notebooks quote.  Timings are
+wall-clock on whatever machine runs this; nothing is asserted.
 
-Features: real-looking patch features, made by running MobileNetV2 (the
-weights shipped in ``data/``) on procedurally generated texture images
-(stripes, noise, weaves; some with blob "defects"), taking 3x3-averaged
-patch features from ``features.6`` (28x28x32) and ``features.13``
-(14x14x96, upsampled to 28x28), and projecting the 128 channels with a
-seeded random projection.  One image gives 784 patches; images are generated
-until N patches exist.  The result is cached under
-``/tmp/pcnotes_benchmark_cache``.
+The features (``N`` x 1024, then the sampler's seeded projection to 128-d):
+
+* ``textures``: this script's earlier features, MobileNetV2 ``features.6``
+  and ``features.13`` of procedurally rendered stripes, weaves and noise,
+  3x3-averaged, 128 channels (already 128-d);
+* ``embedded``: the embedded data set's normal images (:mod:`pcnotes.synth`:
+  fabric, wood, tiles) through PatchCore's default pipeline
+  (``PatchCore().extract``);
+* ``grass``, ``gravel``, ``brick``: random 224 x 224 crops of the real
+  texture photographs bundled with scikit-image (``skimage.data``; in the
+  wheel, nothing is downloaded) through the same pipeline.  Grass and
+  gravel have a high intrinsic dimension: the triangle inequality prunes
+  little there, which is the hard case.
+
+Features are cached under ``/tmp/pcnotes_benchmark_cache``.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import json
 import math
 import os
+import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -41,36 +56,38 @@ import numpy as np
 import torch
 import torchvision
 
-from pcnotes import coreset
+from pcnotes import coreset, coreset_fast
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = REPO_ROOT / "data" / "mobilenet_v2_imagenet_features.pt"
 CACHE_DIR = Path("/tmp/pcnotes_benchmark_cache")
-IMAGE_SIZE = 224
+RESULTS = REPO_ROOT / "benchmarks" / "results" / "coreset.json"
 PATCHES_PER_IMAGE = 28 * 28
 FEATURE_DIM = 128
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+FEATURES = {
+    "textures": "rendered textures, MobileNetV2 layers 6 + 13 (this benchmark's earlier features)",
+    "embedded": "the embedded data set's normal images, PatchCore's default features",
+    "grass": "crops of skimage.data.grass(), a real photograph, PatchCore's default features",
+    "gravel": "crops of skimage.data.gravel(), a real photograph, PatchCore's default features",
+    "brick": "crops of skimage.data.brick(), a real photograph, PatchCore's default features",
+}
 
 
 # --------------------------------------------------------------------------
-# Realistic features
+# Features
 # --------------------------------------------------------------------------
 
 
 def _smooth_noise(rng: np.random.Generator, size: int, scale: int) -> np.ndarray:
-    """Value noise: random values on a coarse grid, bilinearly upsampled, in [0, 1]."""
     coarse = torch.from_numpy(rng.random((1, 1, scale, scale), dtype=np.float32))
     fine = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=False)
     return fine[0, 0].clamp(0, 1).numpy()
 
 
-def texture_image(rng: np.random.Generator, kind: str) -> np.ndarray:
-    """One ``(224, 224, 3)`` float32 image in [0, 1] of a given texture kind."""
-    size = IMAGE_SIZE
+def texture_image(rng: np.random.Generator, kind: str, size: int = 224) -> np.ndarray:
+    """One ``(224, 224, 3)`` float32 image in [0, 1]: stripes, a weave or cloudy noise, some with blobs."""
     y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
-    angle = rng.uniform(0, np.pi)
-    frequency = rng.uniform(6, 30)
+    angle, frequency = rng.uniform(0, np.pi), rng.uniform(6, 30)
     u = x * np.cos(angle) + y * np.sin(angle)
     v = -x * np.sin(angle) + y * np.cos(angle)
     if kind == "stripes":
@@ -78,13 +95,11 @@ def texture_image(rng: np.random.Generator, kind: str) -> np.ndarray:
     elif kind == "weave":
         gray = 0.5 + 0.25 * (np.sin(2 * np.pi * frequency * u) + np.sin(2 * np.pi * frequency * v))
         gray *= 0.7 + 0.3 * (np.sign(np.sin(np.pi * frequency * u) * np.sin(np.pi * frequency * v)) > 0)
-    else:  # "noise": a grainy, cloudy surface
+    else:
         gray = 0.6 * _smooth_noise(rng, size, int(rng.integers(4, 16))) + 0.4 * _smooth_noise(rng, size, 48)
     gray = gray + rng.normal(0, 0.04, gray.shape)
-    tint = rng.uniform(0.4, 1.0, size=3)
-    offset = rng.uniform(0.0, 0.3, size=3)
-    image = gray[..., None] * tint + offset
-    if rng.random() < 0.3:  # a few images get blob-shaped "defects"
+    image = gray[..., None] * rng.uniform(0.4, 1.0, size=3) + rng.uniform(0.0, 0.3, size=3)
+    if rng.random() < 0.3:
         for _ in range(int(rng.integers(1, 4))):
             cy, cx = rng.uniform(0.1, 0.9, 2)
             radius = rng.uniform(0.02, 0.08)
@@ -93,47 +108,69 @@ def texture_image(rng: np.random.Generator, kind: str) -> np.ndarray:
     return np.clip(image, 0, 1).astype(np.float32)
 
 
-def _feature_extractor() -> tuple[torch.nn.Module, dict]:
+@torch.no_grad()
+def texture_features(num_points: int, seed: int = 0, batch: int = 16) -> np.ndarray:
+    """``(num_points, 128)``: 3x3-averaged MobileNetV2 features.6 + features.13 of rendered textures."""
+    rng = np.random.default_rng(seed)
     model = torchvision.models.mobilenet_v2()
-    state = torch.load(WEIGHTS, weights_only=True)
-    model.load_state_dict(state, strict=False)  # only classifier.* is missing
+    model.load_state_dict(torch.load(WEIGHTS, weights_only=True), strict=False)  # only classifier.* is missing
     model.eval()
     captured: dict = {}
     for name in ("6", "13"):
-        model.features[int(name)].register_forward_hook(
-            lambda _module, _inputs, output, name=name: captured.__setitem__(name, output)
-        )
-    return model, captured
-
-
-@torch.no_grad()
-def make_features(num_points: int, seed: int = 0, batch: int = 16) -> np.ndarray:
-    """``(num_points, 128)`` float32 patch features of synthetic texture images."""
-    rng = np.random.default_rng(seed)
-    model, captured = _feature_extractor()
+        model.features[int(name)].register_forward_hook(lambda _m, _i, out, name=name: captured.__setitem__(name, out))
     projection = torch.empty(FEATURE_DIM, 32 + 96)
     torch.nn.init.kaiming_uniform_(projection, a=math.sqrt(5), generator=torch.Generator().manual_seed(seed))
-    kinds = ("stripes", "weave", "noise")
+    mean, std = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
     num_images = -(-num_points // PATCHES_PER_IMAGE)
     chunks = []
     for first in range(0, num_images, batch):
-        images = [texture_image(rng, kinds[(first + i) % 3]) for i in range(min(batch, num_images - first))]
-        pixels = (np.stack(images) - IMAGENET_MEAN) / IMAGENET_STD
+        kinds = [("stripes", "weave", "noise")[(first + i) % 3] for i in range(min(batch, num_images - first))]
+        pixels = (np.stack([texture_image(rng, kind) for kind in kinds]) - mean) / std
         model.features(torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous())
-        mid = captured["6"]  # (B, 32, 28, 28)
-        deep = torch.nn.functional.interpolate(captured["13"], size=mid.shape[-2:], mode="bilinear", align_corners=False)
-        patches = torch.cat([mid, deep], dim=1)  # (B, 128, 28, 28)
-        patches = torch.nn.functional.avg_pool2d(patches, 3, stride=1, padding=1)  # 3x3 neighbourhood
+        deep = torch.nn.functional.interpolate(captured["13"], size=(28, 28), mode="bilinear", align_corners=False)
+        patches = torch.nn.functional.avg_pool2d(torch.cat([captured["6"], deep], dim=1), 3, stride=1, padding=1)
         chunks.append(patches.permute(0, 2, 3, 1).reshape(-1, patches.shape[1]) @ projection.T)
     return torch.cat(chunks)[:num_points].numpy().astype(np.float32)
 
 
-def load_features(num_points: int, seed: int = 0) -> np.ndarray:
-    """:func:`make_features`, cached as ``.npy`` under :data:`CACHE_DIR`."""
-    path = CACHE_DIR / f"mobilenet_textures_n{num_points}_seed{seed}.npy"
+def _images(kind: str, count: int, seed: int = 0) -> torch.Tensor:
+    """``(count, 3, 224, 224)`` normalised images: synthetic normal images, or crops of a photograph."""
+    from PIL import Image
+
+    from pcnotes.data import image_transform
+
+    rng = np.random.default_rng(seed)
+    if kind == "embedded":
+        from pcnotes import synth
+
+        transform = image_transform()
+        categories = synth.CATEGORIES
+        images = [Image.fromarray(synth.render_texture(categories[i % len(categories)], rng)) for i in range(count)]
+    else:
+        import skimage.data  # the photographs ship inside the scikit-image wheel
+
+        transform = image_transform(resize=224, crop=224)
+        photo = getattr(skimage.data, kind)()  # (512, 512) uint8 grayscale
+        corners = rng.integers(0, np.array(photo.shape[:2]) - 224 + 1, size=(count, 2))
+        images = [Image.fromarray(photo[y : y + 224, x : x + 224]).convert("RGB") for y, x in corners]
+    return torch.stack([transform(image) for image in images])
+
+
+def pipeline_features(kind: str, num_points: int) -> np.ndarray:
+    """``(num_points, 128)``: PatchCore's default patch features of ``kind``'s images, projected to 128-d."""
+    from pcnotes.model import PatchCore
+
+    features, _ = PatchCore().extract(_images(kind, -(-num_points // PATCHES_PER_IMAGE)))
+    projected = coreset.random_projection(torch.from_numpy(features[:num_points]), FEATURE_DIM, seed=0)
+    return projected.numpy().astype(np.float32)
+
+
+def load_features(kind: str, num_points: int) -> np.ndarray:
+    """The features of one kind, cached as ``.npy`` under :data:`CACHE_DIR`."""
+    path = CACHE_DIR / f"{kind}_n{num_points}.npy"
     if path.exists():
         return np.load(path)
-    features = make_features(num_points, seed)
+    features = texture_features(num_points) if kind == "textures" else pipeline_features(kind, num_points)
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     np.save(path, features)
     return features
@@ -151,124 +188,191 @@ def timed(function, *args, **kwargs):
     return result, time.perf_counter() - start
 
 
-def warm_up() -> float:
-    """Seconds for the first fast call in this process: numba compile, or loading its cache."""
-    tiny = np.random.default_rng(0).normal(size=(256, FEATURE_DIM)).astype(np.float32)
-    _, seconds = timed(coreset.approximate_greedy_coreset, tiny, 0.1, method="fast", progress=False)
-    return seconds
+@numba.njit(cache=True)
+def _argmaxes(keys, count):
+    """``count`` argmaxes over ``keys``, each followed by the write that retires the winner."""
+    for _ in range(count):
+        keys[np.argmax(keys)] = -1.0
 
 
-def fast_loop_work(features: np.ndarray, ratio: float) -> dict:
-    """Work counters of the fast loop (an extra, untimed run)."""
-    points = coreset._rotate_to_principal_axes(torch.from_numpy(features))
-    start = np.random.default_rng(0).choice(len(features), 10, replace=False)
-    keys = (coreset._mean_distance_to_start_points(points, start) ** 2).float().numpy()
+def lower_bound_seconds(features: np.ndarray, num_select: int) -> float:
+    """Seconds for M argmaxes over N float32 keys: less than any greedy loop can take."""
+    keys = np.random.default_rng(0).random(len(features), dtype=np.float32)
+    _argmaxes(keys[:8].copy(), 1)  # compile (or load) first
+    return timed(_argmaxes, keys, num_select)[1]
+
+
+def brute_force(features: np.ndarray, ratio: float, stats: dict | None = None) -> np.ndarray:
+    """The same selection as ``approximate_greedy_coreset``, every distance computed (all threads)."""
+    points = torch.from_numpy(features)
+    start = np.random.default_rng(0).choice(len(points), 10, replace=False)
+    start_distances = coreset._mean_distance_to_start_points(points, start)
+    num_select = coreset.coreset_size(len(points), ratio)
+    return coreset_fast.select(points, start_distances, num_select, strategy="brute", stats=stats)
+
+
+def fast_work(features: np.ndarray, ratio: float) -> dict:
+    """Work counters of the default loop (an extra, untimed run)."""
+    points = torch.from_numpy(features)
+    start = np.random.default_rng(0).choice(len(points), 10, replace=False)
     stats: dict = {}
-    bar = coreset._progress_bar(False, 0, "")
-    coreset._fast_loop(coreset._pad_to_lanes(points.numpy()), keys, coreset.coreset_size(len(features), ratio), bar, stats)
+    coreset_fast.select(
+        points, coreset._mean_distance_to_start_points(points, start), coreset.coreset_size(len(points), ratio), stats=stats
+    )  # fmt: skip
     return stats
 
 
-def print_table(header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
-    line = "  ".join("-" * w for w in widths)
-    print("  ".join(h.rjust(w) for h, w in zip(header, widths)))
-    print(line)
-    for row in rows:
-        print("  ".join(str(cell).rjust(w) for cell, w in zip(row, widths)))
-
-
-def fast_on_one_thread(features: np.ndarray, ratio: float):
-    """approximate_greedy_coreset(method="fast") with numba limited to one thread."""
+def on_one_thread(function, *args, **kwargs):
+    """``timed(function, ...)`` with numba limited to one thread."""
     threads = numba.get_num_threads()
     numba.set_num_threads(1)
     try:
-        return timed(coreset.approximate_greedy_coreset, features, ratio, method="fast", progress=False)
+        return timed(function, *args, **kwargs)
     finally:
         numba.set_num_threads(threads)
 
 
-def benchmark_approximate(sizes: list[int], ratio: float, skip_reference_above: int) -> None:
-    header = [
-        "N", "M", "reference s", "fast s", "speed-up", "1 thread s", "speed-up", "same idx", "same set",
-        "first diff", "radius ref", "radius fast", "rel diff", "exact dist",
-    ]  # fmt: skip
-    rows = []
-    notes = []
-    for n in sizes:
-        features = load_features(n)
-        fast, fast_s = timed(coreset.approximate_greedy_coreset, features, ratio, method="fast", progress=False)
-        one_thread, one_thread_s = fast_on_one_thread(features, ratio)
-        assert np.array_equal(fast, one_thread)
-        radius_fast = coreset.coverage_radius(features, fast)
-        work = fast_loop_work(features, ratio)
-        exact_share = f"{100 * work['exact_distances'] / work['plain_distances']:.1f} %"
-        notes.append(
-            f"N={n}: the fast loop walked {work['rows_walked'] / work['plain_distances']:.1%} of the N * M rows; "
-            f"{work['steps_in_threaded_chunks'] / len(fast):.0%} of its steps were in chunks that split big steps "
-            "over threads (untimed run)"
-        )
-        if n > skip_reference_above:
-            notes.append(f"N={n}: reference loop skipped (N > --skip-reference-above {skip_reference_above})")
-            rows.append([
-                n, len(fast), "skipped", f"{fast_s:.2f}", "-", f"{one_thread_s:.2f}", "-", "-", "-", "-", "-",
-                f"{radius_fast:.5f}", "-", exact_share,
-            ])  # fmt: skip
-            continue
-        reference, reference_s = timed(coreset.approximate_greedy_coreset, features, ratio, method="reference", progress=False)
-        radius_reference = coreset.coverage_radius(features, reference)
-        differ = np.flatnonzero(fast != reference)
-        rows.append([
-            n, len(fast), f"{reference_s:.2f}", f"{fast_s:.2f}", f"{reference_s / fast_s:.1f}x",
-            f"{one_thread_s:.2f}", f"{reference_s / one_thread_s:.1f}x", f"{np.mean(fast == reference) * 100:.2f} %",
-            f"{len(np.intersect1d(fast, reference)) / len(fast) * 100:.2f} %",
-            str(differ[0]) if len(differ) else "none", f"{radius_reference:.5f}", f"{radius_fast:.5f}",
-            f"{abs(radius_fast - radius_reference) / radius_reference:.0e}", exact_share,
-        ])  # fmt: skip
-    print()
-    print(f"approximate_greedy_coreset, ratio {ratio}, d' = {FEATURE_DIM} (times include projection checks,")
-    print("start distances and, for fast, the principal-axes rotation; numba warm-up excluded)")
-    print_table(header, rows)
-    print("same idx = equal at the same position; same set = shared indices, in any order; first diff = the")
-    print("first step that picked differently (near-ties that the two arithmetics round differently);")
-    print("rel diff = relative difference of the coverage radii; exact dist = exact distances computed by")
-    print("the fast loop, as a share of the N * M of a plain loop")
-    for note in notes:
-        print(note)
+def load_old_coreset(commit: str):
+    """``pcnotes/coreset.py`` as it was at ``commit``, imported from a copy under :data:`CACHE_DIR`."""
+    source = subprocess.run(
+        ["git", "show", f"{commit}:pcnotes/coreset.py"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    path = CACHE_DIR / f"coreset_{commit}.py"
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    if not path.exists() or path.read_text() != source:
+        path.write_text(source)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module  # numba's on-disk cache finds the module by this name
+    spec.loader.exec_module(module)
+    return module
 
 
-def benchmark_greedy(n: int, ratio: float) -> None:
-    features = load_features(n)
-    points = torch.from_numpy(features)
-    _, init_s = timed(coreset._distance_matrix_row_norms, points)
-    fast, fast_s = timed(coreset.greedy_coreset, features, ratio, method="fast", progress=False)
+def warm_up(old) -> float:
+    """Seconds for the first calls in this process: numba compiles, or loads its cache."""
+    tiny = np.random.default_rng(0).normal(size=(256, FEATURE_DIM)).astype(np.float32)
+    start = time.perf_counter()
+    for strategy in ("flat", "prune", "brute"):
+        points = torch.from_numpy(tiny)
+        coreset_fast.select(points, torch.ones(len(tiny), dtype=torch.float64), 20, strategy=strategy)
+    if old is not None:
+        old.approximate_greedy_coreset(tiny, 0.1, progress=False)
+    return time.perf_counter() - start
+
+
+def benchmark(kind: str, num_points: int, ratio: float, old, skip_reference: bool) -> dict:
+    """Time every loop on one kind of features; the row of the results table."""
+    features = load_features(kind, num_points)
+    seconds, same = {}, {}
+    fast, seconds["fast"] = timed(coreset.approximate_greedy_coreset, features, ratio, progress=False)
+    one, seconds["fast_one_thread"] = on_one_thread(coreset.approximate_greedy_coreset, features, ratio, progress=False)
+    brute, seconds["brute_force"] = timed(brute_force, features, ratio)
+    same["one_thread"], same["brute_force"] = bool(np.array_equal(one, fast)), bool(np.array_equal(brute, fast))
+    if old is not None:
+        old_fast, seconds["old_fast"] = timed(old.approximate_greedy_coreset, features, ratio, progress=False)
+        same["old_fast"] = bool(np.array_equal(old_fast, fast))
+    seconds["lower_bound"] = lower_bound_seconds(features, len(fast))
+    row = {"features": kind, "description": FEATURES[kind], "n": len(features), "m": len(fast)}
+    if not skip_reference:
+        reference, seconds["reference"] = timed(
+            coreset.approximate_greedy_coreset, features, ratio, method="reference", progress=False
+        )  # fmt: skip
+        radius_fast, radius_reference = coreset.coverage_radius(features, fast), coreset.coverage_radius(features, reference)
+        row["reference_agreement"] = {
+            "same_position": float(np.mean(fast == reference)),
+            "same_set": len(np.intersect1d(fast, reference)) / len(fast),
+            "radius_relative_difference": abs(radius_fast - radius_reference) / radius_reference,
+        }
+        row["speed_up_over_reference"] = {
+            name: seconds["reference"] / value for name, value in seconds.items() if name != "reference"
+        }
+    work = fast_work(features, ratio)
+    row.update(seconds=seconds, same_indices_as_fast=same, fast_work=work)
+    return row
+
+
+def benchmark_greedy(kind: str, num_points: int, ratio: float) -> dict:
+    """``greedy_coreset`` (exact variant), fast against plain: both include the streamed N x N start."""
+    features = load_features(kind, num_points)
+    fast, fast_s = timed(coreset.greedy_coreset, features, ratio, progress=False)
     plain, plain_s = timed(coreset.greedy_coreset, features, ratio, method="plain", progress=False)
-    print()
-    print(f"greedy_coreset (exact variant), N = {n}, ratio {ratio}; both include the streamed")
-    print(f"N x N row-norm start ({init_s:.2f} s of it, never more than {coreset._BLOCK_ENTRIES * 4 >> 20} MiB at once)")
-    print_table(
-        ["N", "M", "plain s", "fast s", "speed-up", "identical"],
-        [[n, len(fast), f"{plain_s:.2f}", f"{fast_s:.2f}", f"{plain_s / fast_s:.1f}x", str(bool(np.array_equal(fast, plain)))]],
-    )
+    return {"features": kind, "n": num_points, "m": len(fast), "seconds": {"plain": plain_s, "fast": fast_s},
+            "identical": bool(np.array_equal(fast, plain))}  # fmt: skip
 
 
-def main() -> None:
+# --------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------
+
+COLUMNS = ["reference", "old_fast", "brute_force", "fast", "fast_one_thread", "lower_bound"]
+
+
+def table(results: dict) -> str:
+    """A markdown table of the results: seconds, and speed-ups over the reference in brackets."""
+    present = [c for c in COLUMNS if any(c in row["seconds"] for row in results["rows"])]
+    lines = ["| features | N | M | " + " | ".join(c.replace("_", " ") + " s" for c in present) + " | same indices |",
+             "| --- " * (4 + len(present)) + "|"]  # fmt: skip
+    for row in results["rows"]:
+        cells = []
+        for column in present:
+            value = row["seconds"].get(column)
+            speed_up = row.get("speed_up_over_reference", {}).get(column)
+            cells.append("-" if value is None else f"{value:.2f}" + (f" ({speed_up:.1f}x)" if speed_up else ""))
+        same = "yes" if all(row["same_indices_as_fast"].values()) else "NO"
+        lines.append(f"| {row['features']} | {row['n']} | {row['m']} | " + " | ".join(cells) + f" | {same} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10000, 47040, 150000])
+    parser.add_argument("--features", nargs="+", default=list(FEATURES), choices=list(FEATURES))
+    parser.add_argument("--n", type=int, default=47040, help="bank size N (default: 60 images x 784 patches)")
     parser.add_argument("--ratio", type=float, default=0.1)
-    parser.add_argument("--skip-reference-above", type=int, default=50000, help="skip the slow reference loop above this N")
-    parser.add_argument("--greedy-size", type=int, default=10000, help="N for greedy_coreset fast vs plain (0: skip)")
-    args = parser.parse_args()
+    parser.add_argument("--old", default=None, metavar="COMMIT", help="also time the default loop of this commit")
+    parser.add_argument("--skip-reference", action="store_true", help="skip the slow reference loop")
+    parser.add_argument("--greedy-n", type=int, default=10000, help="N for greedy_coreset fast vs plain (0: skip)")
+    parser.add_argument("--output", type=Path, default=RESULTS, help="results file (default: %(default)s)")
+    args = parser.parse_args(argv)
 
-    print(f"numba {numba.__version__}, {numba.get_num_threads()} threads; torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())}  (other processes share these cores)")
-    for n in sorted(set(args.sizes + ([args.greedy_size] if args.greedy_size else []))):
-        load_features(n)  # build the cache first, outside every timing
-    print(f"numba warm-up (first call: JIT compile, or loading the on-disk cache): {warm_up():.2f} s")
-    benchmark_approximate(args.sizes, args.ratio, args.skip_reference_above)
-    if args.greedy_size:
-        benchmark_greedy(args.greedy_size, args.ratio)
-    print(f"\nload average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    for kind in args.features:
+        load_features(kind, args.n)  # build the caches first, outside every timing
+    old = load_old_coreset(args.old) if args.old else None
+    results = {
+        "command": "python benchmarks/coreset.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                    "numba_threads": numba.get_num_threads(), "torch_threads": torch.get_num_threads(),
+                    "numba": numba.__version__, "torch": torch.__version__},
+        "ratio": args.ratio,
+        "load_before": list(os.getloadavg()),
+        "warm_up_seconds": warm_up(old),
+        "old_commit": args.old,
+    }  # fmt: skip
+    results["rows"] = []
+    for kind in args.features:
+        results["rows"].append(benchmark(kind, args.n, args.ratio, old, args.skip_reference))
+        seconds = ", ".join(f"{name} {value:.2f} s" for name, value in results["rows"][-1]["seconds"].items())
+        print(f"{kind}: {seconds}", file=sys.stderr, flush=True)
+    if args.greedy_n:
+        results["greedy"] = benchmark_greedy(args.features[0], args.greedy_n, args.ratio)
+    results["load_after"] = list(os.getloadavg())
+    print(f"approximate_greedy_coreset, ratio {args.ratio}, d' = {FEATURE_DIM}; seconds (speed-up over reference)")
+    print(f"load average before {results['load_before'][0]:.2f}, after {results['load_after'][0]:.2f}; "
+          f"numba {numba.get_num_threads()} threads")  # fmt: skip
+    print(table(results))
+    for row in results["rows"]:
+        work = row["fast_work"]
+        print(f"{row['features']}: fast ran {work['flat_steps']} flat steps ({work['flat_steps_on_one_thread']} on "
+              f"one thread) and {work['prune_steps']} pruning steps "
+              f"({work['switches']} switches), {work['exact_distances'] / work['plain_distances']:.1%} of the "
+              f"N * M distances exact")  # fmt: skip
+    if "greedy" in results:
+        greedy = results["greedy"]
+        print(f"greedy_coreset, {greedy['features']}, N = {greedy['n']}: plain {greedy['seconds']['plain']:.2f} s, "
+              f"fast {greedy['seconds']['fast']:.2f} s, identical: {greedy['identical']}")  # fmt: skip
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"written to {args.output}")
+    return results
 
 
 if __name__ == "__main__":

@@ -64,16 +64,15 @@ class UsageError(ValueError):
 
 
 def coreset_ratio(text: str) -> float:
-    """argparse type: a float in (0, 1]."""
+    """argparse type: a number in (0, 1], checked by :func:`pcnotes.coreset.check_ratio`."""
+    from pcnotes.coreset import check_ratio  # imported here, so that --help does not import torch
+
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
-    if not 0 < value <= 1:  # also rejects nan
+        return check_ratio(float(text))
+    except ValueError:  # also "ten" and "nan"
         raise argparse.ArgumentTypeError(
-            f"must be in (0, 1] (the fraction of patches kept in the memory bank), got {text}"
-        )
-    return value
+            f"must be a number in (0, 1] (the fraction of patches kept in the memory bank), got {text!r}"
+        ) from None
 
 
 def image_size(text: str) -> int | tuple[int, int]:

@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 from pcnotes import __version__
 from pcnotes.backbone import DEFAULT_LAYERS, FeatureExtractor, load_backbone
-from pcnotes.coreset import SAMPLERS, coreset_size, select_coreset
+from pcnotes.coreset import SAMPLERS, check_ratio, coreset_size, select_coreset
 from pcnotes.embedding import embed
 from pcnotes.folders import replace_folder
 from pcnotes.maps import anomaly_map
@@ -156,9 +156,10 @@ class PatchCoreConfig:
         repeated = sorted({layer for layer in self.layers if self.layers.count(layer) > 1})
         if repeated:
             raise ConfigError("layers", f"must each be named once, got {', '.join(repeated)} twice")
-        ratio = self.coreset_ratio
-        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
-            raise ConfigError("coreset_ratio", f"must be in (0, 1], got {ratio!r}")
+        try:
+            check_ratio(self.coreset_ratio, "coreset_ratio")
+        except ValueError as error:
+            raise ConfigError("coreset_ratio", str(error).removeprefix("coreset_ratio ")) from None
         if self.sampler not in SAMPLERS:
             raise ConfigError("sampler", f"must be one of {sorted(SAMPLERS)}, got {self.sampler!r}")
         if self.knn_backend not in BACKENDS:

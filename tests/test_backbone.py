@@ -7,6 +7,7 @@ from pcnotes import backbone as bb
 from pcnotes.backbone import FeatureExtractor, load_backbone
 
 
+@pytest.mark.slow
 def test_wide_resnet50_2_layer_shapes_match_the_seed_table(wrn50, two_images):
     features = FeatureExtractor(wrn50, ["layer2", "layer3"])(two_images)
     assert list(features) == ["layer2", "layer3"]
@@ -40,6 +41,7 @@ def test_hooks_are_removed_even_when_the_forward_pass_fails(wrn50):
     assert not wrn50.layer2._forward_hooks and not wrn50.layer3._forward_hooks
 
 
+@pytest.mark.slow
 def test_hooked_features_equal_a_manual_forward(two_images):
     model, _ = load_backbone("resnet18", "random", seed=1)
     features = FeatureExtractor(model, ["layer2", "layer3"])(two_images)
@@ -51,6 +53,7 @@ def test_hooked_features_equal_a_manual_forward(two_images):
     assert features["layer2"].shape == (2, 128, 28, 28) and features["layer3"].shape == (2, 256, 14, 14)
 
 
+@pytest.mark.slow
 def test_mobilenet_v2_ships_imagenet_weights_and_strides_8_and_16(two_images):
     model, weights = load_backbone("mobilenet_v2")
     assert weights.kind == "imagenet" and weights.source.endswith("mobilenet_v2_imagenet_features.pt")

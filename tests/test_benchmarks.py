@@ -1,4 +1,4 @@
-"""The benchmark scripts run, and print what benchmarks/README.md quotes.
+"""The benchmark scripts run, and write what benchmarks/README.md quotes.
 
 They are timed by hand (``make benchmark``), never in the test suite; here
 they only run on tiny stand-in features, so that a change to the library
@@ -28,37 +28,36 @@ def coreset_benchmark(monkeypatch):
     spec.loader.exec_module(module)
     rng = np.random.default_rng(0)
     centres = rng.normal(0, 3, size=(20, module.FEATURE_DIM))
-    monkeypatch.setattr(  # clustered stand-ins instead of MobileNet features of rendered textures
-        module, "load_features",
-        lambda n, seed=0: (centres[rng.integers(0, 20, n)] + rng.normal(size=(n, module.FEATURE_DIM))).astype(np.float32),
-    )  # fmt: skip
+
+    def stand_in(kind, n):  # clustered points instead of MobileNet features of images
+        return (centres[rng.integers(0, 20, n)] + rng.normal(size=(n, module.FEATURE_DIM))).astype(np.float32)
+
+    monkeypatch.setattr(module, "load_features", stand_in)
     return module
 
 
-def test_coreset_benchmark_prints_both_loops_and_their_agreement(coreset_benchmark, capsys):
-    coreset_benchmark.benchmark_approximate([600, 900], 0.1, skip_reference_above=700)
+def test_coreset_benchmark_writes_its_table_to_the_results_file(coreset_benchmark, tmp_path, capsys):
+    output = tmp_path / "coreset.json"
+    coreset_benchmark.main(["--features", "textures", "grass", "--n", "900", "--greedy-n", "300",
+                            "--output", str(output)])  # fmt: skip
+    results = json.loads(output.read_text())
+    assert [row["features"] for row in results["rows"]] == ["textures", "grass"]
+    for row in results["rows"]:
+        assert (row["n"], row["m"]) == (900, 90)
+        assert set(row["seconds"]) == {"reference", "brute_force", "fast", "fast_one_thread", "lower_bound"}
+        assert row["same_indices_as_fast"] == {"one_thread": True, "brute_force": True}
+        agreement = row["reference_agreement"]
+        assert 0.9 <= agreement["same_position"] <= agreement["same_set"] <= 1.0
+        assert agreement["radius_relative_difference"] < 1e-4
+        assert row["speed_up_over_reference"]["fast"] == pytest.approx(row["seconds"]["reference"] / row["seconds"]["fast"])
+        work = row["fast_work"]
+        assert work["flat_steps"] + work["prune_steps"] == 90
+        assert 0 < work["exact_distances"] <= work["plain_distances"] == 900 * 90
+    assert results["greedy"]["identical"] is True and results["greedy"]["m"] == 30
     out = capsys.readouterr().out
-    number = r"([\d.]+)"
-    row_600 = re.search(
-        rf"^\s*600\s+60\s+{number}\s+{number}\s+{number}x\s+{number}\s+{number}x\s+{number} %\s+{number} %"
-        rf"\s+(\d+|none)\s+{number}\s+{number}\s+(\S+)\s+{number} %$",
-        out,
-        re.M,
-    )
-    assert row_600, out
-    same_position, same_set = float(row_600.group(6)), float(row_600.group(7))
-    assert 90.0 <= same_position <= same_set <= 100.0
-    assert (row_600.group(8) == "none") == (same_position == 100.0)
-    assert float(row_600.group(11)) < 1e-4  # the two coverage radii agree
-    assert re.search(r"^\s*900\s+90\s+skipped\s+[\d.]+\s+-", out, re.M), out
-    assert "N=900: reference loop skipped" in out
-    assert re.search(r"N=600: the fast loop walked [\d.]+% of the N \* M rows", out)
-
-
-def test_greedy_benchmark_finds_fast_and_plain_identical(coreset_benchmark, capsys):
-    coreset_benchmark.benchmark_greedy(500, 0.1)
-    out = capsys.readouterr().out
-    assert re.search(r"^\s*500\s+50\s+[\d.]+\s+[\d.]+\s+[\d.]+x\s+True$", out, re.M), out
+    # the printed table is the markdown that benchmarks/README.md quotes
+    assert re.search(r"^\| grass \| 900 \| 90 \| [\d.]+ \| [\d.]+ \([\d.]+x\) \|.* \| yes \|$", out, re.M), out
+    assert f"written to {output}" in out
 
 
 def _load(name: str):
@@ -165,3 +164,10 @@ def test_layers_benchmark_refuses_a_folder_as_output(layers_benchmark, tmp_path,
     with pytest.raises(SystemExit):
         layers_benchmark.main(["--root", str(tmp_path), "--output", str(tmp_path)])
     assert "is a folder" in capsys.readouterr().err
+
+
+def test_the_committed_results_cover_easy_and_hard_features_with_the_same_indices():
+    results = json.loads((BENCHMARKS / "results" / "coreset.json").read_text())
+    assert {row["features"] for row in results["rows"]} == {"textures", "embedded", "grass", "gravel", "brick"}
+    for row in results["rows"]:
+        assert row["same_indices_as_fast"] and all(row["same_indices_as_fast"].values()), row["features"]

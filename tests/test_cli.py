@@ -73,6 +73,7 @@ def broken_copy(tiny, tmp_path):
 # -- evaluate ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_evaluate_writes_flat_metrics_in_range(evaluated):
     code, out, output = evaluated
     assert code == 0
@@ -92,6 +93,7 @@ def test_evaluate_writes_flat_metrics_in_range(evaluated):
     assert metrics["sampler"] == "approximate_greedy" and metrics["seed"] == 0
 
 
+@pytest.mark.slow
 def test_evaluate_prints_the_weights_and_a_table(evaluated):
     _, out, output = evaluated
     assert "weights loaded: imagenet (" in out
@@ -101,6 +103,7 @@ def test_evaluate_prints_the_weights_and_a_table(evaluated):
         assert float(row.split()[1]) == pytest.approx(metrics[key], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_evaluate_writes_one_three_panel_png_per_test_image(evaluated, tiny):
     _, _, output = evaluated
     test = MVTecDataset(tiny, CATEGORY, "test")
@@ -119,6 +122,7 @@ def test_evaluate_writes_one_three_panel_png_per_test_image(evaluated, tiny):
 # -- fit and predict ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_fit_then_predict_round_trip(tiny, tmp_path):
     model_dir = tmp_path / "model"
     code, out, _ = run(["fit", "--train-dir", tiny / CATEGORY / "train" / "good",
@@ -233,6 +237,7 @@ def test_missing_mask_leaves_an_existing_output_untouched(broken_copy, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["copy", "out"]  # no temp folder
 
 
+@pytest.mark.slow
 def test_corrupt_test_image(broken_copy, tmp_path):
     corrupt = broken_copy / CATEGORY / "test" / "good" / "001.png"
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
@@ -302,6 +307,7 @@ def test_predict_errors_name_the_model_or_image(tiny, tmp_path):
 # -- demo ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_demo_writes_the_overview_and_prints_its_path_last(tiny, tmp_path):
     output = tmp_path / "demo"
     code, out, _ = run(["demo", "--data-root", tiny, "--output", output, "--coreset-ratio", RATIO])
@@ -324,6 +330,7 @@ def test_demo_writes_the_overview_and_prints_its_path_last(tiny, tmp_path):
 # -- the real process -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_python_dash_m_pcnotes(tmp_path):
     done = subprocess.run([sys.executable, "-m", "pcnotes", "--help"],
                           capture_output=True, text=True, timeout=120)

@@ -6,15 +6,15 @@ No timing assertions here: speed is measured by benchmarks/coreset.py.
 from __future__ import annotations
 
 import math
-import os
+from pathlib import Path
 
 import numba
 import numpy as np
 import pytest
 import torch
-from tqdm import tqdm
 
 from pcnotes import coreset as cs
+from pcnotes import coreset_fast as cf
 
 SAMPLER_FUNCTIONS = [cs.random_coreset, cs.greedy_coreset, cs.approximate_greedy_coreset]
 GREEDY_FUNCTIONS = [cs.greedy_coreset, cs.approximate_greedy_coreset]
@@ -27,10 +27,6 @@ def gaussian_mixture(n: int, dim: int, seed: int = 0, clusters: int = 12) -> np.
     scales = rng.uniform(0.2, 1.0, size=clusters)
     labels = rng.integers(0, clusters, size=n)
     return (means[labels] + rng.normal(size=(n, dim)) * scales[labels, None]).astype(np.float32)
-
-
-def no_bar():
-    return tqdm(disable=True)
 
 
 def brute_force_radius(features: np.ndarray, indices: np.ndarray) -> float:
@@ -245,8 +241,67 @@ def test_greedy_starts_at_largest_row_norm():
 
 
 # --------------------------------------------------------------------------
-# exactness: fast == plain == torch (same arithmetic)
+# the default path selects what it selected before the refactoring, and the plain loop agrees
 # --------------------------------------------------------------------------
+
+
+def _grid_with_duplicates() -> np.ndarray:
+    grid = np.stack(np.meshgrid(*[np.arange(5)] * 4, indexing="ij"), -1).reshape(-1, 4).astype(np.float32)
+    return np.concatenate([grid, grid[::7]])
+
+
+# name in tests/data/coreset_selections_fb87a8c.npz -> (sampler, features, ratio, seed)
+SAVED_CASES = {
+    "approximate_3000x128_r0.1_s5": (cs.approximate_greedy_coreset, lambda: gaussian_mixture(3000, 128, seed=5), 0.1, 5),
+    "approximate_2000x200_r0.05_s6": (cs.approximate_greedy_coreset, lambda: gaussian_mixture(2000, 200, seed=6), 0.05, 6),
+    "greedy_2000x200_r0.05_s6": (cs.greedy_coreset, lambda: gaussian_mixture(2000, 200, seed=6), 0.05, 6),
+    "approximate_6000x1024_r0.05_s1": (
+        cs.approximate_greedy_coreset, lambda: gaussian_mixture(6000, 1024, seed=1, clusters=30), 0.05, 1,
+    ),
+    "approximate_repeated_200x8_r0.5_s0": (
+        cs.approximate_greedy_coreset, lambda: np.repeat(gaussian_mixture(40, 8), 5, axis=0), 0.5, 0,
+    ),
+    "approximate_grid_681x4_r1.0_s0": (cs.approximate_greedy_coreset, _grid_with_duplicates, 1.0, 0),
+    "approximate_tiny_1000x64_r0.2_s3": (
+        cs.approximate_greedy_coreset, lambda: gaussian_mixture(1000, 64, seed=3) * np.float32(1e-3), 0.2, 3,
+    ),
+}  # fmt: skip
+SAVED = np.load(Path(__file__).parent / "data" / "coreset_selections_fb87a8c.npz")
+
+
+@pytest.mark.parametrize("name", sorted(SAVED_CASES))
+def test_default_path_selects_what_commit_fb87a8c_selected(name):
+    # The selections were saved from the code before the fast loop moved to
+    # coreset_fast; the default path must keep them bit for bit.
+    sampler, make, ratio, seed = SAVED_CASES[name]
+    features = make()
+    np.testing.assert_array_equal(sampler(features, ratio, seed=seed), SAVED[name])
+    if len(features) <= 2000:
+        np.testing.assert_array_equal(sampler(features, ratio, seed=seed, method="torch"), SAVED[name])
+
+
+@pytest.mark.parametrize("name", sorted(set(SAVED_CASES) - {"approximate_grid_681x4_r1.0_s0"}))
+def test_plain_loop_selects_the_same_points(name):
+    # float64 in the original axes against float32 in the principal axes:
+    # the same at every position, as long as no two candidates are tied
+    sampler, make, ratio, seed = SAVED_CASES[name]
+    np.testing.assert_array_equal(sampler(make(), ratio, seed=seed, method="plain"), SAVED[name])
+
+
+def test_exact_ties_between_different_points_may_be_broken_differently():
+    # On an integer grid float64 distances tie exactly; once rotated, float32
+    # rounding breaks those ties, so the order can differ: the one exception.
+    features = _grid_with_duplicates()
+    plain = cs.approximate_greedy_coreset(features, 1.0, method="plain")
+    fast = cs.approximate_greedy_coreset(features, 1.0)
+    assert np.array_equal(np.sort(plain), np.arange(len(features)))
+    assert np.array_equal(np.sort(fast), np.arange(len(features)))
+    first_difference = int(np.flatnonzero(plain != fast)[0])
+    assert first_difference > 0
+    # where they part, the two candidates are equally far from the selection so far
+    chosen = features[plain[:first_difference]].astype(np.float64)
+    distance = lambda i: np.sqrt(((chosen - features[i]) ** 2).sum(1)).min()  # noqa: E731
+    assert distance(plain[first_difference]) == distance(fast[first_difference])
 
 
 EXACT_CASES = [
@@ -256,34 +311,60 @@ EXACT_CASES = [
     (7, 13, 1.0, 2),  # 13 dims: zero-padded to 16
     (150, 8, 0.3, 3),
     (1000, 64, 0.1, 4),
-    (3000, 128, 0.1, 5),
     (2000, 200, 0.05, 6),  # projected to 128
 ]
 
 
 @pytest.mark.parametrize("sampler", GREEDY_FUNCTIONS)
 @pytest.mark.parametrize("n, dim, ratio, seed", EXACT_CASES)
-def test_fast_equals_plain(sampler, n, dim, ratio, seed):
+def test_fast_torch_and_plain_select_the_same_points(sampler, n, dim, ratio, seed):
     features = gaussian_mixture(n, dim, seed=seed)
     plain = sampler(features, ratio, seed=seed, method="plain")
     assert np.array_equal(sampler(features, ratio, seed=seed, method="fast"), plain)
-    if n <= 1000:
-        assert np.array_equal(sampler(features, ratio, seed=seed, method="torch"), plain)
+    assert np.array_equal(sampler(features, ratio, seed=seed, method="torch"), plain)
+
+
+def test_public_ties_fast_equals_plain():
+    features = np.repeat(gaussian_mixture(40, 8), 5, axis=0)  # 5 copies of each point
+    for sampler in GREEDY_FUNCTIONS:
+        plain = sampler(features, 0.5, method="plain")
+        assert np.array_equal(sampler(features, 0.5, method="fast"), plain)
+
+
+# --------------------------------------------------------------------------
+# the fast loop equals its lane-arithmetic reference loop, bit for bit
+# --------------------------------------------------------------------------
+
+
+class Alternating:
+    """A stand-in for coreset_fast._Chooser that switches strategy every few steps."""
+
+    def __init__(self, strategy, ways):
+        self.calls = 0
+
+    def next(self):
+        self.calls += 1
+        return ("flat", 3) if self.calls % 2 else ("prune", 5)
+
+    def record(self, *args):
+        pass
 
 
 def _loops_agree(points: np.ndarray, keys: np.ndarray, num_select: int) -> np.ndarray:
-    """Run plain, fast (one thread and all threads, every step split) and torch loops; assert equal indices."""
-    points = cs._pad_to_lanes(points)
-    plain = cs._plain_loop(points, keys, num_select, no_bar())
-    fast = cs._fast_loop(points, keys, num_select, no_bar(), threads="one")
+    """Every way to run the fast loop, and the torch loop, equals lane_loop; returns its indices."""
+    points = cf.pad_to_lanes(points)
+    expected = cf.lane_loop(points, keys, num_select)
+    for strategy in cf.STRATEGIES:
+        np.testing.assert_array_equal(cf.fast_loop(points, keys, num_select, strategy=strategy), expected, strategy)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(cs, "_PARALLEL_MIN_ROWS", 0)  # split every step, however small
-        threaded = cs._fast_loop(points, keys, num_select, no_bar(), threads="all")
-    torch_loop = cs._torch_loop(torch.from_numpy(points), torch.from_numpy(keys), num_select, no_bar())
-    np.testing.assert_array_equal(fast, plain)
-    np.testing.assert_array_equal(threaded, plain)
-    np.testing.assert_array_equal(torch_loop, plain)
-    return plain
+        patch.setattr(cf, "_Chooser", Alternating)  # switch back and forth all the time
+        np.testing.assert_array_equal(cf.fast_loop(points, keys, num_select), expected)
+        n = len(points)  # five uneven parts for the flat pass, however small the bank
+        patch.setattr(cf, "_even_parts", lambda _: np.array([0, n // 9, n // 3, n // 3, n // 2, n]))
+        np.testing.assert_array_equal(cf.fast_loop(points, keys, num_select, strategy="flat"), expected)
+    torch_loop = cf.torch_lane_loop(torch.from_numpy(points), torch.from_numpy(keys), num_select)
+    np.testing.assert_array_equal(torch_loop, expected)
+    return expected
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -295,13 +376,14 @@ def test_loops_agree_on_random_points(seed):
     _loops_agree(points, keys, max(1, n // 7))
 
 
+@pytest.mark.slow
 def test_loops_agree_on_a_bank_that_needs_compaction():
-    # 6000 points, 1500 steps: rows move often enough that the row arrays are compacted
+    # 6000 points, 1500 steps: rows move often enough that the walk's row arrays are compacted
     rng = np.random.default_rng(7)
     points = gaussian_mixture(6000, 24, seed=7)
     keys = rng.uniform(0, 50, 6000).astype(np.float32)
     stats = {}
-    cs._fast_loop(cs._pad_to_lanes(points), keys, 1500, no_bar(), stats)
+    cf.fast_loop(cf.pad_to_lanes(points), keys, 1500, stats=stats, strategy="prune")
     assert stats["compactions"] >= 1
     _loops_agree(points, keys, 1500)
 
@@ -309,8 +391,7 @@ def test_loops_agree_on_a_bank_that_needs_compaction():
 def test_loops_agree_on_integer_grid_with_many_ties():
     # integer coordinates: distances are small integers, computed exactly, so
     # almost every comparison is a tie and the lowest index must win
-    grid = np.stack(np.meshgrid(*[np.arange(5)] * 4, indexing="ij"), -1).reshape(-1, 4).astype(np.float32)
-    points = np.concatenate([grid, grid[::7]])  # plus duplicates
+    points = _grid_with_duplicates()
     keys = np.full(len(points), 1e9, np.float32)  # all equal: start at index 0
     selected = _loops_agree(points, keys, len(points))
     assert selected[0] == 0 and np.array_equal(np.sort(selected), np.arange(len(points)))
@@ -331,90 +412,58 @@ def test_loops_agree_at_extreme_scales(scale):
     _loops_agree(points, keys, 200)
 
 
-def test_public_ties_fast_equals_plain():
-    features = np.repeat(gaussian_mixture(40, 8), 5, axis=0)  # 5 copies of each point
-    for sampler in GREEDY_FUNCTIONS:
-        plain = sampler(features, 0.5, method="plain")
-        assert np.array_equal(sampler(features, 0.5, method="fast"), plain)
-
-
-def test_fast_loop_prunes():
-    points = cs._pad_to_lanes(
-        cs._rotate_to_principal_axes(torch.from_numpy(gaussian_mixture(3000, 64, seed=1))).numpy()
-    )
-    keys = np.full(3000, np.inf, np.float32)
+def test_pruning_walk_skips_most_distances_on_clustered_points():
+    points = cf.pad_to_lanes(cf.rotate_to_principal_axes(torch.from_numpy(gaussian_mixture(3000, 64, seed=1))).numpy())
     stats = {}
-    cs._fast_loop(points, keys, 300, no_bar(), stats)
+    cf.fast_loop(points, np.full(3000, np.inf, np.float32), 300, stats=stats, strategy="prune")
+    assert stats["prune_steps"] == 300 and stats["flat_steps"] == 0
     assert stats["rows_walked"] < 0.5 * stats["plain_distances"]
     assert stats["exact_distances"] < 0.1 * stats["plain_distances"]
 
 
-def test_principal_axes_keep_every_distance_and_sort_the_variance():
-    points = torch.from_numpy(gaussian_mixture(3000, 24, seed=2))
-    rotated = cs._rotate_to_principal_axes(points, sample_size=500)
-    exact = "donot_use_mm_for_euclid_dist"
-    np.testing.assert_allclose(
-        torch.cdist(rotated[:50], rotated, compute_mode=exact), torch.cdist(points[:50], points, compute_mode=exact), atol=1e-4
-    )
-    variance = rotated.var(dim=0)
-    assert bool((variance[:-1] >= 0.8 * variance[1:]).all())  # largest first (up to sampling)
-    assert float(rotated.mean(dim=0).abs().max()) < 1e-3
+def test_unknown_strategy():
+    with pytest.raises(ValueError, match="strategy must be one of auto, flat, prune, brute, got 'both'"):
+        cf.fast_loop(np.zeros((4, 8), np.float32), np.ones(4, np.float32), 2, strategy="both")
 
 
-def _run_choice(choice: cs._ThreadChoice, seconds_per_row, chunks: int = 60) -> list[bool]:
-    """Feed a _ThreadChoice chunk costs from ``seconds_per_row(threads, chunk)``; return its choices."""
-    used = []
-    for chunk in range(chunks):
-        threads = choice.use_threads()
-        choice.record(threads, seconds_per_row(threads, chunk) * 1000, 1000)
-        used.append(threads)
-    return used
+def _choices(cost_per_step, steps: int = 5000, ways=("flat", "prune")) -> dict:
+    """Drive a _Chooser with made-up costs (seconds per step of each way, given the step number)."""
+    chooser = cf._Chooser("auto", ways)
+    done = dict.fromkeys(ways, 0)
+    seconds = dict.fromkeys(ways, 0.0)
+    t = 0
+    while t < steps:
+        name, count = chooser.next()
+        cost = cost_per_step(name, t) * count
+        chooser.record(name, count, cost, 0.0)
+        done[name] += count
+        seconds[name] += cost
+        t += count
+    return {"steps": done, "seconds": seconds}
 
 
-def test_thread_choice_fixed_modes_and_bad_mode():
-    assert _run_choice(cs._ThreadChoice("all", 2), lambda t, c: 1.0, 5) == [True] * 5
-    assert _run_choice(cs._ThreadChoice("one", 2), lambda t, c: 1.0, 5) == [False] * 5
-    assert _run_choice(cs._ThreadChoice("all", 1), lambda t, c: 1.0, 5) == [False] * 5  # one thread to use
-    with pytest.raises(ValueError, match="threads must be"):
-        cs._ThreadChoice("both", 2)
-
-
-def test_thread_choice_keeps_threads_when_they_are_faster(monkeypatch):
-    monkeypatch.setattr(cs, "_cores_free_for", lambda threads: True)
-    used = _run_choice(cs._ThreadChoice("measure", 2), lambda threads, chunk: 0.6 if threads else 1.0)
-    assert used[:3] == [False, True, True]  # starts on one thread, tries all, keeps them
-    trials = [chunk for chunk, threads in enumerate(used) if not threads][1:]
-    assert np.diff(trials).tolist() == [3, 5, 9, 17, 17]  # one-thread trials get rarer
-
-
-def test_thread_choice_stays_on_one_thread_when_threads_are_slower_or_cores_busy(monkeypatch):
-    monkeypatch.setattr(cs, "_cores_free_for", lambda threads: True)
-    used = _run_choice(cs._ThreadChoice("measure", 2), lambda threads, chunk: 5.0 if threads else 1.0)
-    assert not used[0] and used.count(True) <= 6  # only the trials
-    monkeypatch.setattr(cs, "_cores_free_for", lambda threads: False)
-    used = _run_choice(cs._ThreadChoice("measure", 2), lambda threads, chunk: 0.5 if threads else 1.0)
-    assert not any(used)
-
-
-def test_thread_choice_falls_back_when_threads_become_slow(monkeypatch):
-    monkeypatch.setattr(cs, "_cores_free_for", lambda threads: True)
-    # threads win at first; from chunk 30 on another process slows them down 10x
-    used = _run_choice(cs._ThreadChoice("measure", 2), lambda threads, chunk: (6.0 if chunk >= 30 else 0.6) if threads else 1.0)
-    assert used[29] and used[30]  # (chunk 30 is the first slow one)
-    assert not used[31]  # its cost brings a one-thread trial forward, which wins
-    assert used[31:].count(True) <= 4  # threads only on ever rarer trials
-
-
-def test_cores_free_for_answers_yes_or_no():
-    assert cs._cores_free_for(1) in (True, False)
-    assert cs._cores_free_for(10_000) is False or not os.path.exists("/proc/loadavg")
+def test_chooser_runs_the_faster_strategy_and_trials_cost_little():
+    flat_wins = _choices(lambda name, t: 1e-4 if name == "flat" else 5e-4)
+    assert flat_wins["seconds"]["prune"] < 0.1 * flat_wins["seconds"]["flat"]
+    prune_wins = _choices(lambda name, t: 1e-4 if name == "flat" else 2e-5)
+    assert prune_wins["steps"]["prune"] > 0.95 * 5000
+    # the walk becomes the faster one half way through
+    crossing = _choices(lambda name, t: 1e-4 if name == "flat" else (5e-4 if t < 2500 else 2e-5))
+    assert crossing["steps"]["prune"] > 0.4 * 5000
+    assert crossing["seconds"]["prune"] < 0.5 * 2500 * 1e-4 + 2500 * 2e-5
+    # busy cores: the threaded flat pass stalls, one thread is faster, then the cores free up
+    ways = ("flat", "flat_one_thread", "prune")
+    busy = _choices(lambda name, t: {"flat": 3e-4 if t < 2500 else 5e-5, "flat_one_thread": 1e-4, "prune": 4e-4}[name],
+                    ways=ways)  # fmt: skip
+    assert busy["steps"]["flat_one_thread"] > 0.4 * 5000 and busy["steps"]["flat"] > 0.3 * 5000
+    assert busy["seconds"]["prune"] < 0.05 * sum(busy["seconds"].values())
 
 
 @numba.njit
 def _lane_sums_of_rows(points, centre, num_blocks):
     out = np.empty(len(points), dtype=np.float32)
     for r in range(len(points)):
-        out[r] = cs._lane_sum(points, r, centre, num_blocks)
+        out[r] = cf._lane_sum(points, r, centre, num_blocks)
     return out
 
 
@@ -424,12 +473,12 @@ def test_lane_sum_is_bit_identical_to_the_numpy_arithmetic(dim, scale):
     rng = np.random.default_rng(dim)
     points = (rng.normal(size=(300, dim)) * scale).astype(np.float32)
     centre = (rng.normal(size=dim) * scale).astype(np.float32)
-    full = _lane_sums_of_rows(points, centre, dim // cs.LANES)
+    full = _lane_sums_of_rows(points, centre, dim // cf.LANES)
     with np.errstate(over="ignore"):  # at 1e18 the sums overflow to inf, in both
-        np.testing.assert_array_equal(full, cs._lane_squared_distances(points, centre))
+        np.testing.assert_array_equal(full, cf.lane_squared_distances(points, centre))
     # over the first blocks only: the same sum of the leading coordinates, never above the full one
     partial = _lane_sums_of_rows(points, centre, 1)
-    np.testing.assert_array_equal(partial, cs._lane_squared_distances(points[:, :8].copy(), centre[:8].copy()))
+    np.testing.assert_array_equal(partial, cf.lane_squared_distances(points[:, :8].copy(), centre[:8].copy()))
     assert bool((partial <= full).all())
 
 
@@ -438,7 +487,32 @@ def test_pruning_slack_covers_rounding():
     for dim in (8, 128, 1024, 4096):
         u = 2.0**-24
         g = (dim + 2) * u / (1 - (dim + 2) * u)
-        assert cs._pruning_slack(dim) > ((1 + g) / (1 - g)) ** 3
+        assert cf._pruning_slack(dim) > ((1 + g) / (1 - g)) ** 3
+
+
+def test_principal_axes_keep_every_distance_and_sort_the_variance():
+    points = torch.from_numpy(gaussian_mixture(3000, 24, seed=2))
+    rotated = cf.rotate_to_principal_axes(points, sample_size=500)
+    exact = "donot_use_mm_for_euclid_dist"
+    np.testing.assert_allclose(
+        torch.cdist(rotated[:50], rotated, compute_mode=exact), torch.cdist(points[:50], points, compute_mode=exact), atol=1e-4
+    )
+    variance = rotated.var(dim=0)
+    assert bool((variance[:-1] >= 0.8 * variance[1:]).all())  # largest first (up to sampling)
+    assert float(rotated.mean(dim=0).abs().max()) < 1e-3
+
+
+def test_plain_loop_is_greedy_k_center():
+    # the textbook loop on a full distance matrix gives the same picks
+    rng = np.random.default_rng(3)
+    points = rng.normal(size=(300, 5))
+    start = rng.uniform(size=300)
+    distances = np.sqrt(((points[:, None] - points[None]) ** 2).sum(-1))
+    expected, min_dist = [], start.copy()
+    for _ in range(30):
+        expected.append(int(np.argmax(min_dist)))
+        min_dist = np.minimum(min_dist, distances[:, expected[-1]])
+    assert cs.greedy_k_center(points, start, 30).tolist() == expected
 
 
 # --------------------------------------------------------------------------

@@ -43,6 +43,7 @@ def test_a_defect_scores_higher_and_lights_up_where_it_is(fitted):
     assert 80 <= peak_row <= 130 and 40 <= peak_col <= 90  # the square sits at (100:124, 60:84)
 
 
+@pytest.mark.slow
 def test_the_same_seed_gives_the_same_bank_and_scores():
     images, queries = textured(3, seed=0), textured(2, seed=5)
     a = PatchCore(backbone="resnet18", weights="random", coreset_ratio=0.1, seed=7).fit(images)
@@ -86,6 +87,7 @@ def test_load_detects_a_corrupt_bank_and_a_missing_file(fitted, tmp_path):
         PatchCore.load(path)
 
 
+@pytest.mark.slow
 def test_fit_accepts_an_iterable_of_batches_like_a_dataloader():
     images = textured(4, seed=0)
     batches = [{"image": images[:2]}, {"image": images[2:]}]
@@ -94,6 +96,7 @@ def test_fit_accepts_an_iterable_of_batches_like_a_dataloader():
     assert np.array_equal(a.memory_bank, b.memory_bank) and a.memory_bank.shape == (4 * 784, 1024)
 
 
+@pytest.mark.slow
 def test_reweighting_and_squared_scores_change_only_what_they_should(fitted):
     queries = textured(2, seed=4)
     plain = fitted.predict(queries)
@@ -118,6 +121,7 @@ def test_bad_configs_are_clear_errors(overrides, message):
         PatchCoreConfig(**overrides)
 
 
+@pytest.mark.slow
 def test_k_larger_than_the_bank_and_misuse_are_clear_errors():
     model = PatchCore(backbone="resnet18", weights="random", coreset_ratio=0.001, num_neighbors=5)
     with pytest.raises(ConfigError, match=r"num_neighbors \(5\) is larger than the memory bank of 1 entries"):

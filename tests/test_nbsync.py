@@ -6,6 +6,7 @@ from pathlib import Path
 
 import jupytext
 import nbformat
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = '# %% [markdown]\n# # A title\n\n# %%\nx = 1\nprint(x)\n'
@@ -16,6 +17,7 @@ def run_check(directory: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_check_passes_on_a_pair_and_fails_once_the_script_drifts(tmp_path):
     py = tmp_path / "01_demo.py"
     py.write_text(SCRIPT)
@@ -28,6 +30,7 @@ def test_check_passes_on_a_pair_and_fails_once_the_script_drifts(tmp_path):
     assert "cell 2 differs" in result.stderr and "x = 2" in result.stderr
 
 
+@pytest.mark.slow
 def test_check_fails_on_a_missing_notebook_or_an_added_cell(tmp_path):
     py = tmp_path / "02_demo.py"
     py.write_text(SCRIPT)
@@ -37,6 +40,7 @@ def test_check_fails_on_a_missing_notebook_or_an_added_cell(tmp_path):
     assert "has 3 cells" in run_check(tmp_path).stderr
 
 
+@pytest.mark.slow
 def test_the_committed_notebooks_are_in_sync():
     result = run_check(ROOT / "notebooks")
     assert result.returncode == 0, result.stderr

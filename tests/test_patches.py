@@ -82,6 +82,7 @@ def test_the_closed_form_of_the_two_pools():
     assert torch.allclose(feature[:, 512:], expected_layer3, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_embed_reproduces_every_shape_on_wide_resnet50_2(wrn50, two_images):
     maps = FeatureExtractor(wrn50, ["layer2", "layer3"])(two_images)
     features, grid = embed(maps)
