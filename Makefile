@@ -36,6 +36,7 @@ demo: install
 test: install browser
 	$(BIN)/python -m pytest tests
 	$(MAKE) --no-print-directory sync-check
+	$(MAKE) --no-print-directory wordcount
 	$(BIN)/python -m pytest --nbval-lax --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg \
 	  notebooks/
 
