@@ -14,369 +14,398 @@
 # %% [markdown]
 # # 05 · Evaluation: how good is it, and where does it fail?
 #
+# **15 minutes** · previous: [04 · Scoring and heat maps](04_scoring_and_heatmaps.ipynb) ·
+# next: [06 · Coreset explorer](06_coreset_explorer.ipynb)
+#
 # **Learning goals.** After this notebook you can
 #
-# 1. say what image AUROC, pixel AUROC and AUPRO each reward, and why PRO gives every defect
-#    region the same weight;
-# 2. evaluate PatchCore on every category of the embedded data set and read the ROC and PRO curves
-#    behind the three numbers;
-# 3. judge how much the backbone's pretraining and the coreset ratio matter;
-# 4. look at the images the model gets most wrong and explain why.
-#
-# ```text
-# per category:  fit on train/good  ->  scores (N,), maps (N, 224, 224) on test/
-#                -> image AUROC (labels vs scores), pixel AUROC (masks vs maps), AUPRO (regions vs maps)
-# ```
+# 1. compute image AUROC by counting pairs, and the PRO of one threshold;
+# 2. say what image AUROC, pixel AUROC and AUPRO each reward;
+# 3. compare patch features and backbone weights on every category, and say what the data shows;
+# 4. find the images the model gets most wrong, and choose options for your own photographs.
 
 # %% [markdown]
 # ## Three metrics, three questions
 #
-# * **Image AUROC**: *does the image score tell good from defective images?* It is the probability
-#   that a randomly drawn defective image scores higher than a randomly drawn good one. It needs
-#   no threshold; 1.0 is a perfect ranking and 0.5 is chance.
-# * **Pixel AUROC**: the same statistic over **pixels**, with the mask as the label and the
-#   anomaly map as the score. It rewards maps that rank defect pixels above good pixels. Every
-#   pixel counts once, so one large defect outweighs many small ones. Good pixels are the vast
-#   majority, so the value sits close to 1 even for blurry maps.
-# * **AUPRO** (per-region overlap): every connected defect region counts as one unit. At a
-#   threshold t, a region's *overlap* is the fraction of its pixels with map ≥ t, and PRO(t) is the
-#   **mean over regions**. A 20-pixel scratch and a 5000-pixel stain therefore count the same:
-#   missing the scratch costs as much as missing the stain. PRO is plotted against the
-#   false-positive rate on good pixels, and only the area up to FPR = 0.3 counts (divided by 0.3).
-#   Beyond that the map flags so much of the good surface that it is useless in practice.
+# * **Image AUROC**: the probability that a random defective image outscores a random good one
+#   (1 perfect, 0.5 chance).
+# * **Pixel AUROC**: the same over **pixels**, mask as label, map as score. Every pixel counts
+#   once, so large defects dominate, and good pixels are so many that it sits near 1.
+# * **AUPRO**: every connected defect region counts once. At a threshold t a region's overlap is
+#   the fraction of its pixels with map ≥ t, and PRO(t) is the mean over regions. It is plotted
+#   against the false-positive rate on good pixels up to FPR = 0.3 and the area divided by 0.3.
 
 # %%
 # %matplotlib inline
-# JPEG: photos of textures stay small in the .ipynb (as PNG, one figure is ~1 MB)
+# JPEG: photos of textures stay small in the .ipynb
 # %config InlineBackend.figure_formats = ["jpeg"]
+import json
+
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from scipy import ndimage
 
-from pcnotes.coreset import select_coreset
+from pcnotes import exercises
+from pcnotes.coreset import coreset_size, select_coreset
 from pcnotes.data import list_categories
-from pcnotes.evaluation import compute_metrics, evaluate_category, load_split, stack
+from pcnotes.embedding import embed
+from pcnotes.evaluation import compute_metrics, load_split, stack
 from pcnotes.maps import anomaly_map
 from pcnotes.metrics import label_regions, pro_curve, roc_curve_points
 from pcnotes.model import PatchCore, PatchCoreConfig
-from pcnotes.patches import scores_to_grid, unpatch_scores
-from pcnotes.scoring import NearestNeighbours, image_scores, patch_scores
+from pcnotes.paths import REPO_ROOT, display_path
+from pcnotes.pooled import pooled_concat
+from pcnotes.scoring import NearestNeighbours, image_scores, score_grid
 from pcnotes.synth import ensure_default_dataset, read_manifest
 from pcnotes.viz import draw_mask_contour, overlay_heatmap, shared_scale, show_image
 
 SEED = 0
 torch.manual_seed(SEED)
 plt.rcParams["figure.dpi"] = 80
+SCORE_LABEL = "anomaly score (Euclidean distance in feature space)"
 
 # %% [markdown]
-# ## Every category, default configuration
+# ## The backbone runs once per image
 #
-# `evaluate_category` fits PatchCore on a category's `train/good` images and scores its whole
-# `test/` folder. The CLI and the explorer call the same function, so they report the same
-# numbers. The default configuration is mobilenet_v2 with the shipped ImageNet weights, layers
-# `features.6` + `features.13`, an approximate greedy coreset of 10 %, k = 1, and σ = 4.
+# A small, fast configuration: 16 training images per category, the whole test set. Each image
+# goes once through the backbone with ImageNet weights and once with seeded random ones; every
+# experiment reuses these feature maps. On all training images: `python -m pcnotes evaluate`.
 
 # %%
 # NBVAL_CHECK_OUTPUT
-root = ensure_default_dataset(seed=SEED)
-config = PatchCoreConfig(seed=SEED)
-categories = list_categories(root)  # from the folders, so this also runs on MVTec AD
-# The thresholds asserted below are claims about the embedded set; on other data
-# (PCNOTES_DATA) the same numbers are printed and not judged.
-EMBEDDED = read_manifest(root) is not None
-evaluations = {}
+root = ensure_default_dataset(seed=SEED)  # $PCNOTES_DATA when it is set
+EMBEDDED = read_manifest(root) is not None  # the generated set: claims about it are asserted
+config = PatchCoreConfig(seed=SEED)  # the default: mobilenet_v2, ImageNet, pooled_concat
+categories = list_categories(root)
+NUM_TRAIN = 16
+extractors = {weights: PatchCore(config, weights=weights).extractor for weights in ("imagenet", "random")}
+
+
+@torch.no_grad()
+def feature_maps(extractor, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``(N, 3, H, W)`` -> ``{layer: (N, C, h, w)}``, in batches of 8."""
+    batches = [extractor(images[i : i + 8]) for i in range(0, len(images), 8)]
+    return {layer: torch.cat([batch[layer] for batch in batches]) for layer in batches[0]}
+
+
+data = {}
 for category in categories:
-    _, evaluations[category] = evaluate_category(root, category, config)
-    m = evaluations[category].metrics
-    assert evaluations[category].maps.shape == (m["n_test"], 224, 224)
-    print(f"{category:7s} train {m['n_train']}, test {m['n_test']} "
-          f"({int(evaluations[category].labels.sum())} defective), memory bank {m['memory_bank_size']} x 1024")
+    train, test = load_split(root, category, "train", config), load_split(root, category, "test", config)
+    train_images = torch.stack([train[i]["image"] for i in range(min(NUM_TRAIN, len(train)))])
+    test_images, masks = stack(test)
+    data[category] = {"test": test, "images": test_images, "masks": masks, "labels": np.asarray(test.labels),
+                      "maps": {w: (feature_maps(e, train_images), feature_maps(e, test_images))
+                               for w, e in extractors.items()}}
+    shapes = ", ".join(f"{layer} {tuple(fmap.shape[1:])}" for layer, fmap in data[category]["maps"]["imagenet"][1].items())
+    print(f"{category}: train {len(train_images)}, test {len(test)} ({int(data[category]['labels'].sum())} defective); {shapes}")
 
 # %% [markdown]
-# The metrics (floats: printed here, and checked against thresholds in the next cell rather than
-# digit for digit):
+# From feature maps to metrics: the stages of notebooks 02–04, with a 10 % greedy coreset.
 
 # %%
-print(f"{'category':9s} {'image AUROC':>12s} {'pixel AUROC':>12s} {'AUPRO':>8s} {'fit s':>7s}")
-for category, evaluation in evaluations.items():
-    m = evaluation.metrics
-    print(f"{category:9s} {m['image_auroc']:12.3f} {m['pixel_auroc']:12.3f} {m['aupro']:8.3f} {m['fit_seconds']:7.1f}")
-mean = {key: np.mean([e.metrics[key] for e in evaluations.values()]) for key in ("image_auroc", "pixel_auroc", "aupro")}
-print(f"{'mean':9s} {mean['image_auroc']:12.3f} {mean['pixel_auroc']:12.3f} {mean['aupro']:8.3f}")
+def patch_features(maps: dict, patch_feature: str) -> tuple[np.ndarray, tuple[int, int]]:
+    """``{layer: (N, C, h, w)}`` -> ``(N*H*W, D)`` and the grid ``(H, W)``."""
+    features, grid = pooled_concat(maps) if patch_feature == "pooled_concat" else embed(maps)
+    return features.numpy(), grid
+
+
+def evaluate(category: str, weights: str = "imagenet", patch_feature: str = config.patch_feature) -> dict:
+    """Fit on the train feature maps, score the test set: scores (N,), maps (N, H, W), metrics."""
+    d = data[category]
+    train_maps, test_maps = d["maps"][weights]
+    train_features, grid = patch_features(train_maps, patch_feature)
+    test_features, _ = patch_features(test_maps, patch_feature)
+    bank = train_features[select_coreset(train_features, config.coreset_ratio, config.sampler, seed=SEED)]
+    grid_scores = score_grid(NearestNeighbours(bank), test_features, len(d["labels"]), grid)
+    scores = image_scores(grid_scores)
+    maps = anomaly_map(grid_scores, size=tuple(d["images"].shape[-2:]), sigma=config.sigma)
+    return {"scores": scores, "maps": maps, "bank": bank.shape,
+            "metrics": compute_metrics(d["labels"], scores, d["masks"], maps)}
+
+
+# %% [markdown]
+# ## Every category, default configuration
 
 # %%
-for category, evaluation in evaluations.items():
-    m = evaluation.metrics
+results = {(category, "imagenet", config.patch_feature): evaluate(category) for category in categories}
+default = {category: results[category, "imagenet", config.patch_feature] for category in categories}
+
+
+def print_row(name: str, m: dict) -> None:
+    print(f"{name:38s} {m['image_auroc']:11.3f} {m['pixel_auroc']:11.3f} {m['aupro']:7.3f}")
+
+
+print(f"{'category, memory bank':38s} {'image AUROC':>11s} {'pixel AUROC':>11s} {'AUPRO':>7s}")
+for category, result in default.items():
+    print_row(f"{category}, bank {result['bank']}", result["metrics"])
+for category, result in default.items():
+    m = result["metrics"]
     assert not EMBEDDED or (m["image_auroc"] > 0.9 and m["pixel_auroc"] > 0.95 and m["aupro"] > 0.85), (category, m)
+
+# %% [markdown]
+# ## Exercise: AUROC by counting pairs
+#
+# Write `auroc(labels, scores)`: over all (defective, good) pairs of images, the fraction in
+# which the defective one scores higher. A tie counts 1/2. No threshold is needed.
+
+# %% tags=["solution"]
+def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """``labels (N,)`` 0/1 (1 = defective), ``scores (N,)`` -> AUROC, a float.
+
+    Count the (defective, good) pairs where the defective image scores higher, a tie as 1/2,
+    and divide by the number of such pairs.
+    """
+    labels = np.asarray(labels).astype(bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    difference = scores[labels][:, None] - scores[~labels][None, :]  # (defective, good)
+    return float(((difference > 0).sum() + 0.5 * (difference == 0).sum()) / difference.size)
+
+
+# %%
+# NBVAL_CHECK_OUTPUT
+exercises.check_auroc(auroc)
 
 # %% [markdown]
 # ## ROC curves
 #
-# Left: image-level ROC (one point per threshold on the image score). Right: pixel-level ROC
-# over all test pixels of the category. The pixel curves hug the left edge: at an FPR of a few
-# percent almost every defect pixel is already found. With 224 × 224 good pixels per image, a
-# few percent of FPR is still thousands of false-alarm pixels, which is why AUPRO looks only at
-# FPR ≤ 0.3 and why a pixel AUROC near 1 says less than it seems to.
+# The pixel curves hug the left edge, yet a few percent of FPR is thousands of falsely flagged
+# pixels: a pixel AUROC near 1 says less than it seems.
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
-for category, evaluation in evaluations.items():
-    fpr, tpr = roc_curve_points(evaluation.labels, evaluation.scores)
-    axes[0].plot(fpr, tpr, label=f"{category} ({evaluation.metrics['image_auroc']:.3f})")
-    fpr, tpr = roc_curve_points(evaluation.masks.ravel(), evaluation.maps.ravel())
-    axes[1].plot(fpr, tpr, label=f"{category} ({evaluation.metrics['pixel_auroc']:.3f})")
+for category, result in default.items():
+    d, m = data[category], result["metrics"]
+    axes[0].plot(*roc_curve_points(d["labels"], result["scores"]), label=f"{category} ({m['image_auroc']:.3f})")
+    axes[1].plot(*roc_curve_points(d["masks"].ravel(), result["maps"].ravel()),
+                 label=f"{category} ({m['pixel_auroc']:.3f})")
 for ax, title in zip(axes, ("image-level ROC", "pixel-level ROC")):
     ax.plot([0, 1], [0, 1], "k:", lw=1)
-    ax.set_xlabel("false-positive rate")
-    ax.set_ylabel("true-positive rate")
-    ax.set_title(title)
+    ax.set(xlabel="false-positive rate", ylabel="true-positive rate", title=title)
     ax.legend(fontsize=8, title="AUROC", loc="lower right")
 fig.tight_layout()
 
 # %% [markdown]
-# ## PRO curves
+# ## PRO: every region counts once
 #
-# The connected regions behind PRO. `label_regions` uses 8-connectivity, as MVTec AD's
-# evaluation code does. Region sizes vary by two orders of magnitude, and PRO weights them all the
-# same.
+# `label_regions` finds the 8-connected defect regions, as MVTec AD's evaluation does:
 
 # %%
-for category, evaluation in evaluations.items():
-    regions, count = label_regions(evaluation.masks)
+for category in categories:
+    regions, count = label_regions(data[category]["masks"])
     sizes = np.bincount(regions.ravel())[1:]
-    print(f"{category:7s} {count:3d} defect regions, {sizes.min():5d} to {sizes.max():5d} pixels "
-          f"(median {int(np.median(sizes))})")
+    print(f"{category}: {count} defect regions of {sizes.min()} to {sizes.max()} pixels (median {int(np.median(sizes))})")
+
+# %% [markdown]
+# ## Exercise (fast finishers): the PRO of one threshold
+#
+# Write `pro(masks, maps, threshold)`: label each image's mask on its own, 8-connected
+# (`ndimage.label(mask, structure=np.ones((3, 3)))`); for every region, the fraction of its pixels
+# with map ≥ threshold; return the mean over all regions of all images.
+
+# %% tags=["solution"]
+def pro(masks: np.ndarray, maps: np.ndarray, threshold: float) -> float:
+    """``masks (N, H, W)`` bool, ``maps (N, H, W)``, a threshold -> PRO(threshold), a float.
+
+    The mean over every 8-connected defect region of every image of the fraction of the
+    region's pixels whose map value is >= threshold.
+    """
+    overlaps = []
+    for mask, amap in zip(masks, maps):
+        regions, count = ndimage.label(mask, structure=np.ones((3, 3)))
+        overlaps += [float((amap[regions == region] >= threshold).mean()) for region in range(1, count + 1)]
+    return float(np.mean(overlaps))
+
+
+# %%
+# NBVAL_CHECK_OUTPUT
+exercises.check_pro(pro)
+
+# %% [markdown]
+# PRO(t) over all thresholds, against the FPR on good pixels:
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
-for category, evaluation in evaluations.items():
-    fpr, pro = pro_curve(evaluation.masks, evaluation.maps)
+for category, result in default.items():
+    fpr, overlap = pro_curve(data[category]["masks"], result["maps"])
     for ax in axes:
-        ax.plot(fpr, pro, label=f"{category} (AUPRO {evaluation.metrics['aupro']:.3f})")
-for ax, right in zip(axes, (1.0, 0.1)):
+        ax.plot(fpr, overlap, label=f"{category} (AUPRO {result['metrics']['aupro']:.3f})")
+for ax, right, title in zip(axes, (1.0, 0.1), ("per-region overlap", "zoom: FPR up to 0.1")):
     ax.axvline(0.3, color="k", ls="--", lw=1)
-    ax.set_xlim(0, right)
-    ax.set_xlabel("false-positive rate (good pixels)")
-    ax.set_ylabel("PRO: mean overlap per region")
+    ax.set(xlim=(0, right), xlabel="false-positive rate (good pixels)", ylabel="PRO: mean overlap per region",
+           title=title)
 axes[0].text(0.31, 0.05, "FPR = 0.3:\narea counted\nto the left", fontsize=8)
-axes[0].set_title("per-region overlap")
-axes[1].set_title("zoom: FPR up to 0.1")
 axes[0].legend(fontsize=8, loc="lower right")
 fig.tight_layout()
 
 # %% [markdown]
-# Each curve climbs to 1 within a few percent of FPR; the zoom shows the differences. A region
-# counts as fully found only when *all* its pixels are above the threshold. Small or faint regions
-# get there only at low thresholds, and those thresholds already flag good pixels. Fabric's curve
-# rises last: its stains are faint (see the last section). Because every region weighs the same,
-# a few such regions cost AUPRO more than they cost pixel AUROC, which makes AUPRO the most
-# demanding of the three numbers.
+# A region is fully found only when all its pixels pass the threshold; small or faint regions
+# get there only at thresholds that already flag good pixels. That makes AUPRO the strictest of
+# the three.
 #
-# ## Backbone × coreset ratio on one category
+# ## Two patch features
 #
-# How much do the **ImageNet features** matter, and how small can the **coreset** be? We compare
-# three backbones on `wood` (exercise 2 repeats one row on `fabric`, with a surprise):
-#
-# * mobilenet_v2 with the shipped ImageNet weights (the default);
-# * mobilenet_v2 with seeded **random** weights, the same architecture without pretraining;
-# * resnet18 with seeded random weights (layers `layer2` + `layer3`).
-#
-# and two coreset ratios, 1 % and 10 %. To stay quick we use the first 16 training images
-# (12 544 patches), as in notebook 04, and extract features **once per backbone**. Both ratios
-# reuse them: coreset, kNN, maps and metrics are cheap next to the backbone.
-#
-# The paper's backbone, wide_resnet50_2, is not in this table: its ImageNet weights come from
-# torchvision's download server, and this project runs offline. With random weights it would
-# only show what the first two random rows already show.
+# From notebook 02: `mean_mapped` (the reference's mean mappers and aggregator, 1024-d) and
+# `pooled_concat` (3×3 average pool per layer, channels concatenated, 128-d here):
 
 # %%
-# NBVAL_CHECK_OUTPUT
-CATEGORY, NUM_TRAIN, RATIOS = categories[-1], 16, (0.01, 0.1)  # wood in the embedded set
-train = load_split(root, CATEGORY, "train", config)
-train_images = torch.stack([train[i]["image"] for i in range(NUM_TRAIN)])
-test = load_split(root, CATEGORY, "test", config)
-test_images, test_masks = stack(test)
-test_labels = np.asarray(test.labels)
+for category in categories:
+    results[category, "imagenet", "mean_mapped"] = evaluate(category, "imagenet", "mean_mapped")
 
-BACKBONES = (("mobilenet_v2", "imagenet"), ("mobilenet_v2", "random"), ("resnet18", "random"))
-table, features = {}, {}
-for backbone, weights in BACKBONES:
-    # a fresh config: each backbone brings its own default layers
-    model = PatchCore(PatchCoreConfig(backbone=backbone, weights=weights, seed=SEED))
-    train_features, grid = model.extract(train_images)
-    test_features, _ = model.extract(test_images)
-    features[backbone, weights] = train_features, test_features, grid
-    print(f"{backbone} ({weights}): train {train_features.shape}, test {test_features.shape}, grid {grid}")
-    for ratio in RATIOS:
-        bank = train_features[select_coreset(train_features, ratio, "approximate_greedy", seed=SEED)]
-        index = NearestNeighbours(bank)
-        per_patch = torch.from_numpy(patch_scores(index, test_features, k=1))
-        score_grid = scores_to_grid(unpatch_scores(per_patch, len(test_images)), grid).numpy()
-        maps = anomaly_map(score_grid, size=224, sigma=config.sigma)
-        table[backbone, weights, ratio] = compute_metrics(test_labels, image_scores(score_grid), test_masks, maps)
-        print(f"    ratio {ratio:.0%}: memory bank {bank.shape}")
+
+def mean_metrics(weights: str, patch_feature: str) -> dict:
+    return {key: float(np.mean([results[c, weights, patch_feature]["metrics"][key] for c in categories]))
+            for key in ("image_auroc", "pixel_auroc", "aupro")}
+
+
+def print_table(rows) -> None:
+    print(f"{'':38s} {'image AUROC':>11s} {'pixel AUROC':>11s} {'AUPRO':>7s}")
+    for weights, patch_feature in rows:
+        for category in categories:
+            result = results[category, weights, patch_feature]
+            print_row(f"{category}, {weights}, {patch_feature} {result['bank'][1]}-d", result["metrics"])
+        print_row(f"mean, {weights}, {patch_feature}", mean_metrics(weights, patch_feature))
+
+
+print_table([("imagenet", "mean_mapped"), ("imagenet", "pooled_concat")])
 
 # %%
-print(f"{CATEGORY}, {NUM_TRAIN} training images{'':12s} image AUROC  pixel AUROC   AUPRO")
-for (backbone, weights, ratio), m in table.items():
-    name = f"{backbone} {weights}, coreset {ratio:.0%}"
-    print(f"{name:44s} {m['image_auroc']:8.3f} {m['pixel_auroc']:12.3f} {m['aupro']:8.3f}")
-
-# %%
-pretrained, untrained = table["mobilenet_v2", "imagenet", 0.1], table["mobilenet_v2", "random", 0.1]
-if EMBEDDED:
-    assert pretrained["image_auroc"] > 0.9 and pretrained["aupro"] > 0.8
-    assert pretrained["image_auroc"] > untrained["image_auroc"] and pretrained["aupro"] > untrained["aupro"]
+gap = {key: abs(mean_metrics("imagenet", "mean_mapped")[key] - mean_metrics("imagenet", "pooled_concat")[key])
+       for key in ("image_auroc", "pixel_auroc", "aupro")}
+print("mean difference between the two features:", {key: round(value, 3) for key, value in gap.items()})
+assert not EMBEDDED or max(gap.values()) < 0.03
 
 # %% [markdown]
-# Read the table by rows and by columns:
+# On these drawn textures the two features score about the same, and `pooled_concat` is 8×
+# shorter: a smaller bank and a faster search. Why it is mobilenet_v2's default: the reference's
+# 1024-d mean mapper stretches the shallow layer's 32 × 9 values to 1024, and gives the deeper
+# layer, with three times the channels, the same half of the vector. For wide_resnet50_2 (512
+# and 1024 channels) that fits, and stays its default. Which suits *your* photographs,
+# `real_data.py` measures (below).
 #
-# * **Pretraining matters.** ImageNet features describe textures in a way that puts a scratch or
-#   a stain far from plain wood grain. The same mobilenet_v2 with random weights still responds
-#   to edges and colour, so it finds the strong defects, but its distances mean less: both image
-#   AUROC and AUPRO drop. resnet18 with random weights is a different random function, and is no
-#   substitute for pretraining either.
-# * **1 % against 10 %** changes little with ImageNet features. The greedy coreset keeps the
-#   bank's extent (notebook 03), and the bank is 10× smaller, so the kNN search is 10× faster.
-#   The random backbones gain more from the larger bank: their features are less organised, so
-#   fewer of them are redundant.
+# ## Are ImageNet features needed?
 #
-# For context, the reference implementation's published MVTec AD means (from its own result
-# files) with wide_resnet50_2 at 224 px and a 10 % coreset are:
+# The same mobilenet_v2 with seeded random weights:
+
+# %%
+for category in categories:
+    results[category, "random", config.patch_feature] = evaluate(category, "random")
+print_table([("imagenet", config.patch_feature), ("random", config.patch_feature)])
+for key in ("image_auroc", "pixel_auroc", "aupro"):
+    loss = mean_metrics("imagenet", config.patch_feature)[key] - mean_metrics("random", config.patch_feature)[key]
+    print(f"{key}: ImageNet minus random weights, mean over categories: {loss:+.3f}")
+gaps = {c: results[c, "imagenet", config.patch_feature]["metrics"]["aupro"]
+        - results[c, "random", config.patch_feature]["metrics"]["aupro"] for c in categories}
+print(f"AUPRO gap smallest on {min(gaps, key=gaps.get)} ({min(gaps.values()):+.3f}), "
+      f"largest on {max(gaps, key=gaps.get)} ({max(gaps.values()):+.3f})")
+if EMBEDDED:
+    assert mean_metrics("imagenet", config.patch_feature)["aupro"] > mean_metrics("random", config.patch_feature)["aupro"]
+    assert min(results[c, "random", config.patch_feature]["metrics"]["image_auroc"] for c in categories) > 0.85
+
+# %% [markdown]
+# Random weights are far from useless here. Random 3×3 convolutions still respond to edges,
+# colour and contrast, and the drawn defects break a regular texture with exactly such changes.
+# On the category printed as the smallest gap they come close to ImageNet, and a test on that
+# category alone can even show them ahead. Over all categories ImageNet wins, most clearly in
+# AUPRO: telling a faint defect from unusual normal texture takes features that know textures.
+# How far random features fall on real photographs these textures cannot show;
+# `real_data.py --weights random` measures it (next section).
 #
-# | image AUROC | pixel AUROC | PRO |
-# | --- | --- | --- |
-# | 99.16 | 98.11 | 94.37 |
-#
-# Those are averages over the 15 real MVTec AD categories with a much larger backbone, so they
-# are not directly comparable with our three procedurally drawn textures. To run `pcnotes` on the
-# real data set, point `PCNOTES_DATA` at it.
+# More sweeps (backbones, coreset ratios, random coresets):
+# [deeper/05_sweeps](deeper/05_sweeps.ipynb).
 #
 # ## Where the model fails
 #
-# Image AUROC hides *which* images are hard. For each category we take the **highest-scored good
-# image** (the closest to a false alarm) and the **lowest-scored defective image** (the closest to
-# a miss). Each is shown as the image with the true defect outlined, then its map on the
-# category's shared colour scale.
+# Per category, the **highest-scored good image** and the **lowest-scored defective image**, the
+# true defect outlined, maps on the category's colour scale.
 
 # %%
-def hardest(evaluation) -> tuple[int, int]:
+def hardest(labels: np.ndarray, scores: np.ndarray) -> tuple[int, int]:
     """Indices of the highest-scored good image and the lowest-scored defective image."""
-    good, defective = np.flatnonzero(evaluation.labels == 0), np.flatnonzero(evaluation.labels == 1)
-    return int(good[np.argmax(evaluation.scores[good])]), int(defective[np.argmin(evaluation.scores[defective])])
+    good, defective = np.flatnonzero(labels == 0), np.flatnonzero(labels == 1)
+    return int(good[np.argmax(scores[good])]), int(defective[np.argmin(scores[defective])])
 
 
-hard_cases = {}
-for category, evaluation in evaluations.items():
-    top_good, low_defect = hardest(evaluation)
-    hard_cases[category] = top_good, low_defect
-    margin = evaluation.scores[low_defect] - evaluation.scores[top_good]
-    print(f"{category:7s} top good {evaluation.scores[top_good]:.2f} "
-          f"({evaluation.paths[top_good].split('/test/')[1]}), lowest defective "
-          f"{evaluation.scores[low_defect]:.2f} ({evaluation.paths[low_defect].split('/test/')[1]}), "
-          f"margin {margin:+.2f}")
+hard_cases = {category: hardest(data[category]["labels"], default[category]["scores"]) for category in categories}
+for category, (top_good, low_defect) in hard_cases.items():
+    test, scores = data[category]["test"], default[category]["scores"]
+    print(f"{category}: top good {scores[top_good]:.2f} ({test.paths[top_good].split('/test/')[1]}), lowest "
+          f"defective {scores[low_defect]:.2f} ({test.paths[low_defect].split('/test/')[1]}), "
+          f"margin {scores[low_defect] - scores[top_good]:+.2f}")
 
 # %%
-fig, axes = plt.subplots(len(evaluations), 4, figsize=(11, 2.9 * len(evaluations)))
-for row, (category, evaluation) in enumerate(evaluations.items()):
-    split = load_split(root, category, "test", config)
-    vmin, vmax = shared_scale(evaluation.maps)  # one colour scale per category
-    for column, (i, what) in zip((0, 2), zip(hard_cases[category], ("highest good", "lowest defect"))):
-        image = split[i]["image"]
-        show_image(axes[row, column], image)
-        draw_mask_contour(axes[row, column], evaluation.masks[i])
-        axes[row, column].set_title(f"{category}: {what}\n{evaluation.defects[i]}, score {evaluation.scores[i]:.1f}",
+fig, axes = plt.subplots(len(categories), 4, figsize=(12, 2.9 * len(categories)), squeeze=False)
+for row, category in enumerate(categories):
+    d, result = data[category], default[category]
+    vmin, vmax = shared_scale(result["maps"])  # one colour scale per category
+    for column, i, what in zip((0, 2), hard_cases[category], ("highest good", "lowest defect")):
+        show_image(axes[row, column], d["images"][i])
+        draw_mask_contour(axes[row, column], d["masks"][i])
+        axes[row, column].set_title(f"{category}: {what}\n{d['test'].defects[i]}, score {result['scores'][i]:.2f}",
                                     fontsize=9)
-        overlay_heatmap(axes[row, column + 1], image, evaluation.maps[i], vmin=vmin, vmax=vmax)
+        overlay_heatmap(axes[row, column + 1], d["images"][i], result["maps"][i], vmin=vmin, vmax=vmax)
         axes[row, column + 1].set_title("anomaly map", fontsize=9)
-fig.tight_layout()
+    fig.colorbar(ScalarMappable(Normalize(vmin, vmax), cmap="jet"), ax=axes[row, :], shrink=0.9,
+                 label="anomaly score\n(Euclidean distance\nin feature space)")
 
 # %% [markdown]
-# A negative margin means the two classes overlap: some good image outscores some defective one,
-# and image AUROC is below 1. What the pictures show:
+# A positive margin means every defective image outscores every good one. The lowest defects
+# change little: a dark stain on a dark weave, a thin scratch along the grain. The top good
+# images light up at the border, where features are partly computed from zero padding.
 #
-# * **fabric, lowest defect: a stain** that darkens an already dark navy weave. The colour changes
-#   a little, and the weave runs on through the stain unchanged. mobilenet_v2's mid-level features
-#   describe texture more than colour, so these patches stay close to normal ones in the bank.
-#   The map shows only a faint blob, no stronger than the background of good images. This is the
-#   one real miss of the default model.
-# * **fabric and tiles, highest good: a hot corner.** The brightest spot of both maps sits next to
-#   a corner of the image. Features there are computed partly from zero padding, both in the
-#   backbone's convolutions and in the 3×3 neighbourhoods. Such patches are a small part of the
-#   bank (a handful per image), so an unusual piece of texture in a corner finds fewer close
-#   neighbours than the same texture in the middle would.
-# * **wood, highest good: a bend in the grain.** The grain lines swerve around a knot-like bump,
-#   a shape the training images show rarely. The map is right that it is unusual, but it is
-#   normal wood. More training images, or a larger coreset, teach the bank such rare normal
-#   patterns.
-# * **wood, lowest defect: a thin scratch** of a few pixels' width that runs almost parallel to
-#   the grain lines. Each 8×8 patch cell holds only a sliver of it, so its features move little.
-#   It is still found, barely above the bend in the good image.
-# * **tiles, lowest defect: a stain** that is found without trouble. On the light tiles a dark
-#   stain stands out, and the margin is comfortable.
+# ## Your own photographs
+#
+# Three options matter (`python -m pcnotes evaluate --help`):
+#
+# * **Crop or whole image.** The default resizes the shorter side to 256 and keeps the centre
+#   224 × 224. Of an elongated photograph that keeps only the middle, and a defect near an end
+#   is cut away while the image stays labelled defective. `--resize 256x608` (height × width;
+#   the crop is then `none`) keeps the whole image; in the config, `resize=(256, 608), crop=None`.
+# * **Patch feature:** `--patch-feature mean_mapped|pooled_concat`.
+# * **Resolution against time.** The grid follows the input at stride 8; the bank, the coreset
+#   and the kNN search all grow with the patches (next cell).
+#
+# `benchmarks/real_data.py --data-root DIR` evaluates a folder in MVTec AD layout
+# (`CATEGORY/train/good`, `CATEGORY/test/DEFECT`, `CATEGORY/ground_truth/DEFECT`) under a grid of
+# these options, and writes `benchmarks/results/real_data_NAME.json`; the cell after next prints it.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+probe = PatchCore(config)
+for height, width in ((224, 224), (320, 320), (256, 608)):
+    _, grid = probe.embed(torch.zeros(1, 3, height, width))
+    patches = grid[0] * grid[1]
+    print(f"input {height}x{width}: grid {grid[0]}x{grid[1]}, {patches} patches per image, "
+          f"memory bank of {coreset_size(NUM_TRAIN * patches, config.coreset_ratio)} for {NUM_TRAIN} images at 10 %")
+
+# %%
+files = sorted((REPO_ROOT / "benchmarks" / "results").glob("real_data_*.json"))
+if not files:
+    print("no benchmarks/results/real_data_*.json yet: run benchmarks/real_data.py --data-root DIR")
+for path in files:
+    record = json.loads(path.read_text())
+    print(f"{display_path(path)}: {len(record['categories'])} categories, {record['backbone']} "
+          f"({record['weights']}), coreset {record['coreset_ratio']}")
+    for result in record["results"]:
+        mean = result["mean"]
+        print(f"  {result['option']:28s} D {mean['feature_dim']:5d}  image AUROC {mean['image_auroc']:.3f}  "
+              f"pixel AUROC {mean['pixel_auroc']:.3f}  AUPRO {mean['aupro']:.3f}")
+
+# %% [markdown]
+# The [paper](https://arxiv.org/abs/2106.08265) and
+# [patchcore-inspection](https://github.com/amazon-science/patchcore-inspection) report MVTec AD
+# with wide_resnet50_2; we differ in backbone, data and training-set size.
 #
 # ## Summary
 #
-# * `evaluate_category` with the default configuration separates good from defective images
-#   perfectly on tiles and wood, and nearly so on fabric. Its maps find the defect regions
-#   (AUPRO ≥ 0.96 on all three).
-# * Image AUROC judges detection. Pixel AUROC judges maps pixel by pixel, and large defects
-#   dominate it. AUPRO judges maps region by region up to FPR = 0.3, so small defects count as
-#   much as large ones, and it is the strictest of the three.
-# * ImageNet pretraining matters where normal texture is irregular (wood); on a regular weave
-#   random features also work. The coreset ratio, between 1 % and 10 %, matters far less.
-# * The misses are low-contrast defects (a dark stain on dark fabric, a thin scratch along the
-#   grain). The false alarms are rare normal texture and patches at the image border.
+# * Image AUROC is the fraction of (defective, good) pairs ranked right, ties 1/2. Pixel AUROC
+#   ranks pixels, so large defects dominate; AUPRO averages per region up to FPR = 0.3.
+# * On the drawn textures both patch features score alike; `pooled_concat` is 8× shorter.
+# * Random weights come close on the most regular drawn texture; over all categories ImageNet wins.
+# * Misses are faint or thin defects; false alarms are rare normal texture and border patches.
+# * For photographs, choose crop or whole image, patch feature and resolution, and measure with
+#   `benchmarks/real_data.py`.
 #
-# ## Exercises
-#
-# 1. **Random coresets.** On the table's `wood` features (`features["mobilenet_v2", "imagenet"]`),
-#    compare a random 1 % coreset with the greedy 1 % row of the table. Why does random sampling
-#    hurt more at 1 % than at 10 %?
-# 2. **Is pretraining always needed?** Evaluate mobilenet_v2 with **random** weights on `fabric`
-#    (16 training images, 10 % coreset), and compare it with `evaluations["fabric"]`. What is
-#    different about fabric's defects?
-
-# %% [markdown]
-# ### Solution 1
-
-# %%
-train_features, test_features, grid = features["mobilenet_v2", "imagenet"]  # from the table
-for sampler in ("approximate_greedy", "random"):
-    bank = train_features[select_coreset(train_features, 0.01, sampler, seed=SEED)]
-    per_patch = torch.from_numpy(patch_scores(NearestNeighbours(bank), test_features, k=1))
-    score_grid = scores_to_grid(unpatch_scores(per_patch, len(test_images)), grid).numpy()
-    m = compute_metrics(test_labels, image_scores(score_grid), test_masks, anomaly_map(score_grid))
-    print(f"{sampler:18s} 1%: image AUROC {m['image_auroc']:.3f}, pixel AUROC {m['pixel_auroc']:.3f}, AUPRO {m['aupro']:.3f}")
-
-# %% [markdown]
-# A random 1 % (125 patches) misses rare normal patches, such as an unusual knot or a dark
-# stretch of grain. Test patches that look like them then score high on good images too: the
-# background of the maps rises, and detection drops (here a little; on real data with more
-# varied normal images, more). At 10 % a random sample already holds most kinds of patch.
-#
-# ### Solution 2
-
-# %%
-other = categories[0]  # fabric in the embedded set
-other_train = load_split(root, other, "train", config)
-other_test = load_split(root, other, "test", config)
-other_images, other_masks = stack(other_test)
-untrained_model = PatchCore(PatchCoreConfig(weights="random", seed=SEED))
-untrained_model.fit(torch.stack([other_train[i]["image"] for i in range(NUM_TRAIN)]))
-other_scores, other_maps = untrained_model.predict(other_images)
-m = compute_metrics(np.asarray(other_test.labels), other_scores, other_masks, other_maps)
-print(f"{other}, mobilenet_v2 random, {NUM_TRAIN} images:  image AUROC {m['image_auroc']:.3f}, "
-      f"pixel AUROC {m['pixel_auroc']:.3f}, AUPRO {m['aupro']:.3f}")
-m = evaluations[other].metrics
-print(f"{other}, mobilenet_v2 ImageNet, {m['n_train']} images: image AUROC {m['image_auroc']:.3f}, "
-      f"pixel AUROC {m['pixel_auroc']:.3f}, AUPRO {m['aupro']:.3f}")
-
-# %% [markdown]
-# On fabric the random network does at least as well as the pretrained one, even with a third of
-# the training images. Fabric's defects (a hole,
-# a contamination, a loose thread) break a very regular weave with a sharp change of colour and
-# contrast, which random 3×3 convolutions already pick up. Wood grain is irregular, so telling
-# a scratch from an unusual stretch of normal grain takes features that know what textures look
-# like. The lesson: a good score on an easy category says little about the features. Benchmarks
-# with many categories, like MVTec AD's 15, exist for that reason.
+# Next: [06 · Coreset explorer](06_coreset_explorer.ipynb).
