@@ -104,7 +104,7 @@ class ExplorerFigure:
         self._scale = ScalarMappable(cmap="jet")
         self._scale.set_clim(0.0, 1.0)
         colorbar = self.fig.colorbar(self._scale, cax=colorbar_ax)
-        colorbar.set_label("score (distance in feature space)", fontsize=8)
+        colorbar.set_label("anomaly score (Euclidean distance in feature space)", fontsize=8)
         colorbar_ax.tick_params(labelsize=8)
         self._setup_curve()
         self._pca: dict[str, object] = {}  # category -> the bank panel's fitted PCA
