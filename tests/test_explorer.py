@@ -171,7 +171,7 @@ def test_the_figure_reuses_its_axes_and_redraws_what_changed(fresh_state):
     assert heat.get_clim() == pytest.approx(second.map_range)
     assert figure.bank_ax.get_title() == f"memory bank: {second.bank_size:,} of 4,704 patches"
     assert figure.png() != png
-    assert figure.fig.axes[4].get_ylabel() == "score (distance in feature space)"
+    assert figure.fig.axes[4].get_ylabel() == "anomaly score (Euclidean distance in feature space)"
     third = explorer.update(0.05, "random", image_index=8, cache=fresh_state)
     figure.draw(third, fresh_state.history("fabric"))
     assert figure._heat is not heat and third.image_label in figure.image_ax.get_title()
