@@ -43,14 +43,16 @@ notebooks and benchmarks the two agree at every position.
 
 2. Two ways to run a step
 -------------------------
-*The flat pass* (:func:`_flat_steps_threaded`) visits every point, like the plain
-loop, split into one part per thread.  It first sums the squared
-differences over the first 32 coordinates only: a sum of non-negative terms
-never shrinks as terms are added, and rounded addition is monotone, so if
-that partial sum already reaches a point's key the full distance cannot be
-smaller and the point is skipped (no error margin needed).  The rest get
-their exact distance.  Its cost is nearly the same at every step: about N
-head reads, a vectorised pass.
+*The flat pass* (:func:`_flat_steps_threaded`) visits every point, like the
+plain loop, split into one part per thread.  It first sums the squared
+differences over the first 64 coordinates only, from a dense copy of them:
+a sum of non-negative terms never shrinks as terms are added, and rounded
+addition is monotone, so if that partial sum already reaches a point's key
+the full distance cannot be smaller and the point is skipped (no error
+margin needed).  In principal axes the first 64 coordinates hold most of
+every distance, so only a few percent of the points get their exact
+distance.  The pass is branch-free where the outcome is unpredictable, and
+costs nearly the same at every step: one streaming read of the copy.
 
 *The pruning walk* (:func:`_prune_steps`) does not visit most points.  It
 keeps the points grouped by the centre that last lowered their key (the
@@ -220,52 +222,64 @@ def _is_float32_array(value, ndim: int) -> bool:
     return isinstance(value, types.Array) and value.dtype == types.float32 and value.ndim == ndim and value.layout == "C"
 
 
-@intrinsic
-def _lane_sum(typingctx, points, row, centre, num_blocks):
-    """``q(points[row], centre)`` over the first ``num_blocks`` blocks of 8 coordinates, float32.
+def _emit_lane_sum(context, builder, sig, args):
+    """LLVM code for the lane sum of ``points[row]`` and ``centre`` over ``num_blocks`` blocks.
 
-    ``points``: ``(n, d)`` C-contiguous float32; ``centre``: ``(d,)``.  The
-    contract's arithmetic as LLVM vector instructions: one 8-float register
-    holds the lane sums; each block is subtracted, squared and added to it
-    (separate multiply and add: a fused multiply-add would round
-    differently), and the register is folded in halves.  (LLVM does not
-    vectorise the equivalent numba loop by itself without fast-math, which
-    may reorder the sum.)
+    One 8-float register holds the lane sums; each block is subtracted,
+    squared and added to it (separate multiply and add: a fused
+    multiply-add would round differently), and the register is folded in
+    halves.
     """
-    if not (_is_float32_array(points, 2) and _is_float32_array(centre, 1)):
-        return None
-    if not (isinstance(row, types.Integer) and isinstance(num_blocks, types.Integer)):
-        return None
-    signature = types.float32(points, row, centre, num_blocks)
+    points_struct = context.make_array(sig.args[0])(context, builder, args[0])
+    centre_struct = context.make_array(sig.args[2])(context, builder, args[2])
+    row_index = context.cast(builder, args[1], sig.args[1], types.intp)
+    count = context.cast(builder, args[3], sig.args[3], types.intp)
+    dim = builder.extract_value(points_struct.shape, 1)
+    row_start = builder.gep(points_struct.data, [builder.mul(row_index, dim)])
+    vector = llvm_ir.VectorType(llvm_ir.FloatType(), LANES)
+    lane_sums = cgutils.alloca_once_value(builder, llvm_ir.Constant(vector, [0.0] * LANES))
+    int32 = llvm_ir.IntType(32)
 
-    def codegen(context, builder, sig, args):
-        points_struct = context.make_array(sig.args[0])(context, builder, args[0])
-        centre_struct = context.make_array(sig.args[2])(context, builder, args[2])
-        row_index = context.cast(builder, args[1], sig.args[1], types.intp)
-        count = context.cast(builder, args[3], sig.args[3], types.intp)
-        dim = builder.extract_value(points_struct.shape, 1)
-        row_start = builder.gep(points_struct.data, [builder.mul(row_index, dim)])
-        vector = llvm_ir.VectorType(llvm_ir.FloatType(), LANES)
-        lane_sums = cgutils.alloca_once_value(builder, llvm_ir.Constant(vector, [0.0] * LANES))
-        with cgutils.for_range(builder, count) as loop:
-            offset = builder.mul(loop.index, llvm_ir.Constant(loop.index.type, LANES))
+    def add_blocks(first, last):  # blocks first .. last - 1
+        with cgutils.for_range_slice(builder, first, last, llvm_ir.Constant(count.type, 1)) as (block, _):
+            offset = builder.mul(block, llvm_ir.Constant(block.type, LANES))
             x = builder.load(builder.bitcast(builder.gep(row_start, [offset]), vector.as_pointer()), align=4)
             c = builder.load(builder.bitcast(builder.gep(centre_struct.data, [offset]), vector.as_pointer()), align=4)
             diff = builder.fsub(x, c)
             builder.store(builder.fadd(builder.load(lane_sums), builder.fmul(diff, diff)), lane_sums)
 
-        def halves(value, width):  # v[:width] + v[width:2 * width]
-            mask_type = llvm_ir.VectorType(llvm_ir.IntType(32), width)
+    def fold():
+        value = builder.load(lane_sums)
+        for width in (4, 2, 1):  # v[:width] + v[width:2 * width]
+            mask_type = llvm_ir.VectorType(int32, width)
             low = builder.shuffle_vector(value, value, llvm_ir.Constant(mask_type, list(range(width))))
             high = builder.shuffle_vector(value, value, llvm_ir.Constant(mask_type, list(range(width, 2 * width))))
-            return builder.fadd(low, high)
+            value = builder.fadd(low, high)
+        return builder.extract_element(value, int32(0))
 
-        pairs = halves(halves(builder.load(lane_sums), 4), 2)  # ((a0+a4)+(a2+a6), (a1+a5)+(a3+a7))
-        first = builder.extract_element(pairs, llvm_ir.Constant(llvm_ir.IntType(32), 0))
-        second = builder.extract_element(pairs, llvm_ir.Constant(llvm_ir.IntType(32), 1))
-        return builder.fadd(first, second)
+    add_blocks(llvm_ir.Constant(count.type, 0), count)
+    return fold()
 
-    return signature, codegen
+
+def _lane_sum_types(points, row, centre, num_blocks) -> bool:
+    return (
+        _is_float32_array(points, 2) and _is_float32_array(centre, 1)
+        and isinstance(row, types.Integer) and isinstance(num_blocks, types.Integer)
+    )  # fmt: skip
+
+
+@intrinsic
+def _lane_sum(typingctx, points, row, centre, num_blocks):
+    """``q(points[row], centre)`` over the first ``num_blocks`` blocks of 8 coordinates, float32.
+
+    ``points``: ``(n, d)`` C-contiguous float32; ``centre``: ``(d,)``.  The
+    contract's arithmetic as LLVM vector instructions (:func:`_emit_lane_sum`).
+    LLVM does not vectorise the equivalent numba loop by itself without
+    fast-math, which may reorder the sum.
+    """
+    if not _lane_sum_types(points, row, centre, num_blocks):
+        return None
+    return types.float32(points, row, centre, num_blocks), _emit_lane_sum
 
 
 @intrinsic
@@ -299,7 +313,7 @@ def _prefetch_row(typingctx, points, row):
 #
 # Per point (index order): ``keys`` (the contract's key; -1 once selected),
 # ``owner`` (0 while the key is the starting value, 1 + t once the t-th
-# centre set it), ``heads`` (the first 32 coordinates, a dense copy), and
+# centre set it), ``heads`` (the first 64 coordinates, a dense copy), and
 # for the walk ``row_of`` / ``filed_slot`` (where the walk keeps it, -1 if
 # nowhere) and ``dirty`` (the flat pass changed it since the walk filed it).
 #
@@ -316,8 +330,9 @@ def _prefetch_row(typingctx, points, row):
 #
 # Invariant: a live point x in the cluster of c has key(x) == q(x, c).
 
-_HEAD_BLOCKS = 4  # heads: the first 4 * 8 = 32 coordinates
-_FIRST_BLOCKS = 2  # the walk's first test: the first 16
+_FLAT_BLOCKS = 8  # the flat pass's test: the first 8 * 8 = 64 coordinates
+_HEAD_BLOCKS = 4  # the walk keeps the first 32 in its rows ...
+_FIRST_BLOCKS = 2  # ... and tests the first 16 first
 _KEY_FLOOR = np.float32(2.0**-64)
 _KEY_CEIL = np.float32(2.0**100)
 _NOT_A_POINT = np.iinfo(np.int64).max  # seg_arg of a slot without any point
@@ -349,7 +364,7 @@ def _take_centre(points, point_state, centres, centres32, selected, t, best):
     point_state[1][best] = SELECTED
     point_state[5][best] = True  # dirty
     centres[t, :] = points[best]
-    centres32[:, t] = point_state[0][best]
+    centres32[:, t] = point_state[0][best, : centres32.shape[0]]
 
 
 @numba.njit(cache=True)
@@ -366,13 +381,14 @@ def _flat_part(points, heads, point_state, centre, slot, low, high, scratch):
     head_blocks = heads.shape[1] // LANES
     top, top_index = np.float32(-np.inf), _NOT_A_POINT
     count = low
-    for i in range(low, high):  # the lower bound; keys that stay count for the maximum
+    for i in range(low, high):  # the lower bound; the keys that stay count for the maximum
         key = keys[i]
         survives = _lane_sum(heads, i, centre, head_blocks) < key
         scratch[count] = i
         count += survives
-        larger = (not survives) and key > top
-        top = key if larger else top
+        stays = np.float32(-np.inf) if survives else key  # (selects, not branches)
+        larger = stays > top
+        top = stays if larger else top
         top_index = i if larger else top_index
     for j in range(low, count):  # the exact distances
         i = scratch[j]
@@ -561,7 +577,7 @@ def _file_rows(rows, slots, state, point_state, new_points, count, slack, order)
     prunable = True
     for m in range(count):
         i = new_points[order[m]]
-        heads[write + m] = point_heads[i]
+        heads[write + m] = point_heads[i, : heads.shape[1]]
         key = keys[write + m] = point_keys[i]
         index[write + m], alive[write + m] = i, True
         row_of[i], filed_slot[i] = write + m, s
@@ -865,18 +881,18 @@ def fast_loop(
     ``(num_select,)`` int64.  ``strategy``: ``"auto"`` (see
     :class:`_Chooser`), or ``"flat"`` / ``"prune"`` to force one, or
     ``"brute"``: the flat pass computing every distance, for comparisons.  Memory
-    ``O(N * 32)`` floats beyond ``points``: the heads, and room for every
-    head twice in the walk's rows.  If ``stats`` is a dict it receives
-    counts of the work done (compare ``exact_distances`` with
-    ``plain_distances = N * num_select``) and of the steps each strategy
-    ran.
+    ``O(N * 128)`` floats beyond ``points``: the first 64 coordinates, and
+    room for the first 32 of every point twice in the walk's rows.  If ``stats`` is a dict it receives
+    counts of the steps each way ran and of the work done (compare
+    ``rows_walked`` and ``exact_distances`` with ``plain_distances = N *
+    num_select``).
     """
     n, padded_dim = points.shape
     points = np.ascontiguousarray(points, dtype=np.float32)
     head_width = min(padded_dim, LANES * _HEAD_BLOCKS)
     capacity = 2 * n
     point_state = (
-        np.ascontiguousarray(points[:, :head_width]),  # heads
+        np.ascontiguousarray(points[:, : LANES * _FLAT_BLOCKS]),  # heads
         np.array(keys, dtype=np.float32),  # keys (a copy)
         np.zeros(n, dtype=np.int64),  # owner
         np.full(n, -1, dtype=np.int64),  # row_of
@@ -935,8 +951,8 @@ def fast_loop(
             best = _argmax(point_state[1])
         switched = time.perf_counter()
         if name != "prune":
-            heads = point_state[0][:, :0] if name == "brute" else point_state[0]
             flat_steps = _flat_steps_threaded if threaded and name != "flat_one_thread" else _flat_steps_serial
+            heads = point_state[0][:, :0] if name == "brute" else point_state[0]
             best = flat_steps(points, heads, point_state, centres, centres32, selected, t, end, best, parts, flat_scratch, flat_counts)
         else:
             _prune_steps(
