@@ -789,9 +789,9 @@ def _prune_steps(points, rows, slots, state, point_state, centres, centres32, se
             alive[r] = False
             seg_live[filed_slot[i]] -= 1
             point_keys[i], owner[i], moved[m] = out_keys[m], num_slots, i
-        for k in range(num_kept):  # the walked slots that lost rows
-            s = to_walk[k]
-            if seg_size[s] > 0 and (seg_live[s] < seg_size[s] or not alive[seg_start[s]]):
+        for m in range(num_moved):  # the slots that lost rows (the walk lists each slot's rows together)
+            s = filed_slot[moved[m]]
+            if m == 0 or s != filed_slot[moved[m - 1]]:
                 _refresh_slot(rows, slots, s, slack)
         state[0] = num_slots + 1
         seg_start[num_slots] = seg_size[num_slots] = seg_live[num_slots] = 0
@@ -811,41 +811,42 @@ class _Chooser:
     are the same).  ``"auto"`` chooses among ``ways`` (the flat pass, the
     flat pass on one thread when it would otherwise use several, the walk),
     starting with the first.  Once the current way has a measured cost,
-    another gets a *trial* of ``_TRIAL_STEPS`` steps, which takes over if its
-    seconds per step are below ``MARGIN`` times the current cost.  A trial
-    that loses sets the next one back by its own cost divided by
-    ``TRIAL_SHARE``, so losing trials (and the switches they need) take at
-    most about that share of the run; a trial comes at once when another
-    way, as last measured, would win it (the costs drift as the run goes on,
-    and with the load on the cores).
+    each other way gets a *trial* of ``_TRIAL_STEPS`` steps, which takes over
+    if its seconds per step are below ``MARGIN`` times the current cost.
+    After a trial that loses, that way waits until the run has gone on for
+    its loss (the time it took, switching included, beyond what the current
+    way would have taken) divided by ``TRIAL_SHARE``: losing trials cost at
+    most about that share of the run per way, and a way that came close is
+    tried again soon (the flat pass on one thread costs the same all along,
+    so it is not tried again on a schedule).  A trial comes at once when another way, as last
+    measured, would win it (costs drift as the run goes on, and with the
+    load on the cores).
     """
 
     MARGIN = 0.9
-    TRIAL_SHARE = 0.05
+    TRIAL_SHARE = 0.03
 
     def __init__(self, strategy: str, ways: tuple[str, ...] = ("flat", "prune")):
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
         self.forced = None if strategy == "auto" else strategy
-        self.ways = ways
         self.current = ways[0]
         self.cost = dict.fromkeys(ways, math.inf)  # latest seconds per step
+        self.trial_at = dict.fromkeys(ways, 0.0)  # run time from which a way may have a trial
         self.elapsed = 0.0
-        self.next_trial_at = 0.0
-        self.trials = 0
 
     def next(self) -> tuple[str, int]:
         """The way to run the next steps, and how many steps."""
         if self.forced is not None:
             return self.forced, _CHUNK_STEPS
         if self.cost[self.current] < math.inf:
-            others = [way for way in self.ways if way != self.current]
+            others = [way for way in self.cost if way != self.current]
             cheapest = min(others, key=self.cost.__getitem__)
             if self.MARGIN * self.cost[self.current] > self.cost[cheapest]:  # expected to win
                 return cheapest, _TRIAL_STEPS
-            if self.elapsed >= self.next_trial_at:  # the others in turn
-                self.trials += 1
-                return others[self.trials % len(others)], _TRIAL_STEPS
+            due = min(others, key=self.trial_at.__getitem__)
+            if self.elapsed >= self.trial_at[due]:
+                return due, _TRIAL_STEPS
         return self.current, _CHUNK_STEPS
 
     def record(self, way: str, steps: int, seconds: float, switch_seconds: float = 0.0) -> None:
@@ -856,7 +857,10 @@ class _Chooser:
             if per_step < self.MARGIN * self.cost[self.current]:
                 self.current = way
             else:
-                self.next_trial_at = self.elapsed + (seconds + switch_seconds) / self.TRIAL_SHARE
+                loss = seconds + switch_seconds - steps * self.cost[self.current]
+                self.trial_at[way] = self.elapsed + loss / self.TRIAL_SHARE
+                if way == "flat_one_thread":  # its cost changes only with the load, which shows as
+                    self.trial_at[way] = math.inf  # a slower threaded pass: tried again when expected to win
         self.cost[way] = per_step
 
 
