@@ -814,13 +814,14 @@ class _Chooser:
     each other way gets a *trial* of ``_TRIAL_STEPS`` steps, which takes over
     if its seconds per step are below ``MARGIN`` times the current cost.
     After a trial that loses, that way waits until the run has gone on for
-    its loss (the time it took, switching included, beyond what the current
-    way would have taken) divided by ``TRIAL_SHARE``: losing trials cost at
-    most about that share of the run per way, and a way that came close is
-    tried again soon (the flat pass on one thread costs the same all along,
-    so it is not tried again on a schedule).  A trial comes at once when another way, as last
-    measured, would win it (costs drift as the run goes on, and with the
-    load on the cores).
+    its loss (the time its steps took beyond what the current way would have
+    taken) divided by ``TRIAL_SHARE``: losing trials cost at most about that
+    share of the run per way, and a way that came close is tried again soon.
+    (Switching to the walk, :func:`_catch_up`, adds a few milliseconds at
+    N = 47,040.)  The flat pass on one thread costs the same all along, so
+    it is not tried again on a schedule.  A trial comes at once when another
+    way, as last measured, would win it: costs drift as the run goes on, and
+    with the load on the cores.
     """
 
     MARGIN = 0.9
@@ -857,7 +858,7 @@ class _Chooser:
             if per_step < self.MARGIN * self.cost[self.current]:
                 self.current = way
             else:
-                loss = seconds + switch_seconds - steps * self.cost[self.current]
+                loss = seconds - steps * self.cost[self.current]
                 self.trial_at[way] = self.elapsed + loss / self.TRIAL_SHARE
                 if way == "flat_one_thread":  # its cost changes only with the load, which shows as
                     self.trial_at[way] = math.inf  # a slower threaded pass: tried again when expected to win
