@@ -814,11 +814,12 @@ class _Chooser:
     each other way gets a *trial* of ``_TRIAL_STEPS`` steps, which takes over
     if its seconds per step are below ``MARGIN`` times the current cost.
     After a trial that loses, that way waits until the run has gone on for
-    its loss (the time its steps took beyond what the current way would have
-    taken) divided by ``TRIAL_SHARE``: losing trials cost at most about that
-    share of the run per way, and a way that came close is tried again soon.
-    (Switching to the walk, :func:`_catch_up`, adds a few milliseconds at
-    N = 47,040.)  The flat pass on one thread costs the same all along, so
+    its loss (the time it took, switching included, beyond what the current
+    way would have taken) divided by ``TRIAL_SHARE``: losing trials cost at
+    most about that share of the run per way, and a way that came close is
+    tried again soon.  (Switching to the walk, :func:`_catch_up`, takes a few
+    milliseconds at N = 47,040; its first filing of every point is not
+    counted.)  The flat pass on one thread costs the same all along, so
     it is not tried again on a schedule.  A trial comes at once when another
     way, as last measured, would win it: costs drift as the run goes on, and
     with the load on the cores.
@@ -858,7 +859,7 @@ class _Chooser:
             if per_step < self.MARGIN * self.cost[self.current]:
                 self.current = way
             else:
-                loss = seconds - steps * self.cost[self.current]
+                loss = seconds + switch_seconds - steps * self.cost[self.current]
                 self.trial_at[way] = self.elapsed + loss / self.TRIAL_SHARE
                 if way == "flat_one_thread":  # its cost changes only with the load, which shows as
                     self.trial_at[way] = math.inf  # a slower threaded pass: tried again when expected to win
@@ -950,6 +951,7 @@ def fast_loop(
         end = min(num_select, t + steps)
         start = time.perf_counter()
         switches += previous is not None and name != previous
+        first_filing = state[1] == 0  # (the walk files every point once: not a cost of switching)
         if name == "prune" and previous != "prune":  # the walk files what the flat pass changed
             _catch_up(rows, slots, state, point_state, 1 + t, slack, (flat_scratch, walk_scratch[5], walk_scratch[6]))
         elif name != "prune" and previous in (None, "prune"):  # the flat pass starts from the argmax
@@ -963,7 +965,7 @@ def fast_loop(
             _prune_steps(
                 points, rows, slots, state, point_state, centres, centres32, selected, t, end, slack, walk_scratch, walk_counts
             )  # fmt: skip
-        chooser.record(name, end - t, time.perf_counter() - switched, switched - start)
+        chooser.record(name, end - t, time.perf_counter() - switched, 0.0 if first_filing else switched - start)
         steps_run[name] += end - t
         if progress_bar is not None:
             progress_bar.update(end - t)
