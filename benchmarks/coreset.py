@@ -188,7 +188,7 @@ def timed(function, *args, **kwargs):
     return result, time.perf_counter() - start
 
 
-@numba.njit(cache=True)
+@numba.njit  # (no on-disk cache: this script is also imported under another name by its test)
 def _argmaxes(keys, count):
     """``count`` argmaxes over ``keys``, each followed by the write that retires the winner."""
     for _ in range(count):
@@ -363,8 +363,8 @@ def main(argv: list[str] | None = None) -> dict:
         work = row["fast_work"]
         print(f"{row['features']}: fast ran {work['flat_steps']} flat steps ({work['flat_steps_on_one_thread']} on "
               f"one thread) and {work['prune_steps']} pruning steps "
-              f"({work['switches']} switches), {work['exact_distances'] / work['plain_distances']:.1%} of the "
-              f"N * M distances exact")  # fmt: skip
+              f"({work['switches']} switches); {work['exact_distances'] / work['plain_distances']:.1%} of the N * M "
+              "distances computed in full")  # fmt: skip
     if "greedy" in results:
         greedy = results["greedy"]
         print(f"greedy_coreset, {greedy['features']}, N = {greedy['n']}: plain {greedy['seconds']['plain']:.2f} s, "

@@ -8,6 +8,7 @@ Each stage is a module with plain functions, tensors in and tensors out:
 ``align``            bilinear alignment of deeper layers onto the first grid
 ``embedding``        mean mappers and the aggregator
 ``coreset``          random, greedy and approximate greedy coresets
+``coreset_fast``     the fast exact greedy loop behind ``coreset`` (same picks)
 ``scoring``          kNN patch scores (faiss or torch), image scores, eq. 7
 ``maps``             ``anomaly_map``: upsample and blur
 ``metrics``          image AUROC, pixel AUROC, AUPRO

@@ -43,14 +43,16 @@ notebooks and benchmarks the two agree at every position.
 
 2. Two ways to run a step
 -------------------------
-*The flat pass* (:func:`_flat_steps_threaded`) visits every point, like the plain
-loop, split into one part per thread.  It first sums the squared
-differences over the first 32 coordinates only: a sum of non-negative terms
-never shrinks as terms are added, and rounded addition is monotone, so if
-that partial sum already reaches a point's key the full distance cannot be
-smaller and the point is skipped (no error margin needed).  The rest get
-their exact distance.  Its cost is nearly the same at every step: about N
-head reads, a vectorised pass.
+*The flat pass* (:func:`_flat_steps_threaded`) visits every point, like the
+plain loop, split into one part per thread.  It first sums the squared
+differences over the first 64 coordinates only, from a dense copy of them:
+a sum of non-negative terms never shrinks as terms are added, and rounded
+addition is monotone, so if that partial sum already reaches a point's key
+the full distance cannot be smaller and the point is skipped (no error
+margin needed).  In principal axes the first 64 coordinates hold most of
+every distance, so only a few percent of the points get their exact
+distance.  The pass is branch-free where the outcome is unpredictable, and
+costs nearly the same at every step: one streaming read of the copy.
 
 *The pruning walk* (:func:`_prune_steps`) does not visit most points.  It
 keeps the points grouped by the centre that last lowered their key (the
@@ -220,52 +222,64 @@ def _is_float32_array(value, ndim: int) -> bool:
     return isinstance(value, types.Array) and value.dtype == types.float32 and value.ndim == ndim and value.layout == "C"
 
 
-@intrinsic
-def _lane_sum(typingctx, points, row, centre, num_blocks):
-    """``q(points[row], centre)`` over the first ``num_blocks`` blocks of 8 coordinates, float32.
+def _emit_lane_sum(context, builder, sig, args):
+    """LLVM code for the lane sum of ``points[row]`` and ``centre`` over ``num_blocks`` blocks.
 
-    ``points``: ``(n, d)`` C-contiguous float32; ``centre``: ``(d,)``.  The
-    contract's arithmetic as LLVM vector instructions: one 8-float register
-    holds the lane sums; each block is subtracted, squared and added to it
-    (separate multiply and add: a fused multiply-add would round
-    differently), and the register is folded in halves.  (LLVM does not
-    vectorise the equivalent numba loop by itself without fast-math, which
-    may reorder the sum.)
+    One 8-float register holds the lane sums; each block is subtracted,
+    squared and added to it (separate multiply and add: a fused
+    multiply-add would round differently), and the register is folded in
+    halves.
     """
-    if not (_is_float32_array(points, 2) and _is_float32_array(centre, 1)):
-        return None
-    if not (isinstance(row, types.Integer) and isinstance(num_blocks, types.Integer)):
-        return None
-    signature = types.float32(points, row, centre, num_blocks)
+    points_struct = context.make_array(sig.args[0])(context, builder, args[0])
+    centre_struct = context.make_array(sig.args[2])(context, builder, args[2])
+    row_index = context.cast(builder, args[1], sig.args[1], types.intp)
+    count = context.cast(builder, args[3], sig.args[3], types.intp)
+    dim = builder.extract_value(points_struct.shape, 1)
+    row_start = builder.gep(points_struct.data, [builder.mul(row_index, dim)])
+    vector = llvm_ir.VectorType(llvm_ir.FloatType(), LANES)
+    lane_sums = cgutils.alloca_once_value(builder, llvm_ir.Constant(vector, [0.0] * LANES))
+    int32 = llvm_ir.IntType(32)
 
-    def codegen(context, builder, sig, args):
-        points_struct = context.make_array(sig.args[0])(context, builder, args[0])
-        centre_struct = context.make_array(sig.args[2])(context, builder, args[2])
-        row_index = context.cast(builder, args[1], sig.args[1], types.intp)
-        count = context.cast(builder, args[3], sig.args[3], types.intp)
-        dim = builder.extract_value(points_struct.shape, 1)
-        row_start = builder.gep(points_struct.data, [builder.mul(row_index, dim)])
-        vector = llvm_ir.VectorType(llvm_ir.FloatType(), LANES)
-        lane_sums = cgutils.alloca_once_value(builder, llvm_ir.Constant(vector, [0.0] * LANES))
-        with cgutils.for_range(builder, count) as loop:
-            offset = builder.mul(loop.index, llvm_ir.Constant(loop.index.type, LANES))
+    def add_blocks(first, last):  # blocks first .. last - 1
+        with cgutils.for_range_slice(builder, first, last, llvm_ir.Constant(count.type, 1)) as (block, _):
+            offset = builder.mul(block, llvm_ir.Constant(block.type, LANES))
             x = builder.load(builder.bitcast(builder.gep(row_start, [offset]), vector.as_pointer()), align=4)
             c = builder.load(builder.bitcast(builder.gep(centre_struct.data, [offset]), vector.as_pointer()), align=4)
             diff = builder.fsub(x, c)
             builder.store(builder.fadd(builder.load(lane_sums), builder.fmul(diff, diff)), lane_sums)
 
-        def halves(value, width):  # v[:width] + v[width:2 * width]
-            mask_type = llvm_ir.VectorType(llvm_ir.IntType(32), width)
+    def fold():
+        value = builder.load(lane_sums)
+        for width in (4, 2, 1):  # v[:width] + v[width:2 * width]
+            mask_type = llvm_ir.VectorType(int32, width)
             low = builder.shuffle_vector(value, value, llvm_ir.Constant(mask_type, list(range(width))))
             high = builder.shuffle_vector(value, value, llvm_ir.Constant(mask_type, list(range(width, 2 * width))))
-            return builder.fadd(low, high)
+            value = builder.fadd(low, high)
+        return builder.extract_element(value, int32(0))
 
-        pairs = halves(halves(builder.load(lane_sums), 4), 2)  # ((a0+a4)+(a2+a6), (a1+a5)+(a3+a7))
-        first = builder.extract_element(pairs, llvm_ir.Constant(llvm_ir.IntType(32), 0))
-        second = builder.extract_element(pairs, llvm_ir.Constant(llvm_ir.IntType(32), 1))
-        return builder.fadd(first, second)
+    add_blocks(llvm_ir.Constant(count.type, 0), count)
+    return fold()
 
-    return signature, codegen
+
+def _lane_sum_types(points, row, centre, num_blocks) -> bool:
+    return (
+        _is_float32_array(points, 2) and _is_float32_array(centre, 1)
+        and isinstance(row, types.Integer) and isinstance(num_blocks, types.Integer)
+    )  # fmt: skip
+
+
+@intrinsic
+def _lane_sum(typingctx, points, row, centre, num_blocks):
+    """``q(points[row], centre)`` over the first ``num_blocks`` blocks of 8 coordinates, float32.
+
+    ``points``: ``(n, d)`` C-contiguous float32; ``centre``: ``(d,)``.  The
+    contract's arithmetic as LLVM vector instructions (:func:`_emit_lane_sum`).
+    LLVM does not vectorise the equivalent numba loop by itself without
+    fast-math, which may reorder the sum.
+    """
+    if not _lane_sum_types(points, row, centre, num_blocks):
+        return None
+    return types.float32(points, row, centre, num_blocks), _emit_lane_sum
 
 
 @intrinsic
@@ -299,7 +313,7 @@ def _prefetch_row(typingctx, points, row):
 #
 # Per point (index order): ``keys`` (the contract's key; -1 once selected),
 # ``owner`` (0 while the key is the starting value, 1 + t once the t-th
-# centre set it), ``heads`` (the first 32 coordinates, a dense copy), and
+# centre set it), ``heads`` (the first 64 coordinates, a dense copy), and
 # for the walk ``row_of`` / ``filed_slot`` (where the walk keeps it, -1 if
 # nowhere) and ``dirty`` (the flat pass changed it since the walk filed it).
 #
@@ -316,8 +330,9 @@ def _prefetch_row(typingctx, points, row):
 #
 # Invariant: a live point x in the cluster of c has key(x) == q(x, c).
 
-_HEAD_BLOCKS = 4  # heads: the first 4 * 8 = 32 coordinates
-_FIRST_BLOCKS = 2  # the walk's first test: the first 16
+_FLAT_BLOCKS = 8  # the flat pass's test: the first 8 * 8 = 64 coordinates
+_HEAD_BLOCKS = 4  # the walk keeps the first 32 in its rows ...
+_FIRST_BLOCKS = 2  # ... and tests the first 16 first
 _KEY_FLOOR = np.float32(2.0**-64)
 _KEY_CEIL = np.float32(2.0**100)
 _NOT_A_POINT = np.iinfo(np.int64).max  # seg_arg of a slot without any point
@@ -349,7 +364,7 @@ def _take_centre(points, point_state, centres, centres32, selected, t, best):
     point_state[1][best] = SELECTED
     point_state[5][best] = True  # dirty
     centres[t, :] = points[best]
-    centres32[:, t] = point_state[0][best]
+    centres32[:, t] = point_state[0][best, : centres32.shape[0]]
 
 
 @numba.njit(cache=True)
@@ -366,13 +381,14 @@ def _flat_part(points, heads, point_state, centre, slot, low, high, scratch):
     head_blocks = heads.shape[1] // LANES
     top, top_index = np.float32(-np.inf), _NOT_A_POINT
     count = low
-    for i in range(low, high):  # the lower bound; keys that stay count for the maximum
+    for i in range(low, high):  # the lower bound; the keys that stay count for the maximum
         key = keys[i]
         survives = _lane_sum(heads, i, centre, head_blocks) < key
         scratch[count] = i
         count += survives
-        larger = (not survives) and key > top
-        top = key if larger else top
+        stays = np.float32(-np.inf) if survives else key  # (selects, not branches)
+        larger = stays > top
+        top = stays if larger else top
         top_index = i if larger else top_index
     for j in range(low, count):  # the exact distances
         i = scratch[j]
@@ -561,7 +577,7 @@ def _file_rows(rows, slots, state, point_state, new_points, count, slack, order)
     prunable = True
     for m in range(count):
         i = new_points[order[m]]
-        heads[write + m] = point_heads[i]
+        heads[write + m] = point_heads[i, : heads.shape[1]]
         key = keys[write + m] = point_keys[i]
         index[write + m], alive[write + m] = i, True
         row_of[i], filed_slot[i] = write + m, s
@@ -773,9 +789,9 @@ def _prune_steps(points, rows, slots, state, point_state, centres, centres32, se
             alive[r] = False
             seg_live[filed_slot[i]] -= 1
             point_keys[i], owner[i], moved[m] = out_keys[m], num_slots, i
-        for k in range(num_kept):  # the walked slots that lost rows
-            s = to_walk[k]
-            if seg_size[s] > 0 and (seg_live[s] < seg_size[s] or not alive[seg_start[s]]):
+        for m in range(num_moved):  # the slots that lost rows (the walk lists each slot's rows together)
+            s = filed_slot[moved[m]]
+            if m == 0 or s != filed_slot[moved[m - 1]]:
                 _refresh_slot(rows, slots, s, slack)
         state[0] = num_slots + 1
         seg_start[num_slots] = seg_size[num_slots] = seg_live[num_slots] = 0
@@ -795,41 +811,44 @@ class _Chooser:
     are the same).  ``"auto"`` chooses among ``ways`` (the flat pass, the
     flat pass on one thread when it would otherwise use several, the walk),
     starting with the first.  Once the current way has a measured cost,
-    another gets a *trial* of ``_TRIAL_STEPS`` steps, which takes over if its
-    seconds per step are below ``MARGIN`` times the current cost.  A trial
-    that loses sets the next one back by its own cost divided by
-    ``TRIAL_SHARE``, so losing trials (and the switches they need) take at
-    most about that share of the run; a trial comes at once when another
-    way, as last measured, would win it (the costs drift as the run goes on,
-    and with the load on the cores).
+    each other way gets a *trial* of ``_TRIAL_STEPS`` steps, which takes over
+    if its seconds per step are below ``MARGIN`` times the current cost.
+    After a trial that loses, that way waits until the run has gone on for
+    its loss (the time it took, switching included, beyond what the current
+    way would have taken) divided by ``TRIAL_SHARE``: losing trials cost at
+    most about that share of the run per way, and a way that came close is
+    tried again soon.  (Switching to the walk, :func:`_catch_up`, takes a few
+    milliseconds at N = 47,040; its first filing of every point is not
+    counted.)  The flat pass on one thread costs the same all along, so
+    it is not tried again on a schedule.  A trial comes at once when another
+    way, as last measured, would win it: costs drift as the run goes on, and
+    with the load on the cores.
     """
 
     MARGIN = 0.9
-    TRIAL_SHARE = 0.05
+    TRIAL_SHARE = 0.03
 
     def __init__(self, strategy: str, ways: tuple[str, ...] = ("flat", "prune")):
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
         self.forced = None if strategy == "auto" else strategy
-        self.ways = ways
         self.current = ways[0]
         self.cost = dict.fromkeys(ways, math.inf)  # latest seconds per step
+        self.trial_at = dict.fromkeys(ways, 0.0)  # run time from which a way may have a trial
         self.elapsed = 0.0
-        self.next_trial_at = 0.0
-        self.trials = 0
 
     def next(self) -> tuple[str, int]:
         """The way to run the next steps, and how many steps."""
         if self.forced is not None:
             return self.forced, _CHUNK_STEPS
         if self.cost[self.current] < math.inf:
-            others = [way for way in self.ways if way != self.current]
+            others = [way for way in self.cost if way != self.current]
             cheapest = min(others, key=self.cost.__getitem__)
             if self.MARGIN * self.cost[self.current] > self.cost[cheapest]:  # expected to win
                 return cheapest, _TRIAL_STEPS
-            if self.elapsed >= self.next_trial_at:  # the others in turn
-                self.trials += 1
-                return others[self.trials % len(others)], _TRIAL_STEPS
+            due = min(others, key=self.trial_at.__getitem__)
+            if self.elapsed >= self.trial_at[due]:
+                return due, _TRIAL_STEPS
         return self.current, _CHUNK_STEPS
 
     def record(self, way: str, steps: int, seconds: float, switch_seconds: float = 0.0) -> None:
@@ -840,7 +859,10 @@ class _Chooser:
             if per_step < self.MARGIN * self.cost[self.current]:
                 self.current = way
             else:
-                self.next_trial_at = self.elapsed + (seconds + switch_seconds) / self.TRIAL_SHARE
+                loss = seconds + switch_seconds - steps * self.cost[self.current]
+                self.trial_at[way] = self.elapsed + loss / self.TRIAL_SHARE
+                if way == "flat_one_thread":  # its cost changes only with the load, which shows as
+                    self.trial_at[way] = math.inf  # a slower threaded pass: tried again when expected to win
         self.cost[way] = per_step
 
 
@@ -865,18 +887,18 @@ def fast_loop(
     ``(num_select,)`` int64.  ``strategy``: ``"auto"`` (see
     :class:`_Chooser`), or ``"flat"`` / ``"prune"`` to force one, or
     ``"brute"``: the flat pass computing every distance, for comparisons.  Memory
-    ``O(N * 32)`` floats beyond ``points``: the heads, and room for every
-    head twice in the walk's rows.  If ``stats`` is a dict it receives
-    counts of the work done (compare ``exact_distances`` with
-    ``plain_distances = N * num_select``) and of the steps each strategy
-    ran.
+    ``O(N * 128)`` floats beyond ``points``: the first 64 coordinates, and
+    room for the first 32 of every point twice in the walk's rows.  If ``stats`` is a dict it receives
+    counts of the steps each way ran and of the work done (compare
+    ``rows_walked`` and ``exact_distances`` with ``plain_distances = N *
+    num_select``).
     """
     n, padded_dim = points.shape
     points = np.ascontiguousarray(points, dtype=np.float32)
     head_width = min(padded_dim, LANES * _HEAD_BLOCKS)
     capacity = 2 * n
     point_state = (
-        np.ascontiguousarray(points[:, :head_width]),  # heads
+        np.ascontiguousarray(points[:, : LANES * _FLAT_BLOCKS]),  # heads
         np.array(keys, dtype=np.float32),  # keys (a copy)
         np.zeros(n, dtype=np.int64),  # owner
         np.full(n, -1, dtype=np.int64),  # row_of
@@ -929,20 +951,21 @@ def fast_loop(
         end = min(num_select, t + steps)
         start = time.perf_counter()
         switches += previous is not None and name != previous
+        first_filing = state[1] == 0  # (the walk files every point once: not a cost of switching)
         if name == "prune" and previous != "prune":  # the walk files what the flat pass changed
             _catch_up(rows, slots, state, point_state, 1 + t, slack, (flat_scratch, walk_scratch[5], walk_scratch[6]))
         elif name != "prune" and previous in (None, "prune"):  # the flat pass starts from the argmax
             best = _argmax(point_state[1])
         switched = time.perf_counter()
         if name != "prune":
-            heads = point_state[0][:, :0] if name == "brute" else point_state[0]
             flat_steps = _flat_steps_threaded if threaded and name != "flat_one_thread" else _flat_steps_serial
+            heads = point_state[0][:, :0] if name == "brute" else point_state[0]
             best = flat_steps(points, heads, point_state, centres, centres32, selected, t, end, best, parts, flat_scratch, flat_counts)
         else:
             _prune_steps(
                 points, rows, slots, state, point_state, centres, centres32, selected, t, end, slack, walk_scratch, walk_counts
             )  # fmt: skip
-        chooser.record(name, end - t, time.perf_counter() - switched, switched - start)
+        chooser.record(name, end - t, time.perf_counter() - switched, 0.0 if first_filing else switched - start)
         steps_run[name] += end - t
         if progress_bar is not None:
             progress_bar.update(end - t)
