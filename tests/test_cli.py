@@ -453,6 +453,7 @@ def _wait_for(condition, what, process, timeout=120.0):
         time.sleep(0.02)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", ["SIGTERM", "SIGHUP"])
 def test_case4_a_signal_leaves_no_staging_folder_and_the_old_output(tiny, tmp_path, signum):
     import os

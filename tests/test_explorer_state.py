@@ -42,6 +42,7 @@ def plain_scores(data, indices):
     return grid, maps, compute_metrics(data.labels, image_scores(grid), data.masks, maps)
 
 
+@pytest.mark.slow
 def test_the_state_module_needs_no_widgets():
     code = "import sys, pcnotes.explorer_state; print('ipywidgets' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -88,6 +88,7 @@ def execute(notebook, folder: Path):
                    resources={"metadata": {"path": str(folder)}}).execute()
 
 
+@pytest.mark.slow
 def test_running_the_learner_edition_stops_at_the_first_exercise_with_the_stubs_message(tmp_path):
     out = tmp_path / "learner"
     assert generate(FIXTURE, out).returncode == 0
@@ -102,6 +103,7 @@ def test_running_the_learner_edition_stops_at_the_first_exercise_with_the_stubs_
     assert ran[-1] == first_check  # nothing after the first checker ran
 
 
+@pytest.mark.slow
 def test_with_the_solutions_put_back_the_learner_edition_runs_clean(tmp_path):
     out = tmp_path / "learner"
     assert generate(FIXTURE, out).returncode == 0
@@ -124,6 +126,7 @@ def test_the_real_notebooks_give_a_valid_edition_without_solution_code(tmp_path)
     assert len(written) == len(notebook_sources(ROOT / "notebooks")) >= 7
 
 
+@pytest.mark.slow
 def test_a_learners_changed_notebook_is_never_overwritten_without_force(tmp_path):
     out = tmp_path / "learner"
     assert generate(FIXTURE, out).returncode == 0
@@ -152,6 +155,7 @@ def test_a_solution_cell_the_tool_cannot_stub_is_named_before_anything_is_writte
     assert not (tmp_path / "learner").exists()
 
 
+@pytest.mark.slow
 def test_a_notebook_whose_source_is_gone_leaves_the_edition_unless_someone_changed_it(tmp_path):
     source, out = tmp_path / "notebooks", tmp_path / "learner"
     source.mkdir()

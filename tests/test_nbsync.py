@@ -46,6 +46,7 @@ def test_the_committed_notebooks_are_in_sync():
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.slow
 def test_check_covers_the_deep_dives_in_deeper(tmp_path):
     (tmp_path / "deeper").mkdir()
     for py in (tmp_path / "01_core.py", tmp_path / "deeper" / "01_detail.py"):
@@ -69,6 +70,7 @@ def test_check_names_a_deep_dive_that_no_glob_would_pick_up(tmp_path):
     assert "fast_coreset.py is not named NN_topic.py" in result.stderr
 
 
+@pytest.mark.slow
 def test_execute_runs_a_deep_dive_in_its_own_folder(tmp_path):
     (tmp_path / "deeper").mkdir()
     (tmp_path / "01_core.py").write_text(SCRIPT)

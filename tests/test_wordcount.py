@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -12,6 +14,7 @@ def count(directory: Path, *extra: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_words_of_core_markdown_only_are_counted_and_held_to_the_budget(tmp_path):
     (tmp_path / "01_a.py").write_text(
         "# %% [markdown]\n# # One title\n#\n# | a | b |\n# |---|---|\n# * five words — here, really.\n"
