@@ -361,8 +361,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(table(results))
     for row in results["rows"]:
         work = row["fast_work"]
-        print(f"{row['features']}: fast ran {work['flat_steps']} flat steps ({work['flat_steps_on_one_thread']} on "
-              f"one thread) and {work['prune_steps']} pruning steps "
+        print(f"{row['features']}: fast ran {work['flat_steps']} flat steps and {work['prune_steps']} pruning steps "
               f"({work['switches']} switches); {work['exact_distances'] / work['plain_distances']:.1%} of the N * M "
               "distances computed in full")  # fmt: skip
     if "greedy" in results:
@@ -370,7 +369,9 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"greedy_coreset, {greedy['features']}, N = {greedy['n']}: plain {greedy['seconds']['plain']:.2f} s, "
               f"fast {greedy['seconds']['fast']:.2f} s, identical: {greedy['identical']}")  # fmt: skip
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=1) + "\n")
+    partial = args.output.with_name(f".{args.output.name}.partial")
+    partial.write_text(json.dumps(results, indent=1) + "\n")
+    partial.replace(args.output)  # never a half-written results file
     print(f"written to {args.output}")
     return results
 

@@ -1,46 +1,37 @@
 """Coreset subsampling of the PatchCore memory bank.
 
-PatchCore keeps one feature vector per patch of every normal training image:
-the **memory bank**, an ``(N, D)`` array (200 images of 28 x 28 patches are
-already N = 156,800), and every test patch looks for its nearest neighbour
-in it.  The bank is mostly redundant, so PatchCore keeps a small subset,
-e.g. 10 % or 1 %.  Uniform random sampling (:func:`random_coreset`) keeps
-the common patches but easily drops the rare-but-normal ones, which then
-look anomalous at test time.  PatchCore instead keeps a **coreset**: a
-subset ``C`` such that every bank point has a selected point nearby, as
-measured by the **coverage radius** (:func:`coverage_radius`)::
+The **memory bank** keeps one feature per patch of every normal training
+image, an ``(N, D)`` array (200 images of 28 x 28 patches: N = 156,800), and
+every test patch searches it for its nearest neighbour.  The bank is mostly
+redundant, so PatchCore keeps a subset of it, e.g. 10 % or 1 %.  Uniform
+sampling (:func:`random_coreset`) keeps the common patches but easily drops
+rare-but-normal ones, which then look anomalous at test time.  PatchCore
+keeps a **coreset** instead: a subset ``C`` with a small **coverage radius**
+(:func:`coverage_radius`)::
 
     radius(C) = max over bank points x of  min over c in C of ||x - c||
 
-Choosing the ``M`` points that minimise it is the k-center problem, which
-is NP-hard; **greedy k-center** (Gonzalez, 1985) is within a factor 2 of the
-optimum (:func:`greedy_k_center`, right below):
+Choosing the ``M`` points that minimise it is the NP-hard k-center problem;
+**greedy k-center** (Gonzalez, 1985; :func:`greedy_k_center`, right below)
+is within a factor 2 of the optimum: repeatedly select the point farthest
+from the selection so far, then lower every point's distance to
+``min(distance, distance to the new point)``.  Rare patches are far from
+everything, so they are selected early.
 
-1. every point starts with a distance;
-2. repeatedly select the point farthest from the current selection (the
-   worst-covered one), then lower every point's distance to
-   ``min(distance, distance to the new point)``.
+Like ``patchcore-inspection``, distances are measured after a seeded random
+**projection** to 128 dimensions (Johnson-Lindenstrauss: distances are
+roughly kept, at 128 multiply-adds instead of 1024), and the start distances
+are the row norms of the distance matrix (:func:`greedy_coreset`) or, cheaper,
+the mean distance to 10 random points (:func:`approximate_greedy_coreset`,
+PatchCore's default).  Shapes: ``features`` ``(N, D)`` -> ``(M,)`` int64
+indices, ``M = max(1, int(N * ratio))``.
 
-Rare patches are far from everything, so they are selected early.  The
-reference implementation (``patchcore-inspection``) adds two practical
-changes, mirrored here: distances are measured after a seeded **random
-linear projection** to 128 dimensions (Johnson-Lindenstrauss: distances are
-roughly kept, and each costs 128 multiply-adds instead of 1024), and the
-start distances are either the row norms of the distance matrix
-(:func:`greedy_coreset`) or, cheaper, the mean distance to 10 random points
-(:func:`approximate_greedy_coreset`, PatchCore's default).
-
-Shapes: ``features`` is ``(N, D)``; a sampler returns ``(M,)`` int64 indices
-into it, ``M = max(1, int(N * ratio))``.
-
-The loop (``method=``): ``"plain"`` is :func:`greedy_k_center`, float64
-numpy, the one to read.  ``"fast"`` (default) is :mod:`pcnotes.coreset_fast`,
-which skips most distances and selects the same points (exactly what
-"same" means is written there: ties that float32 rounding breaks
-differently are the only exception).  ``"torch"`` is the fast path's exact
-arithmetic in torch, for a GPU.  ``"reference"`` is the loop as written in
-``patchcore-inspection`` (``a^2 - 2ab + b^2``); it rounds differently and
-agrees with the others on more than 99 % of the positions.
+The loop (``method=``): ``"plain"`` is :func:`greedy_k_center` (float64
+numpy, the one to read); ``"fast"`` (default) is :mod:`pcnotes.coreset_fast`,
+which skips most distances and selects the same points (what "same" means
+exactly is written there); ``"torch"`` is its arithmetic in torch, for a GPU;
+``"reference"`` is the loop of ``patchcore-inspection`` (``a^2 - 2ab + b^2``),
+which rounds differently and agrees at more than 99 % of the positions.
 """
 
 from __future__ import annotations
@@ -54,21 +45,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pcnotes import coreset_fast
+from pcnotes import coreset_fast, coreset_reference
 
 __all__ = [
-    "greedy_k_center",
-    "random_coreset",
-    "approximate_greedy_coreset",
-    "greedy_coreset",
-    "coverage_radius",
-    "random_projection",
-    "SAMPLERS",
-    "select_coreset",
-    "check_ratio",
-    "coreset_size",
-    "METHODS",
-]
+    "greedy_k_center", "random_coreset", "approximate_greedy_coreset", "greedy_coreset", "coverage_radius",
+    "random_projection", "SAMPLERS", "select_coreset", "check_ratio", "coreset_size", "METHODS",
+]  # fmt: skip
 
 ArrayLike = Union[torch.Tensor, np.ndarray]
 METHODS = ("fast", "plain", "torch", "reference")
@@ -95,9 +77,7 @@ def greedy_k_center(points: np.ndarray, start_distances: np.ndarray, num_select:
     return selected
 
 
-# --------------------------------------------------------------------------
-# Checks
-# --------------------------------------------------------------------------
+# ---- checks ----
 
 
 def check_ratio(ratio, name: str = "coreset ratio") -> float:
@@ -142,9 +122,7 @@ def _check_positive_int(value, name: str) -> int:
     return int(value)
 
 
-# --------------------------------------------------------------------------
-# The samplers
-# --------------------------------------------------------------------------
+# ---- the samplers ----
 
 
 def random_coreset(features: ArrayLike, ratio: float, *, seed: int = 0) -> np.ndarray:
@@ -200,27 +178,6 @@ def _distance_matrix_row_norms(points: torch.Tensor) -> torch.Tensor:
     return row_sums.sqrt()
 
 
-def _batchwise_distances(matrix_a: torch.Tensor, matrix_b: torch.Tensor) -> torch.Tensor:
-    """``(N, d), (M, d) -> (N, M)`` Euclidean distances, written as in the reference."""
-    a_times_a = matrix_a.unsqueeze(1).bmm(matrix_a.unsqueeze(2)).reshape(-1, 1)
-    b_times_b = matrix_b.unsqueeze(1).bmm(matrix_b.unsqueeze(2)).reshape(1, -1)
-    return (-2 * matrix_a.mm(matrix_b.T) + a_times_a + b_times_b).clamp(0, None).sqrt()
-
-
-def _reference_loop(points: torch.Tensor, start_distances: torch.Tensor, num_select: int, progress_bar) -> np.ndarray:
-    """The greedy loop of ``patchcore-inspection``, for comparisons: one distance column per step."""
-    anchor = start_distances.to(device=points.device, dtype=points.dtype).reshape(-1, 1)
-    selected = []
-    with torch.no_grad():
-        for _ in range(num_select):
-            select_idx = torch.argmax(anchor).item()
-            selected.append(select_idx)
-            new_distances = _batchwise_distances(points, points[select_idx : select_idx + 1])
-            anchor = torch.min(torch.cat([anchor, new_distances], dim=-1), dim=1).values.reshape(-1, 1)
-            progress_bar.update(1)
-    return np.array(selected, dtype=np.int64)
-
-
 def _greedy(
     bank: torch.Tensor, start_distances: torch.Tensor, num_select: int, method: str, progress: bool | None, desc: str
 ) -> np.ndarray:
@@ -231,7 +188,7 @@ def _greedy(
         if method == "plain":
             return greedy_k_center(bank.cpu().numpy(), start_distances.cpu().numpy(), num_select, bar)
         if method == "reference":
-            return _reference_loop(bank, start_distances, num_select, bar)
+            return coreset_reference.greedy_loop(bank, start_distances, num_select, bar)
         return coreset_fast.select(bank, start_distances, num_select, bar, loop=method)
 
 
@@ -301,9 +258,7 @@ def greedy_coreset(
     return _greedy(points, _distance_matrix_row_norms(points), num_select, method, progress, "greedy coreset")
 
 
-# --------------------------------------------------------------------------
-# Measuring a coreset, and choosing a sampler by name
-# --------------------------------------------------------------------------
+# ---- measuring a coreset, and choosing a sampler by name ----
 
 
 def coverage_radius(features: ArrayLike, indices) -> float:

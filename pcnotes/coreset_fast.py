@@ -80,11 +80,9 @@ only the speed, never an index.
 Threads follow one rule: the flat pass of a bank of at least
 ``_PARALLEL_MIN_POINTS`` points is split over all of numba's threads
 (``numba.set_num_threads`` or ``NUMBA_NUM_THREADS`` sets how many), and the
-walk runs on one.  On idle cores two threads make the flat pass nearly
-twice as fast; but while other processes keep the cores busy, a thread that
-waits for a core stalls every step, so the chooser also times the flat pass
-on one thread, like any other way of running a step (no reading of the
-system load).
+walk runs on one.  (An earlier version also timed the flat pass on one
+thread as a third way; on idle cores it changed the run time by less than
+5 %, so it went.)
 """
 
 from __future__ import annotations
@@ -808,9 +806,8 @@ class _Chooser:
     """Which way runs the next steps: the one measured fastest per step, and now and then a trial.
 
     ``strategy="flat"``, ``"prune"`` or ``"brute"`` forces one (the indices
-    are the same).  ``"auto"`` chooses among ``ways`` (the flat pass, the
-    flat pass on one thread when it would otherwise use several, the walk),
-    starting with the first.  Once the current way has a measured cost,
+    are the same).  ``"auto"`` chooses between ``ways`` (the flat pass and
+    the walk), starting with the first.  Once the current way has a measured cost,
     each other way gets a *trial* of ``_TRIAL_STEPS`` steps, which takes over
     if its seconds per step are below ``MARGIN`` times the current cost.
     After a trial that loses, that way waits until the run has gone on for
@@ -819,10 +816,9 @@ class _Chooser:
     most about that share of the run per way, and a way that came close is
     tried again soon.  (Switching to the walk, :func:`_catch_up`, takes a few
     milliseconds at N = 47,040; its first filing of every point is not
-    counted.)  The flat pass on one thread costs the same all along, so
-    it is not tried again on a schedule.  A trial comes at once when another
-    way, as last measured, would win it: costs drift as the run goes on, and
-    with the load on the cores.
+    counted.)  A trial comes at once when the other way, as last measured,
+    would win it: costs drift as the run goes on, and with the load on the
+    cores.
     """
 
     MARGIN = 0.9
@@ -861,8 +857,6 @@ class _Chooser:
             else:
                 loss = seconds + switch_seconds - steps * self.cost[self.current]
                 self.trial_at[way] = self.elapsed + loss / self.TRIAL_SHARE
-                if way == "flat_one_thread":  # its cost changes only with the load, which shows as
-                    self.trial_at[way] = math.inf  # a slower threaded pass: tried again when expected to win
         self.cost[way] = per_step
 
 
@@ -926,7 +920,7 @@ def fast_loop(
     slack = _pruning_slack(padded_dim)
     parts = _even_parts(n)
     threaded = len(parts) > 2
-    chooser = _Chooser(strategy, ("flat", "flat_one_thread", "prune") if threaded else ("flat", "prune"))
+    chooser = _Chooser(strategy)
     flat_scratch = np.empty(n, dtype=np.int64)
     flat_counts = np.zeros(len(parts) - 1, dtype=np.int64)
     walk_scratch = (
@@ -943,7 +937,7 @@ def fast_loop(
     centres = np.empty((num_select, padded_dim), dtype=np.float32)
     centres32 = np.zeros((head_width, num_select), dtype=np.float32)
 
-    steps_run = {"flat": 0, "flat_one_thread": 0, "prune": 0, "brute": 0}
+    steps_run = {"flat": 0, "prune": 0, "brute": 0}
     previous, best, switches = None, 0, 0
     t = 0
     while t < num_select:
@@ -958,7 +952,7 @@ def fast_loop(
             best = _argmax(point_state[1])
         switched = time.perf_counter()
         if name != "prune":
-            flat_steps = _flat_steps_threaded if threaded and name != "flat_one_thread" else _flat_steps_serial
+            flat_steps = _flat_steps_threaded if threaded else _flat_steps_serial
             heads = point_state[0][:, :0] if name == "brute" else point_state[0]
             best = flat_steps(points, heads, point_state, centres, centres32, selected, t, end, best, parts, flat_scratch, flat_counts)
         else:
@@ -974,8 +968,7 @@ def fast_loop(
         stats.update(
             plain_distances=n * num_select,
             exact_distances=int(flat_counts.sum() + walk_counts[2]),
-            flat_steps=steps_run["flat"] + steps_run["flat_one_thread"] + steps_run["brute"],
-            flat_steps_on_one_thread=steps_run["flat_one_thread"],
+            flat_steps=steps_run["flat"] + steps_run["brute"],
             prune_steps=steps_run["prune"],
             switches=switches,
             rows_walked=int(walk_counts[0]),
