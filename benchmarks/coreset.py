@@ -3,7 +3,7 @@
 Run from the repository root::
 
     .venv/bin/python benchmarks/coreset.py [--features textures embedded grass gravel brick]
-        [--n 47040] [--ratio 0.1] [--old fb87a8c] [--output benchmarks/results/coreset.json]
+        [--n 47040] [--ratio 0.1] [--old fb87a8c] [--repeat 3] [--output benchmarks/results/coreset.json]
 
 For each kind of features it times, side by side in one process, the same
 ``approximate_greedy_coreset`` selection made by
@@ -19,7 +19,9 @@ thing every step of any such loop has to do.  It checks that fast, brute
 force and old fast select the same indices, and how far the differently
 rounded reference agrees.  The table is printed and written to ``--output``
 (JSON), which benchmarks/README.md and the notebooks quote.  Timings are
-wall-clock on whatever machine runs this; nothing is asserted.
+wall-clock on whatever machine runs this, the median of ``--repeat`` runs
+(default 3; the reference runs once, as long as all the others together);
+nothing is asserted.
 
 The features (``N`` x 1024, then the sampler's seeded projection to 128-d):
 
@@ -188,6 +190,15 @@ def timed(function, *args, **kwargs):
     return result, time.perf_counter() - start
 
 
+REPEAT = 3  # runs of every loop but the reference (set by --repeat)
+
+
+def timed_median(function, *args, **kwargs):
+    """(result, median wall-clock seconds) of :data:`REPEAT` calls: the machine's speed drifts between runs."""
+    runs = [timed(function, *args, **kwargs) for _ in range(REPEAT)]
+    return runs[0][0], float(np.median([seconds for _, seconds in runs]))
+
+
 @numba.njit  # (no on-disk cache: this script is also imported under another name by its test)
 def _argmaxes(keys, count):
     """``count`` argmaxes over ``keys``, each followed by the write that retires the winner."""
@@ -199,7 +210,7 @@ def lower_bound_seconds(features: np.ndarray, num_select: int) -> float:
     """Seconds for M argmaxes over N float32 keys: less than any greedy loop can take."""
     keys = np.random.default_rng(0).random(len(features), dtype=np.float32)
     _argmaxes(keys[:8].copy(), 1)  # compile (or load) first
-    return timed(_argmaxes, keys, num_select)[1]
+    return timed_median(lambda: _argmaxes(keys.copy(), num_select))[1]
 
 
 def brute_force(features: np.ndarray, ratio: float, stats: dict | None = None) -> np.ndarray:
@@ -223,11 +234,11 @@ def fast_work(features: np.ndarray, ratio: float) -> dict:
 
 
 def on_one_thread(function, *args, **kwargs):
-    """``timed(function, ...)`` with numba limited to one thread."""
+    """``timed_median(function, ...)`` with numba limited to one thread."""
     threads = numba.get_num_threads()
     numba.set_num_threads(1)
     try:
-        return timed(function, *args, **kwargs)
+        return timed_median(function, *args, **kwargs)
     finally:
         numba.set_num_threads(threads)
 
@@ -249,14 +260,21 @@ def load_old_coreset(commit: str):
 
 
 def warm_up(old) -> float:
-    """Seconds for the first calls in this process: numba compiles, or loads its cache."""
-    tiny = np.random.default_rng(0).normal(size=(256, FEATURE_DIM)).astype(np.float32)
+    """Seconds for the first calls in this process: numba compiles, or loads its cache.
+
+    Both the one-thread and the threaded versions of every way, so the bank
+    is larger than ``coreset_fast._PARALLEL_MIN_POINTS``.
+    """
+    rng = np.random.default_rng(0)
+    tiny = rng.normal(size=(256, FEATURE_DIM)).astype(np.float32)
+    large = rng.normal(size=(coreset_fast._PARALLEL_MIN_POINTS + 1, FEATURE_DIM)).astype(np.float32)
     start = time.perf_counter()
-    for strategy in ("flat", "prune", "brute"):
-        points = torch.from_numpy(tiny)
-        coreset_fast.select(points, torch.ones(len(tiny), dtype=torch.float64), 20, strategy=strategy)
-    if old is not None:
-        old.approximate_greedy_coreset(tiny, 0.1, progress=False)
+    for bank in (tiny, large):
+        for strategy in coreset_fast.STRATEGIES:
+            points = torch.from_numpy(bank)
+            coreset_fast.select(points, torch.ones(len(bank), dtype=torch.float64), 20, strategy=strategy)
+        if old is not None:
+            old.approximate_greedy_coreset(bank, 20 / len(bank), progress=False)
     return time.perf_counter() - start
 
 
@@ -264,12 +282,12 @@ def benchmark(kind: str, num_points: int, ratio: float, old, skip_reference: boo
     """Time every loop on one kind of features; the row of the results table."""
     features = load_features(kind, num_points)
     seconds, same = {}, {}
-    fast, seconds["fast"] = timed(coreset.approximate_greedy_coreset, features, ratio, progress=False)
+    fast, seconds["fast"] = timed_median(coreset.approximate_greedy_coreset, features, ratio, progress=False)
     one, seconds["fast_one_thread"] = on_one_thread(coreset.approximate_greedy_coreset, features, ratio, progress=False)
-    brute, seconds["brute_force"] = timed(brute_force, features, ratio)
+    brute, seconds["brute_force"] = timed_median(brute_force, features, ratio)
     same["one_thread"], same["brute_force"] = bool(np.array_equal(one, fast)), bool(np.array_equal(brute, fast))
     if old is not None:
-        old_fast, seconds["old_fast"] = timed(old.approximate_greedy_coreset, features, ratio, progress=False)
+        old_fast, seconds["old_fast"] = timed_median(old.approximate_greedy_coreset, features, ratio, progress=False)
         same["old_fast"] = bool(np.array_equal(old_fast, fast))
     seconds["lower_bound"] = lower_bound_seconds(features, len(fast))
     row = {"features": kind, "description": FEATURES[kind], "n": len(features), "m": len(fast)}
@@ -332,7 +350,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--skip-reference", action="store_true", help="skip the slow reference loop")
     parser.add_argument("--greedy-n", type=int, default=10000, help="N for greedy_coreset fast vs plain (0: skip)")
     parser.add_argument("--output", type=Path, default=RESULTS, help="results file (default: %(default)s)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of every loop but the reference; the median "
+                        "counts (default: %(default)s)")  # fmt: skip
     args = parser.parse_args(argv)
+    global REPEAT
+    REPEAT = args.repeat
 
     for kind in args.features:
         load_features(kind, args.n)  # build the caches first, outside every timing
@@ -343,6 +365,7 @@ def main(argv: list[str] | None = None) -> dict:
                     "numba_threads": numba.get_num_threads(), "torch_threads": torch.get_num_threads(),
                     "numba": numba.__version__, "torch": torch.__version__},
         "ratio": args.ratio,
+        "repeat": args.repeat,
         "load_before": list(os.getloadavg()),
         "warm_up_seconds": warm_up(old),
         "old_commit": args.old,

@@ -41,8 +41,8 @@ differ.  Exact ties between *different* points in the input (an integer
 grid) are such near-ties once rotated.  On the features of the tests,
 notebooks and benchmarks the two agree at every position.
 
-2. Two ways to run a step
--------------------------
+2. Three ways to run a step
+---------------------------
 *The flat pass* (:func:`_flat_steps_threaded`) visits every point, like the
 plain loop, split into one part per thread.  It first sums the squared
 differences over the first 64 coordinates only, from a dense copy of them:
@@ -53,6 +53,14 @@ margin needed).  In principal axes the first 64 coordinates hold most of
 every distance, so only a few percent of the points get their exact
 distance.  The pass is branch-free where the outcome is unpredictable, and
 costs nearly the same at every step: one streaming read of the copy.
+
+*flat32* is the flat pass with a narrower first test: the first 32
+coordinates, from a denser copy (half the bytes to stream), and the first 64
+only for the points that test did not skip, which are read one by one
+(scattered reads, so each costs far more than a streamed one).  It wins once
+the keys are small enough that the first 32 coordinates skip nearly every
+point (on the embedded data and on brick, most of the run); where they skip
+only most (grass), the scattered reads cost more than the saved half.
 
 *The pruning walk* (:func:`_prune_steps`) does not visit most points.  It
 keeps the points grouped by the centre that last lowered their key (the
@@ -69,12 +77,12 @@ rarely succeeds, and the walk costs more than the flat pass.
 3. Choosing, from what is observed
 ----------------------------------
 Which one is faster depends on the features and on the step, so the loop
-measures it (:class:`_Chooser`): it runs chunks of steps with the strategy
-that was faster per step, and now and then a short *trial* of the other
-one; a trial takes over when it is clearly faster, and losing trials are
-spaced out so that they cost at most a few percent of the run.  Both
-strategies keep the same per-point keys, so switching is cheap (the walk
-re-files only the points that the flat pass moved).  The choice changes
+measures it (:class:`_Chooser`): it runs chunks of steps with the way that
+was fastest per step, and now and then a short *trial* of another; a trial
+takes over when it is clearly faster, and losing trials are spaced out so
+that they cost at most a few percent of the run.  All three keep the same
+per-point keys, so switching is cheap (the walk re-files only the points
+that a flat pass moved).  The choice changes
 only the speed, never an index.
 
 Threads follow one rule: the flat pass of a bank of at least
@@ -113,7 +121,7 @@ __all__ = [
 
 LANES = 8
 SELECTED = -1.0  # the key of a selected point: below every squared distance
-STRATEGIES = ("auto", "flat", "prune", "brute")  # "brute": the flat pass without its bound, for comparisons
+STRATEGIES = ("auto", "flat", "flat32", "prune", "brute")  # "brute": the flat pass without its bound, for comparisons
 
 
 # --------------------------------------------------------------------------
@@ -328,7 +336,8 @@ def _prefetch_row(typingctx, points, row):
 #
 # Invariant: a live point x in the cluster of c has key(x) == q(x, c).
 
-_FLAT_BLOCKS = 8  # the flat pass's test: the first 8 * 8 = 64 coordinates
+_FLAT_BLOCKS = 8  # the flat pass's test: the first 8 * 8 = 64 coordinates ...
+_FLAT32_BLOCKS = 4  # ... which flat32 tests only where the first 32 did not already decide
 _HEAD_BLOCKS = 4  # the walk keeps the first 32 in its rows ...
 _FIRST_BLOCKS = 2  # ... and tests the first 16 first
 _KEY_FLOOR = np.float32(2.0**-64)
@@ -366,29 +375,46 @@ def _take_centre(points, point_state, centres, centres32, selected, t, best):
 
 
 @numba.njit(cache=True)
-def _flat_part(points, heads, point_state, centre, slot, low, high, scratch):
+def _flat_part(points, first, heads, point_state, centre, slot, low, high, scratch):
     """Offer ``centre`` to the points ``low .. high - 1``; returns (largest key, its index, exact distances).
 
-    A branch-free pass over the heads lists in ``scratch[low:]`` the points
-    whose sum over the heads' coordinates is below their key; only those
+    A branch-free pass over ``first`` (the heads, or flat32's first 32
+    coordinates) lists in ``scratch[low:]`` the points whose sum over its
+    coordinates is below their key; if ``heads`` is wider, they are tested
+    again on its coordinates; only those that pass
     get the exact distance, and a point whose key drops gets ``slot`` as
     its owner.  The largest key goes to the lowest index, as in np.argmax.
     """
     keys, owner, dirty = point_state[1], point_state[2], point_state[5]
     blocks = points.shape[1] // LANES
-    head_blocks = heads.shape[1] // LANES
+    first_blocks, head_blocks = first.shape[1] // LANES, heads.shape[1] // LANES
     top, top_index = np.float32(-np.inf), _NOT_A_POINT
     count = low
     for i in range(low, high):  # the lower bound; the keys that stay count for the maximum
         key = keys[i]
-        survives = _lane_sum(heads, i, centre, head_blocks) < key
+        survives = _lane_sum(first, i, centre, first_blocks) < key
         scratch[count] = i
         count += survives
         stays = np.float32(-np.inf) if survives else key  # (selects, not branches)
         larger = stays > top
         top = stays if larger else top
         top_index = i if larger else top_index
+    if head_blocks > first_blocks:  # the survivors, tested again on more coordinates
+        kept = low
+        for j in range(low, count):
+            if j + 8 < count:
+                _prefetch_row(heads, scratch[j + 8])  # scattered rows: start loading a later one
+            i = scratch[j]
+            key = keys[i]
+            survives = _lane_sum(heads, i, centre, head_blocks) < key
+            scratch[kept] = i
+            kept += survives
+            if not survives and (key > top or (key == top and i < top_index)):
+                top, top_index = key, i
+        count = kept
     for j in range(low, count):  # the exact distances
+        if j + 8 < count:
+            _prefetch_row(points, scratch[j + 8])
         i = scratch[j]
         key = keys[i]
         distance = _lane_sum(points, i, centre, blocks)
@@ -402,7 +428,7 @@ def _flat_part(points, heads, point_state, centre, slot, low, high, scratch):
 
 
 @numba.njit(cache=True, parallel=True)
-def _flat_steps_threaded(points, heads, point_state, centres, centres32, selected, t_begin, t_end, best, parts, scratch, counts):
+def _flat_steps_threaded(points, first, heads, point_state, centres, centres32, selected, t_begin, t_end, best, parts, scratch, counts):
     """Greedy steps ``t_begin .. t_end - 1`` by the flat pass, the points split into parts over threads.
 
     ``best`` is the current argmax of the keys; returns the next one.  Part
@@ -419,7 +445,7 @@ def _flat_steps_threaded(points, heads, point_state, centres, centres32, selecte
         _take_centre(points, point_state, centres, centres32, selected, t, best)
         centre = centres[t]
         for p in numba.prange(num_parts):
-            top, top_index, exact = _flat_part(points, heads, point_state, centre, 1 + t, parts[p], parts[p + 1], scratch)
+            top, top_index, exact = _flat_part(points, first, heads, point_state, centre, 1 + t, parts[p], parts[p + 1], scratch)
             part_max[p], part_arg[p] = top, top_index
             counts[p] += exact
         best = part_arg[0]
@@ -430,11 +456,11 @@ def _flat_steps_threaded(points, heads, point_state, centres, centres32, selecte
 
 
 @numba.njit(cache=True)
-def _flat_steps_serial(points, heads, point_state, centres, centres32, selected, t_begin, t_end, best, parts, scratch, counts):
+def _flat_steps_serial(points, first, heads, point_state, centres, centres32, selected, t_begin, t_end, best, parts, scratch, counts):
     """:func:`_flat_steps_threaded` in one part, without waking threads (for a small bank)."""
     for t in range(t_begin, t_end):
         _take_centre(points, point_state, centres, centres32, selected, t, best)
-        _, best, exact = _flat_part(points, heads, point_state, centres[t], 1 + t, 0, len(point_state[1]), scratch)
+        _, best, exact = _flat_part(points, first, heads, point_state, centres[t], 1 + t, 0, len(point_state[1]), scratch)
         counts[0] += exact
     return best
 
@@ -805,9 +831,9 @@ def _prune_steps(points, rows, slots, state, point_state, centres, centres32, se
 class _Chooser:
     """Which way runs the next steps: the one measured fastest per step, and now and then a trial.
 
-    ``strategy="flat"``, ``"prune"`` or ``"brute"`` forces one (the indices
-    are the same).  ``"auto"`` chooses between ``ways`` (the flat pass and
-    the walk), starting with the first.  Once the current way has a measured cost,
+    ``strategy="flat"``, ``"flat32"``, ``"prune"`` or ``"brute"`` forces one
+    (the indices are the same).  ``"auto"`` chooses among ``ways`` (the two
+    flat passes and the walk), starting with the first.  Once the current way has a measured cost,
     each other way gets a *trial* of ``_TRIAL_STEPS`` steps, which takes over
     if its seconds per step are below ``MARGIN`` times the current cost.
     After a trial that loses, that way waits until the run has gone on for
@@ -824,7 +850,7 @@ class _Chooser:
     MARGIN = 0.9
     TRIAL_SHARE = 0.03
 
-    def __init__(self, strategy: str, ways: tuple[str, ...] = ("flat", "prune")):
+    def __init__(self, strategy: str, ways: tuple[str, ...] = ("flat", "flat32", "prune")):
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
         self.forced = None if strategy == "auto" else strategy
@@ -879,10 +905,11 @@ def fast_loop(
     ``points``: ``(N, d)`` float32, d a multiple of 8, read in place;
     ``keys``: ``(N,)`` float32 starting squared distances.  Returns
     ``(num_select,)`` int64.  ``strategy``: ``"auto"`` (see
-    :class:`_Chooser`), or ``"flat"`` / ``"prune"`` to force one, or
-    ``"brute"``: the flat pass computing every distance, for comparisons.  Memory
-    ``O(N * 128)`` floats beyond ``points``: the first 64 coordinates, and
-    room for the first 32 of every point twice in the walk's rows.  If ``stats`` is a dict it receives
+    :class:`_Chooser`), or ``"flat"`` / ``"flat32"`` / ``"prune"`` to force
+    one, or ``"brute"``: the flat pass computing every distance, for
+    comparisons.  Memory ``O(N * 160)`` floats beyond ``points``: the first 64
+    coordinates, the first 32 again, and room for the first 32 of every point
+    twice in the walk's rows.  If ``stats`` is a dict it receives
     counts of the steps each way ran and of the work done (compare
     ``rows_walked`` and ``exact_distances`` with ``plain_distances = N *
     num_select``).
@@ -920,6 +947,7 @@ def fast_loop(
     slack = _pruning_slack(padded_dim)
     parts = _even_parts(n)
     threaded = len(parts) > 2
+    firsts = np.ascontiguousarray(points[:, : LANES * _FLAT32_BLOCKS])  # flat32's first test
     chooser = _Chooser(strategy)
     flat_scratch = np.empty(n, dtype=np.int64)
     flat_counts = np.zeros(len(parts) - 1, dtype=np.int64)
@@ -937,7 +965,7 @@ def fast_loop(
     centres = np.empty((num_select, padded_dim), dtype=np.float32)
     centres32 = np.zeros((head_width, num_select), dtype=np.float32)
 
-    steps_run = {"flat": 0, "prune": 0, "brute": 0}
+    steps_run = {"flat": 0, "flat32": 0, "prune": 0, "brute": 0}
     previous, best, switches = None, 0, 0
     t = 0
     while t < num_select:
@@ -954,7 +982,8 @@ def fast_loop(
         if name != "prune":
             flat_steps = _flat_steps_threaded if threaded else _flat_steps_serial
             heads = point_state[0][:, :0] if name == "brute" else point_state[0]
-            best = flat_steps(points, heads, point_state, centres, centres32, selected, t, end, best, parts, flat_scratch, flat_counts)
+            first = firsts if name == "flat32" else heads
+            best = flat_steps(points, first, heads, point_state, centres, centres32, selected, t, end, best, parts, flat_scratch, flat_counts)
         else:
             _prune_steps(
                 points, rows, slots, state, point_state, centres, centres32, selected, t, end, slack, walk_scratch, walk_counts
@@ -968,7 +997,8 @@ def fast_loop(
         stats.update(
             plain_distances=n * num_select,
             exact_distances=int(flat_counts.sum() + walk_counts[2]),
-            flat_steps=steps_run["flat"] + steps_run["brute"],
+            flat_steps=steps_run["flat"] + steps_run["flat32"] + steps_run["brute"],
+            flat32_steps=steps_run["flat32"],
             prune_steps=steps_run["prune"],
             switches=switches,
             rows_walked=int(walk_counts[0]),

@@ -338,14 +338,14 @@ def test_public_ties_fast_equals_plain():
 
 
 class Alternating:
-    """A stand-in for coreset_fast._Chooser that switches strategy every few steps."""
+    """A stand-in for coreset_fast._Chooser that switches way every few steps."""
 
-    def __init__(self, strategy, ways):
+    def __init__(self, strategy, ways=None):
         self.calls = 0
 
     def next(self):
         self.calls += 1
-        return ("flat", 3) if self.calls % 2 else ("prune", 5)
+        return [("flat", 3), ("prune", 5), ("flat32", 2), ("prune", 1)][self.calls % 4]
 
     def record(self, *args):
         pass
@@ -362,7 +362,8 @@ def _loops_agree(points: np.ndarray, keys: np.ndarray, num_select: int) -> np.nd
         np.testing.assert_array_equal(cf.fast_loop(points, keys, num_select), expected)
         n = len(points)  # five uneven parts for the flat pass, however small the bank
         patch.setattr(cf, "_even_parts", lambda _: np.array([0, n // 9, n // 3, n // 3, n // 2, n]))
-        np.testing.assert_array_equal(cf.fast_loop(points, keys, num_select, strategy="flat"), expected)
+        for strategy in ("flat", "flat32"):
+            np.testing.assert_array_equal(cf.fast_loop(points, keys, num_select, strategy=strategy), expected)
     torch_loop = cf.torch_lane_loop(torch.from_numpy(points), torch.from_numpy(keys), num_select)
     np.testing.assert_array_equal(torch_loop, expected)
     return expected
@@ -423,7 +424,7 @@ def test_pruning_walk_skips_most_distances_on_clustered_points():
 
 
 def test_unknown_strategy():
-    with pytest.raises(ValueError, match="strategy must be one of auto, flat, prune, brute, got 'both'"):
+    with pytest.raises(ValueError, match="strategy must be one of auto, flat, flat32, prune, brute, got 'both'"):
         cf.fast_loop(np.zeros((4, 8), np.float32), np.ones(4, np.float32), 2, strategy="both")
 
 
@@ -443,15 +444,16 @@ def _choices(cost_per_step, steps: int = 5000, ways=("flat", "prune")) -> dict:
     return {"steps": done, "seconds": seconds}
 
 
-@pytest.mark.parametrize("case", ["flat wins", "prune wins", "prune gets better", "flat gets better"])
+@pytest.mark.parametrize("case", ["flat wins", "prune wins", "prune gets better", "flat gets better", "flat32 wins late"])
 def test_chooser_takes_little_longer_than_always_running_the_fastest_way(case):
     # made-up seconds per step of each way, given the step number
-    ways = ("flat", "prune")
+    ways = ("flat", "flat32", "prune") if "flat32" in case else ("flat", "prune")
     cost = {
         "flat wins": lambda way, t: 1e-4 if way == "flat" else 5e-4,
         "prune wins": lambda way, t: 1e-4 if way == "flat" else 2e-5,
         "prune gets better": lambda way, t: 1e-4 if way == "flat" else 5e-4 + (2e-5 - 5e-4) * t / 5000,
         "flat gets better": lambda way, t: {"flat": 3e-4 if t < 2500 else 5e-5, "prune": 1e-4}[way],  # busy, then idle
+        "flat32 wins late": lambda way, t: {"flat": 1e-4, "flat32": 2e-4 if t < 1500 else 6e-5, "prune": 5e-4}[way],
     }[case]  # fmt: skip
     run = _choices(cost, ways=ways)
     fastest = sum(min(cost(way, t) for way in ways) for t in range(5000))
