@@ -80,7 +80,7 @@ Which one is faster depends on the features and on the step, so the loop
 measures it (:class:`_Chooser`): it runs chunks of steps with the way that
 was fastest per step, and now and then a short *trial* of another; a trial
 takes over when it is clearly faster, and losing trials are spaced out so
-that they cost at most a few percent of the run.  All three keep the same
+that they cost at most about 2 % of the run each.  All three keep the same
 per-point keys, so switching is cheap (the walk re-files only the points
 that a flat pass moved).  The choice changes
 only the speed, never an index.
@@ -848,7 +848,7 @@ class _Chooser:
     """
 
     MARGIN = 0.9
-    TRIAL_SHARE = 0.03
+    TRIAL_SHARE = 0.02
 
     def __init__(self, strategy: str, ways: tuple[str, ...] = ("flat", "flat32", "prune")):
         if strategy not in STRATEGIES:
