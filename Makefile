@@ -65,7 +65,7 @@ lab: install
 	$(BIN)/jupyter lab --notebook-dir=notebooks
 
 benchmark: install
-	$(BIN)/python benchmarks/coreset.py
+	$(BIN)/python benchmarks/coreset.py --old fb87a8c
 
 # The offline book (book/README.md): the committed notebooks, README and docs/ as a static
 # site in book/_build/html; open its index.html. `make test` builds and checks it too.

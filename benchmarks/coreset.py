@@ -3,7 +3,7 @@
 Run from the repository root::
 
     .venv/bin/python benchmarks/coreset.py [--features textures embedded grass gravel brick]
-        [--n 47040] [--ratio 0.1] [--old fb87a8c] [--repeat 3] [--output benchmarks/results/coreset.json]
+        [--n 47040] [--ratio 0.1] [--old fb87a8c] [--rounds 3] [--output benchmarks/results/coreset.json]
 
 For each kind of features it times, side by side in one process, the same
 ``approximate_greedy_coreset`` selection made by
@@ -19,9 +19,9 @@ thing every step of any such loop has to do.  It checks that fast, brute
 force and old fast select the same indices, and how far the differently
 rounded reference agrees.  The table is printed and written to ``--output``
 (JSON), which benchmarks/README.md and the notebooks quote.  Timings are
-wall-clock on whatever machine runs this, the median of ``--repeat`` runs
-(default 3; the reference runs once, as long as all the others together);
-nothing is asserted.
+wall-clock on whatever machine runs this: every loop runs once per round,
+in turn, and the median of ``--rounds`` rounds (default 3) counts; nothing
+is asserted.
 
 The features (``N`` x 1024, then the sampler's seeded projection to 128-d):
 
@@ -190,13 +190,20 @@ def timed(function, *args, **kwargs):
     return result, time.perf_counter() - start
 
 
-REPEAT = 3  # runs of every loop but the reference (set by --repeat)
+def timed_rounds(loops: dict, rounds: int) -> tuple[dict, dict]:
+    """Run every loop once per round, in turn: (result of each loop, median seconds of each loop).
 
-
-def timed_median(function, *args, **kwargs):
-    """(result, median wall-clock seconds) of :data:`REPEAT` calls: the machine's speed drifts between runs."""
-    runs = [timed(function, *args, **kwargs) for _ in range(REPEAT)]
-    return runs[0][0], float(np.median([seconds for _, seconds in runs]))
+    ``loops`` maps a name to a function of no arguments.  Taking turns
+    spreads the drift of the machine's speed (other jobs, the neighbours
+    of a virtual machine) over all loops alike, instead of charging one
+    loop with a slow minute.
+    """
+    results, seconds = {}, {name: [] for name in loops}
+    for _ in range(rounds):
+        for name, loop in loops.items():
+            results[name], elapsed = timed(loop)
+            seconds[name].append(elapsed)
+    return results, {name: float(np.median(values)) for name, values in seconds.items()}
 
 
 @numba.njit  # (no on-disk cache: this script is also imported under another name by its test)
@@ -210,7 +217,7 @@ def lower_bound_seconds(features: np.ndarray, num_select: int) -> float:
     """Seconds for M argmaxes over N float32 keys: less than any greedy loop can take."""
     keys = np.random.default_rng(0).random(len(features), dtype=np.float32)
     _argmaxes(keys[:8].copy(), 1)  # compile (or load) first
-    return timed_median(lambda: _argmaxes(keys.copy(), num_select))[1]
+    return min(timed(_argmaxes, keys.copy(), num_select)[1] for _ in range(3))
 
 
 def brute_force(features: np.ndarray, ratio: float, stats: dict | None = None) -> np.ndarray:
@@ -234,11 +241,11 @@ def fast_work(features: np.ndarray, ratio: float) -> dict:
 
 
 def on_one_thread(function, *args, **kwargs):
-    """``timed_median(function, ...)`` with numba limited to one thread."""
+    """``function(*args, **kwargs)`` with numba limited to one thread."""
     threads = numba.get_num_threads()
     numba.set_num_threads(1)
     try:
-        return timed_median(function, *args, **kwargs)
+        return function(*args, **kwargs)
     finally:
         numba.set_num_threads(threads)
 
@@ -278,23 +285,27 @@ def warm_up(old) -> float:
     return time.perf_counter() - start
 
 
-def benchmark(kind: str, num_points: int, ratio: float, old, skip_reference: bool) -> dict:
-    """Time every loop on one kind of features; the row of the results table."""
+def benchmark(kind: str, num_points: int, ratio: float, old, skip_reference: bool, rounds: int) -> dict:
+    """Time every loop on one kind of features (``rounds`` turns each); the row of the results table."""
     features = load_features(kind, num_points)
-    seconds, same = {}, {}
-    fast, seconds["fast"] = timed_median(coreset.approximate_greedy_coreset, features, ratio, progress=False)
-    one, seconds["fast_one_thread"] = on_one_thread(coreset.approximate_greedy_coreset, features, ratio, progress=False)
-    brute, seconds["brute_force"] = timed_median(brute_force, features, ratio)
-    same["one_thread"], same["brute_force"] = bool(np.array_equal(one, fast)), bool(np.array_equal(brute, fast))
+    fast_loop = coreset.approximate_greedy_coreset
+    loops = {
+        "fast": lambda: fast_loop(features, ratio, progress=False),
+        "fast_one_thread": lambda: on_one_thread(fast_loop, features, ratio, progress=False),
+        "brute_force": lambda: brute_force(features, ratio),
+    }
     if old is not None:
-        old_fast, seconds["old_fast"] = timed_median(old.approximate_greedy_coreset, features, ratio, progress=False)
-        same["old_fast"] = bool(np.array_equal(old_fast, fast))
+        loops["old_fast"] = lambda: old.approximate_greedy_coreset(features, ratio, progress=False)
+    if not skip_reference:
+        loops["reference"] = lambda: fast_loop(features, ratio, method="reference", progress=False)
+    selected, seconds = timed_rounds(loops, rounds)
+    fast = selected["fast"]
+    same = {name.removeprefix("fast_"): bool(np.array_equal(selected[name], fast))
+            for name in ("fast_one_thread", "brute_force", "old_fast") if name in selected}  # fmt: skip
     seconds["lower_bound"] = lower_bound_seconds(features, len(fast))
     row = {"features": kind, "description": FEATURES[kind], "n": len(features), "m": len(fast)}
     if not skip_reference:
-        reference, seconds["reference"] = timed(
-            coreset.approximate_greedy_coreset, features, ratio, method="reference", progress=False
-        )  # fmt: skip
+        reference = selected["reference"]
         radius_fast, radius_reference = coreset.coverage_radius(features, fast), coreset.coverage_radius(features, reference)
         row["reference_agreement"] = {
             "same_position": float(np.mean(fast == reference)),
@@ -350,11 +361,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--skip-reference", action="store_true", help="skip the slow reference loop")
     parser.add_argument("--greedy-n", type=int, default=10000, help="N for greedy_coreset fast vs plain (0: skip)")
     parser.add_argument("--output", type=Path, default=RESULTS, help="results file (default: %(default)s)")
-    parser.add_argument("--repeat", type=int, default=3, help="runs of every loop but the reference; the median "
+    parser.add_argument("--rounds", type=int, default=3, help="runs of every loop, taking turns; the median "
                         "counts (default: %(default)s)")  # fmt: skip
     args = parser.parse_args(argv)
-    global REPEAT
-    REPEAT = args.repeat
 
     for kind in args.features:
         load_features(kind, args.n)  # build the caches first, outside every timing
@@ -365,14 +374,14 @@ def main(argv: list[str] | None = None) -> dict:
                     "numba_threads": numba.get_num_threads(), "torch_threads": torch.get_num_threads(),
                     "numba": numba.__version__, "torch": torch.__version__},
         "ratio": args.ratio,
-        "repeat": args.repeat,
+        "rounds": args.rounds,
         "load_before": list(os.getloadavg()),
         "warm_up_seconds": warm_up(old),
         "old_commit": args.old,
     }  # fmt: skip
     results["rows"] = []
     for kind in args.features:
-        results["rows"].append(benchmark(kind, args.n, args.ratio, old, args.skip_reference))
+        results["rows"].append(benchmark(kind, args.n, args.ratio, old, args.skip_reference, args.rounds))
         seconds = ", ".join(f"{name} {value:.2f} s" for name, value in results["rows"][-1]["seconds"].items())
         print(f"{kind}: {seconds}", file=sys.stderr, flush=True)
     if args.greedy_n:

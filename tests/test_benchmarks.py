@@ -38,9 +38,10 @@ def coreset_benchmark(monkeypatch):
 
 def test_coreset_benchmark_writes_its_table_to_the_results_file(coreset_benchmark, tmp_path, capsys):
     output = tmp_path / "coreset.json"
-    coreset_benchmark.main(["--features", "textures", "grass", "--n", "900", "--greedy-n", "300",
+    coreset_benchmark.main(["--features", "textures", "grass", "--n", "900", "--greedy-n", "300", "--rounds", "2",
                             "--output", str(output)])  # fmt: skip
     results = json.loads(output.read_text())
+    assert results["rounds"] == 2
     assert [row["features"] for row in results["rows"]] == ["textures", "grass"]
     for row in results["rows"]:
         assert (row["n"], row["m"]) == (900, 90)
@@ -58,6 +59,12 @@ def test_coreset_benchmark_writes_its_table_to_the_results_file(coreset_benchmar
     # the printed table is the markdown that benchmarks/README.md quotes
     assert re.search(r"^\| grass \| 900 \| 90 \| [\d.]+ \| [\d.]+ \([\d.]+x\) \|.* \| yes \|$", out, re.M), out
     assert f"written to {output}" in out
+
+
+def test_the_coreset_table_in_the_benchmarks_readme_is_the_committed_results_file(coreset_benchmark):
+    results = json.loads((BENCHMARKS / "results" / "coreset.json").read_text())
+    readme = (BENCHMARKS / "README.md").read_text()
+    assert coreset_benchmark.table(results) in readme  # regenerate the README's table after a new run
 
 
 def _load(name: str):
