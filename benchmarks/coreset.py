@@ -13,11 +13,13 @@ For each kind of features it times, side by side in one process, the same
   all of numba's threads (``coreset_fast.fast_loop(strategy="brute")``),
 * ``fast``: the default (``method="fast"``), and the same limited to one thread,
 * ``old fast``: the default loop of commit ``--old`` (loaded from git), if given,
+* the fast loop forced to each of its ways (flat, flat32, prune) for the whole
+  run, to show what its chooser costs against the best way in hindsight,
 
 next to a **lower bound**: ``M`` argmaxes over ``N`` float32 keys, the one
-thing every step of any such loop has to do.  It checks that fast, brute
-force and old fast select the same indices, and how far the differently
-rounded reference agrees.  The table is printed and written to ``--output``
+thing every step of any such loop has to do.  It checks that all of these but
+the reference select the same indices, and how far the differently
+rounded reference agrees.  The tables are printed and written to ``--output``
 (JSON), which benchmarks/README.md and the notebooks quote.  Timings are
 wall-clock on whatever machine runs this: every loop runs once per round,
 in turn, and the median of ``--rounds`` rounds (default 3) counts; nothing
@@ -220,13 +222,21 @@ def lower_bound_seconds(features: np.ndarray, num_select: int) -> float:
     return min(timed(_argmaxes, keys.copy(), num_select)[1] for _ in range(3))
 
 
-def brute_force(features: np.ndarray, ratio: float, stats: dict | None = None) -> np.ndarray:
-    """The same selection as ``approximate_greedy_coreset``, every distance computed (all threads)."""
+FORCED_WAYS = ("flat", "flat32", "prune")  # the fast loop's ways, each forced for a whole run
+
+
+def forced(features: np.ndarray, ratio: float, strategy: str) -> np.ndarray:
+    """The same selection as ``approximate_greedy_coreset``, the fast loop forced to one ``strategy``.
+
+    ``"brute"`` computes every distance (all threads); ``"flat"``, ``"flat32"``
+    and ``"prune"`` run one way for the whole run, which shows what the
+    chooser (``"auto"``, the default) costs against the best way in hindsight.
+    """
     points = torch.from_numpy(features)
     start = np.random.default_rng(0).choice(len(points), 10, replace=False)
     start_distances = coreset._mean_distance_to_start_points(points, start)
     num_select = coreset.coreset_size(len(points), ratio)
-    return coreset_fast.select(points, start_distances, num_select, strategy="brute", stats=stats)
+    return coreset_fast.select(points, start_distances, num_select, strategy=strategy)
 
 
 def fast_work(features: np.ndarray, ratio: float) -> dict:
@@ -292,8 +302,10 @@ def benchmark(kind: str, num_points: int, ratio: float, old, skip_reference: boo
     loops = {
         "fast": lambda: fast_loop(features, ratio, progress=False),
         "fast_one_thread": lambda: on_one_thread(fast_loop, features, ratio, progress=False),
-        "brute_force": lambda: brute_force(features, ratio),
+        "brute_force": lambda: forced(features, ratio, "brute"),
     }
+    for way in FORCED_WAYS:
+        loops[f"way_{way}"] = lambda way=way: forced(features, ratio, way)
     if old is not None:
         loops["old_fast"] = lambda: old.approximate_greedy_coreset(features, ratio, progress=False)
     if not skip_reference:
@@ -302,6 +314,8 @@ def benchmark(kind: str, num_points: int, ratio: float, old, skip_reference: boo
     fast = selected["fast"]
     same = {name.removeprefix("fast_"): bool(np.array_equal(selected[name], fast))
             for name in ("fast_one_thread", "brute_force", "old_fast") if name in selected}  # fmt: skip
+    same["forced_ways"] = all(np.array_equal(selected[f"way_{way}"], fast) for way in FORCED_WAYS)
+    ways = {way: seconds.pop(f"way_{way}") for way in FORCED_WAYS}
     seconds["lower_bound"] = lower_bound_seconds(features, len(fast))
     row = {"features": kind, "description": FEATURES[kind], "n": len(features), "m": len(fast)}
     if not skip_reference:
@@ -316,7 +330,8 @@ def benchmark(kind: str, num_points: int, ratio: float, old, skip_reference: boo
             name: seconds["reference"] / value for name, value in seconds.items() if name != "reference"
         }
     work = fast_work(features, ratio)
-    row.update(seconds=seconds, same_indices_as_fast=same, fast_work=work)
+    row.update(seconds=seconds, same_indices_as_fast=same, fast_work=work, forced_ways_seconds=ways,
+               auto_over_best_way=seconds["fast"] / min(ways.values()))
     return row
 
 
@@ -349,6 +364,16 @@ def table(results: dict) -> str:
             cells.append("-" if value is None else f"{value:.2f}" + (f" ({speed_up:.1f}x)" if speed_up else ""))
         same = "yes" if all(row["same_indices_as_fast"].values()) else "NO"
         lines.append(f"| {row['features']} | {row['n']} | {row['m']} | " + " | ".join(cells) + f" | {same} |")
+    return "\n".join(lines)
+
+
+def ways_table(results: dict) -> str:
+    """A markdown table: each way of the fast loop forced for a whole run, against the chooser."""
+    lines = ["| features | " + " | ".join(f"{way} s" for way in FORCED_WAYS) + " | auto s | auto / best way |",
+             "| --- " * (3 + len(FORCED_WAYS)) + "|"]  # fmt: skip
+    for row in results["rows"]:
+        ways = " | ".join(f"{row['forced_ways_seconds'][way]:.2f}" for way in FORCED_WAYS)
+        lines.append(f"| {row['features']} | {ways} | {row['seconds']['fast']:.2f} | {row['auto_over_best_way']:.2f} |")
     return "\n".join(lines)
 
 
@@ -391,9 +416,12 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"load average before {results['load_before'][0]:.2f}, after {results['load_after'][0]:.2f}; "
           f"numba {numba.get_num_threads()} threads")  # fmt: skip
     print(table(results))
+    print("\nthe fast loop forced to one way for the whole run, against its chooser (auto):")
+    print(ways_table(results))
     for row in results["rows"]:
         work = row["fast_work"]
-        print(f"{row['features']}: fast ran {work['flat_steps']} flat steps and {work['prune_steps']} pruning steps "
+        print(f"{row['features']}: fast ran {work['flat_steps']} flat steps ({work['flat32_steps']} of them flat32) "
+              f"and {work['prune_steps']} pruning steps "
               f"({work['switches']} switches); {work['exact_distances'] / work['plain_distances']:.1%} of the N * M "
               "distances computed in full")  # fmt: skip
     if "greedy" in results:

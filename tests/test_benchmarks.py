@@ -46,7 +46,9 @@ def test_coreset_benchmark_writes_its_table_to_the_results_file(coreset_benchmar
     for row in results["rows"]:
         assert (row["n"], row["m"]) == (900, 90)
         assert set(row["seconds"]) == {"reference", "brute_force", "fast", "fast_one_thread", "lower_bound"}
-        assert row["same_indices_as_fast"] == {"one_thread": True, "brute_force": True}
+        assert row["same_indices_as_fast"] == {"one_thread": True, "brute_force": True, "forced_ways": True}
+        assert set(row["forced_ways_seconds"]) == {"flat", "flat32", "prune"}
+        assert row["auto_over_best_way"] == pytest.approx(row["seconds"]["fast"] / min(row["forced_ways_seconds"].values()))
         agreement = row["reference_agreement"]
         assert 0.9 <= agreement["same_position"] <= agreement["same_set"] <= 1.0
         assert agreement["radius_relative_difference"] < 1e-4
@@ -58,6 +60,7 @@ def test_coreset_benchmark_writes_its_table_to_the_results_file(coreset_benchmar
     out = capsys.readouterr().out
     # the printed table is the markdown that benchmarks/README.md quotes
     assert re.search(r"^\| grass \| 900 \| 90 \| [\d.]+ \| [\d.]+ \([\d.]+x\) \|.* \| yes \|$", out, re.M), out
+    assert re.search(r"^\| grass \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \|$", out, re.M), out
     assert f"written to {output}" in out
 
 
