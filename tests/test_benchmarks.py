@@ -67,7 +67,8 @@ def test_coreset_benchmark_writes_its_table_to_the_results_file(coreset_benchmar
 def test_the_coreset_table_in_the_benchmarks_readme_is_the_committed_results_file(coreset_benchmark):
     results = json.loads((BENCHMARKS / "results" / "coreset.json").read_text())
     readme = (BENCHMARKS / "README.md").read_text()
-    assert coreset_benchmark.table(results) in readme  # regenerate the README's table after a new run
+    assert coreset_benchmark.table(results) in readme  # regenerate the README's tables after a new run
+    assert coreset_benchmark.ways_table(results) in readme
 
 
 def _load(name: str):

@@ -234,7 +234,8 @@ else:
 # intrinsic dimension (grass, gravel) are the hard case: their patches do not form tight
 # clusters, the triangle test and the partial sums succeed less often, and a large share of the
 # distances must be computed. The lower bound shows how far each loop is from the one step no
-# loop can avoid. The hardest row of the file:
+# loop can avoid. The hardest row of the file, and what choosing as it goes costs against
+# forcing, for the whole run, the way that turned out best:
 
 # %%
 if results is not None:
@@ -245,6 +246,9 @@ if results is not None:
           f"{times['fast'] / times['lower_bound']:.0f}x the lower bound")
     if "reference" in times:
         print(f"  reference {times['reference']:.2f} s: fast is {times['reference'] / times['fast']:.1f}x faster")
+    chooser = [f"{r['features']} {r['auto_over_best_way']:.2f}" for r in results["rows"] if "auto_over_best_way" in r]
+    if chooser:
+        print("time of the chooser (auto) / time of the way that turned out best: " + ", ".join(chooser))
     if "greedy" in results:
         greedy = results["greedy"]
         print(f"greedy_coreset (exact start), {greedy['features']}, N = {greedy['n']}: plain {greedy['seconds']['plain']:.2f} s, "
