@@ -61,6 +61,7 @@ import torch
 import torchvision
 
 from pcnotes import coreset, coreset_fast
+from pcnotes.folders import write_file
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = REPO_ROOT / "data" / "mobilenet_v2_imagenet_features.pt"
@@ -429,9 +430,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"greedy_coreset, {greedy['features']}, N = {greedy['n']}: plain {greedy['seconds']['plain']:.2f} s, "
               f"fast {greedy['seconds']['fast']:.2f} s, identical: {greedy['identical']}")  # fmt: skip
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    partial = args.output.with_name(f".{args.output.name}.partial")
-    partial.write_text(json.dumps(results, indent=1) + "\n")
-    partial.replace(args.output)  # never a half-written results file
+    write_file(args.output, json.dumps(results, indent=1) + "\n")  # never a half-written results file
     print(f"written to {args.output}")
     return results
 

@@ -48,7 +48,6 @@ import datetime
 import json
 import os
 import platform
-import tempfile
 import time
 from pathlib import Path
 
@@ -60,6 +59,7 @@ import pcnotes
 from pcnotes.coreset import select_coreset
 from pcnotes.data import list_categories
 from pcnotes.evaluation import evaluate_category
+from pcnotes.folders import write_file
 from pcnotes.model import PatchCoreConfig
 from pcnotes.paths import display_path
 from pcnotes.synth import ensure_default_dataset, read_manifest
@@ -139,17 +139,7 @@ def results_record(root: Path, ratio: float, results: dict[tuple[str, ...], dict
 
 def write_results(path: Path, record: dict) -> Path:
     """Write ``record`` as JSON to ``path`` atomically: a temporary file beside it, then a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as out:
-            json.dump(record, out, indent=2)
-            out.write("\n")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    return write_file(path, json.dumps(record, indent=2) + "\n")
 
 
 def markdown_table(results: dict[tuple[str, ...], dict]) -> str:

@@ -52,7 +52,6 @@ import datetime
 import json
 import os
 import platform
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +62,7 @@ import torch
 from pcnotes.coreset import select_coreset
 from pcnotes.data import MVTecDataset, list_categories, load_rgb, whole_image_size
 from pcnotes.evaluation import evaluate_category
+from pcnotes.folders import write_file
 from pcnotes.model import PatchCoreConfig
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -167,18 +167,6 @@ def category_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", type=Path, default=None,
@@ -226,8 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     record = {"data_root": str(root), "categories": categories, "machine": machine, **base,
               "grid": args.grid, "total_seconds": round(total, 1), "results": results}
-    _write_atomically(args.results / f"real_data_{name}.json", json.dumps(record, indent=1) + "\n")
-    _write_atomically(args.results / f"real_data_{name}.md",
+    write_file(args.results / f"real_data_{name}.json", json.dumps(record, indent=1) + "\n")
+    write_file(args.results / f"real_data_{name}.md",
                       f"# real_data.py on `{name}` ({', '.join(categories)})\n\n{machine}; backbone "
                       f"{args.backbone} ({args.weights}), coreset ratio {args.coreset_ratio}.\n"
                       f"Means over the categories; fit, predict and CPU seconds summed over them.\n\n"

@@ -38,6 +38,9 @@ The rules, each one a case that once lost a user's files:
 
 A target whose content is already byte-identical to the new content (say, a
 concurrent run wrote the same data set) is left in place.
+
+A single file (a figure, a results file, a learner's notebook) is written by
+:func:`write_file`: whole, or not at all.
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 __all__ = ["MARKER", "KINDS", "UnsafeTargetError", "DiskFullError", "check_target", "replace_folder",
-           "write_marker", "interrupts_on_signals", "Interrupted", "use_writable_numba_cache"]
+           "write_marker", "write_file", "interrupts_on_signals", "Interrupted", "use_writable_numba_cache"]
 
 #: The file that proves a folder was written by pcnotes; hidden, with pcnotes' own name.
 MARKER = ".pcnotes-output.json"
@@ -306,6 +309,31 @@ def write_marker(folder: Path, kind: str, files: Sequence[str] | None = None) ->
     listed = sorted(_entries(folder) if files is None else files)
     marker = {"tool": "pcnotes", "kind": kind, "format": MARKER_FORMAT, "files": listed}
     (folder / MARKER).write_text(json.dumps(marker, indent=1) + "\n")
+
+
+def write_file(path: str | os.PathLike, data: bytes | str) -> Path:
+    """Write ``data`` (text as UTF-8) to the file ``path`` at once: never a half-written file.
+
+    The bytes go to a hidden sibling ``.NAME.pcnotes-part-PID-HOST-RANDOM``
+    first, which replaces ``path`` only when it is complete (``os.replace``);
+    on any error, Ctrl-C included, it is removed and ``path`` is left as it
+    was.  The parent folder is made if missing.  Permissions follow the
+    umask, as with ``open`` (``tempfile.mkstemp`` would make the file
+    private, 0600).  For single files: results, figures, notebooks; a
+    folder of them goes through :func:`replace_folder`.
+    """
+    path = Path(path)
+    _mkdirs(path.parent)
+    temporary = path.with_name(_temp_name(path, "part"))
+    payload = data.encode() if isinstance(data, str) else data
+    try:
+        with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as stream:
+            stream.write(payload)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return path
 
 
 def _same_content(a: Path, b: Path) -> bool:

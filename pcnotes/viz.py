@@ -29,8 +29,7 @@ normalising over the whole test set.
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,6 +40,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.figure import Figure
 
 from pcnotes.data import IMAGENET_MEAN, IMAGENET_STD, unnormalize
+from pcnotes.folders import write_file
 
 __all__ = [
     "to_rgb",
@@ -355,18 +355,10 @@ def pca_scatter(ax, features, selected_indices=None, *, max_points=5000, seed=0,
 
 
 def _write_png(fig, path, compress_level: int = 6) -> Path:
-    """Render ``fig`` to ``path`` through a temporary sibling file and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            fig.savefig(stream, format="png", pil_kwargs={"compress_level": compress_level})
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    """Render ``fig`` as PNG, then write it to ``path`` at once (:func:`pcnotes.folders.write_file`)."""
+    stream = io.BytesIO()
+    fig.savefig(stream, format="png", pil_kwargs={"compress_level": compress_level})
+    return write_file(path, stream.getvalue())
 
 
 def save_figure(fig, path) -> Path:

@@ -205,6 +205,32 @@ def test_folders_follow_the_umask(place):
         assert (place / folder).stat().st_mode & 0o777 == 0o775
 
 
+def test_write_file_replaces_a_file_whole_and_follows_the_umask(place):
+    umask = os.umask(0o027)
+    try:
+        written = folders.write_file(place / "new" / "results.json", "{}\n")  # the folder is made too
+        folders.write_file(place / "new" / "figure.png", b"\x89PNG")
+    finally:
+        os.umask(umask)
+    assert written == place / "new" / "results.json" and written.read_text() == "{}\n"
+    assert (place / "new" / "figure.png").read_bytes() == b"\x89PNG"
+    assert written.stat().st_mode & 0o777 == 0o640  # not mkstemp's private 0600
+    assert (place / "new").stat().st_mode & 0o777 == 0o750
+    folders.write_file(written, "[1]\n")
+    assert written.read_text() == "[1]\n"
+    assert sorted(p.name for p in (place / "new").iterdir()) == ["figure.png", "results.json"]
+
+
+def test_write_file_that_fails_leaves_the_old_file_and_no_partial_one(place):
+    old = place / "results.json"
+    old.write_text("the old results\n")
+    before = sorted(p.name for p in place.iterdir())
+    with pytest.raises(TypeError):  # fails in the write itself, after the partial file exists
+        folders.write_file(old, [1, 2, 3])
+    assert old.read_text() == "the old results\n"
+    assert sorted(p.name for p in place.iterdir()) == before
+
+
 def test_sigterm_and_sighup_raise_like_ctrl_c_only_inside(place):
     for signum in (signal.SIGTERM, signal.SIGHUP):
         with pytest.raises(Interrupted) as info:

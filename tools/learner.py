@@ -27,15 +27,15 @@ import ast
 import hashlib
 import io
 import json
-import os
 import sys
-import tempfile
 import tokenize
 from pathlib import Path
 
 import jupytext
 import nbformat
 from nbsync import DEEPER, sources
+
+from pcnotes.folders import write_file
 
 SOLUTION, EXERCISE = "solution", "exercise"
 # The checkers in pcnotes.exercises let exactly this error through (their STUB_PHRASE); not imported
@@ -150,18 +150,6 @@ def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def generate(source: Path, out: Path, force: bool = False) -> list[Path]:
     """Write the learner edition of every notebook in ``source`` to ``out``; return the paths written."""
     notebooks = sources(source)
@@ -189,10 +177,10 @@ def generate(source: Path, out: Path, force: bool = False) -> list[Path]:
             manifest.pop(str(relative), None)
         else:
             manifest[str(relative)] = digest
-        _write_atomically(manifest_path, json.dumps(manifest, indent=1, sort_keys=True).encode())
+        write_file(manifest_path, json.dumps(manifest, indent=1, sort_keys=True).encode())
 
     for relative, data in files.items():
-        _write_atomically(out / relative, data)
+        write_file(out / relative, data)
         record(relative, _digest(data))
     for relative, digest in written_before.items():  # notebooks whose source is gone: remove unchanged copies
         stale = out / relative
