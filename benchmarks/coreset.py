@@ -370,12 +370,32 @@ def table(results: dict) -> str:
 
 def ways_table(results: dict) -> str:
     """A markdown table: each way of the fast loop forced for a whole run, against the chooser."""
-    lines = ["| features | " + " | ".join(f"{way} s" for way in FORCED_WAYS) + " | auto s | auto / best way |",
-             "| --- " * (3 + len(FORCED_WAYS)) + "|"]  # fmt: skip
+    lines = ["| features | " + " | ".join(f"{way} s" for way in FORCED_WAYS)
+             + " | auto s | auto / best way | auto's steps: flat, flat32, prune | distances in full |",
+             "| --- " * (5 + len(FORCED_WAYS)) + "|"]  # fmt: skip
     for row in results["rows"]:
         ways = " | ".join(f"{row['forced_ways_seconds'][way]:.2f}" for way in FORCED_WAYS)
-        lines.append(f"| {row['features']} | {ways} | {row['seconds']['fast']:.2f} | {row['auto_over_best_way']:.2f} |")
+        work = row["fast_work"]
+        steps = f"{work['flat_steps'] - work['flat32_steps']}, {work['flat32_steps']}, {work['prune_steps']}"
+        lines.append(f"| {row['features']} | {ways} | {row['seconds']['fast']:.2f} | {row['auto_over_best_way']:.2f} | "
+                     f"{steps} | {work['exact_distances'] / work['plain_distances']:.1%} |")  # fmt: skip
     return "\n".join(lines)
+
+
+def report(results: dict) -> str:
+    """The benchmark's report in markdown: printed, and written next to the results file (``.md``)."""
+    row = results["rows"][0]
+    lines = [f"`approximate_greedy_coreset(features, {results['ratio']})` at N = {row['n']:,}, M = {row['m']:,}, "
+             f"d' = {FEATURE_DIM}; median of {results['rounds']} rounds; seconds, and the speed-up over the "
+             "reference in brackets:", "", table(results), "",
+             "The fast loop forced to one way for the whole run, against its chooser (auto), and the share "
+             "of the N * M distances that auto computed in full:", "", ways_table(results)]  # fmt: skip
+    if "greedy" in results:
+        greedy = results["greedy"]
+        lines += ["", f"`greedy_coreset` (exact start), {greedy['features']}, N = {greedy['n']:,}: plain "
+                  f"{greedy['seconds']['plain']:.2f} s, fast {greedy['seconds']['fast']:.2f} s, "
+                  f"identical: {'yes' if greedy['identical'] else 'NO'}."]  # fmt: skip
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -413,25 +433,13 @@ def main(argv: list[str] | None = None) -> dict:
     if args.greedy_n:
         results["greedy"] = benchmark_greedy(args.features[0], args.greedy_n, args.ratio)
     results["load_after"] = list(os.getloadavg())
-    print(f"approximate_greedy_coreset, ratio {args.ratio}, d' = {FEATURE_DIM}; seconds (speed-up over reference)")
     print(f"load average before {results['load_before'][0]:.2f}, after {results['load_after'][0]:.2f}; "
-          f"numba {numba.get_num_threads()} threads")  # fmt: skip
-    print(table(results))
-    print("\nthe fast loop forced to one way for the whole run, against its chooser (auto):")
-    print(ways_table(results))
-    for row in results["rows"]:
-        work = row["fast_work"]
-        print(f"{row['features']}: fast ran {work['flat_steps']} flat steps ({work['flat32_steps']} of them flat32) "
-              f"and {work['prune_steps']} pruning steps "
-              f"({work['switches']} switches); {work['exact_distances'] / work['plain_distances']:.1%} of the N * M "
-              "distances computed in full")  # fmt: skip
-    if "greedy" in results:
-        greedy = results["greedy"]
-        print(f"greedy_coreset, {greedy['features']}, N = {greedy['n']}: plain {greedy['seconds']['plain']:.2f} s, "
-              f"fast {greedy['seconds']['fast']:.2f} s, identical: {greedy['identical']}")  # fmt: skip
-    args.output.parent.mkdir(parents=True, exist_ok=True)
+          f"numba {numba.get_num_threads()} threads\n")  # fmt: skip
+    text = report(results)
+    print(text)
     write_file(args.output, json.dumps(results, indent=1) + "\n")  # never a half-written results file
-    print(f"written to {args.output}")
+    write_file(args.output.with_suffix(".md"), text)
+    print(f"written to {args.output} and {args.output.with_suffix('.md').name}")
     return results
 
 

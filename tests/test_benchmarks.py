@@ -60,14 +60,16 @@ def test_coreset_benchmark_writes_its_table_to_the_results_file(coreset_benchmar
     out = capsys.readouterr().out
     # the printed table is the markdown that benchmarks/README.md quotes
     assert re.search(r"^\| grass \| 900 \| 90 \| [\d.]+ \| [\d.]+ \([\d.]+x\) \|.* \| yes \|$", out, re.M), out
-    assert re.search(r"^\| grass \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \|$", out, re.M), out
-    assert f"written to {output}" in out
+    assert re.search(r"^\| grass( \| [\d.]+){5} \| \d+, \d+, \d+ \| [\d.]+% \|$", out, re.M), out
+    assert f"written to {output} and coreset.md" in out
+    assert (tmp_path / "coreset.md").read_text() == coreset_benchmark.report(results)  # the printed report
 
 
-def test_the_coreset_table_in_the_benchmarks_readme_is_the_committed_results_file(coreset_benchmark):
+def test_the_coreset_report_and_the_readme_tables_are_those_of_the_committed_results_file(coreset_benchmark):
     results = json.loads((BENCHMARKS / "results" / "coreset.json").read_text())
+    assert (BENCHMARKS / "results" / "coreset.md").read_text() == coreset_benchmark.report(results)
     readme = (BENCHMARKS / "README.md").read_text()
-    assert coreset_benchmark.table(results) in readme  # regenerate the README's tables after a new run
+    assert coreset_benchmark.table(results) in readme  # paste the new tables into the README after a run
     assert coreset_benchmark.ways_table(results) in readme
 
 

@@ -34,6 +34,7 @@ import time
 
 import numpy as np
 import torch
+from IPython.display import Markdown, display
 from scipy.spatial.distance import cdist
 
 from pcnotes import coreset, coreset_fast
@@ -203,8 +204,8 @@ for name, value in seconds.items():
 # the pruning walk alone, on one thread or two). It adds a
 # **lower bound**: M argmaxes over N keys, which any greedy loop must do. It runs on the embedded
 # set's features and on crops of real texture photographs that ship with scikit-image. It writes
-# `benchmarks/results/coreset.json`, and this cell prints what that file holds; the prose quotes
-# no number of its own.
+# `benchmarks/results/coreset.json` and, beside it, its report `coreset.md`, which this cell shows;
+# the prose quotes no number of its own.
 
 # %%
 RESULTS = REPO_ROOT / "benchmarks" / "results" / "coreset.json"
@@ -212,30 +213,19 @@ results = json.loads(RESULTS.read_text()) if RESULTS.exists() else None
 if results is None:
     print("benchmarks/results/coreset.json is missing: run `make benchmark` from the repository root.")
 else:
-    columns = ["reference", "old_fast", "brute_force", "fast", "fast_one_thread", "lower_bound"]
-    print(f"approximate_greedy_coreset at ratio {results['ratio']}; seconds, (speed-up over the reference loop)")
-    print(f"{'features':10s} {'N':>7s} {'M':>6s} " + " ".join(f"{c:>17s}" for c in columns) + "  exact share")
-    for row in results["rows"]:
-        cells = []
-        for column in columns:
-            value = row["seconds"].get(column)
-            speed_up = row.get("speed_up_over_reference", {}).get(column)
-            cells.append("-" if value is None else f"{value:.2f}" + (f" ({speed_up:.1f}x)" if speed_up else ""))
-        work = row["fast_work"]
-        print(f"{row['features']:10s} {row['n']:7d} {row['m']:6d} " + " ".join(f"{c:>17s}" for c in cells)
-              + f"  {work['exact_distances'] / work['plain_distances']:10.1%}")
+    display(Markdown(RESULTS.with_suffix(".md").read_text()))  # the report the benchmark wrote beside it
     for row in results["rows"]:
         assert all(row["same_indices_as_fast"].values()), row["features"]
     print("every loop but the reference selects the same indices on every row: True")
 
 # %% [markdown]
-# Read the last column first: the share of the N·M distances that the fast loop computed in full.
-# On the embedded set's features almost everything is skipped. The photographs with a high
+# Read the last column of the second table first: the share of the N·M distances that the fast
+# loop computed in full. On the embedded set's features almost everything is skipped. The photographs with a high
 # intrinsic dimension (grass, gravel) are the hard case: their patches do not form tight
 # clusters, the triangle test and the partial sums succeed less often, and a large share of the
 # distances must be computed. The lower bound shows how far each loop is from the one step no
-# loop can avoid. The hardest row of the file, and what choosing as it goes costs against
-# forcing, for the whole run, the way that turned out best:
+# loop can avoid, and the second table what choosing as it goes costs against forcing, for the
+# whole run, the way that turned out best. The hardest row of the file:
 
 # %%
 if results is not None:
@@ -246,9 +236,6 @@ if results is not None:
           f"{times['fast'] / times['lower_bound']:.0f}x the lower bound")
     if "reference" in times:
         print(f"  reference {times['reference']:.2f} s: fast is {times['reference'] / times['fast']:.1f}x faster")
-    chooser = [f"{r['features']} {r['auto_over_best_way']:.2f}" for r in results["rows"] if "auto_over_best_way" in r]
-    if chooser:
-        print("time of the chooser (auto) / time of the way that turned out best: " + ", ".join(chooser))
     if "greedy" in results:
         greedy = results["greedy"]
         print(f"greedy_coreset (exact start), {greedy['features']}, N = {greedy['n']}: plain {greedy['seconds']['plain']:.2f} s, "
