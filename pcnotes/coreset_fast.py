@@ -847,7 +847,7 @@ class _Chooser:
     most about that share of the run per way, and a way that came close is
     tried again soon.  (Switching to the walk, :func:`_catch_up`, takes a few
     milliseconds at N = 47,040; its first filing of every point is not
-    counted.)  A trial comes at once when the other way, as last measured,
+    counted.)  A trial comes at once when another way, as last measured,
     would win it: costs drift as the run goes on, and with the load on the
     cores.
     """
