@@ -64,6 +64,8 @@ wordcount: install
 lab: install
 	$(BIN)/jupyter lab --notebook-dir=notebooks
 
+# The coreset benchmark (benchmarks/README.md): about 5 minutes on 2 idle cores; it rewrites
+# benchmarks/results/coreset.json and coreset.md. Compare ratios within one run only.
 benchmark: install
 	$(BIN)/python benchmarks/coreset.py --old fb87a8c
 
