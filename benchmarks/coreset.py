@@ -19,8 +19,9 @@ For each kind of features it times, side by side in one process, the same
 next to a **lower bound**: ``M`` argmaxes over ``N`` float32 keys, the one
 thing every step of any such loop has to do.  It checks that all of these but
 the reference select the same indices, and how far the differently
-rounded reference agrees.  The tables are printed and written to ``--output``
-(JSON), which benchmarks/README.md and the notebooks quote.  Timings are
+rounded reference agrees.  The results are written to ``--output`` (JSON),
+and the report, printed and written beside it (``.md``), is what
+benchmarks/README.md and the notebooks quote.  Timings are
 wall-clock on whatever machine runs this: every loop runs once per round,
 in turn, and the median of ``--rounds`` rounds (default 3) counts; nothing
 is asserted.
@@ -226,28 +227,25 @@ def lower_bound_seconds(features: np.ndarray, num_select: int) -> float:
 FORCED_WAYS = ("flat", "flat32", "prune")  # the fast loop's ways, each forced for a whole run
 
 
-def forced(features: np.ndarray, ratio: float, strategy: str) -> np.ndarray:
-    """The same selection as ``approximate_greedy_coreset``, the fast loop forced to one ``strategy``.
+def forced(features: np.ndarray, ratio: float, strategy: str, stats: dict | None = None) -> np.ndarray:
+    """The same selection as ``approximate_greedy_coreset``, the fast loop run with one ``strategy``.
 
     ``"brute"`` computes every distance (all threads); ``"flat"``, ``"flat32"``
     and ``"prune"`` run one way for the whole run, which shows what the
     chooser (``"auto"``, the default) costs against the best way in hindsight.
+    ``stats``, if a dict, receives the loop's work counters.
     """
     points = torch.from_numpy(features)
     start = np.random.default_rng(0).choice(len(points), 10, replace=False)
     start_distances = coreset._mean_distance_to_start_points(points, start)
     num_select = coreset.coreset_size(len(points), ratio)
-    return coreset_fast.select(points, start_distances, num_select, strategy=strategy)
+    return coreset_fast.select(points, start_distances, num_select, strategy=strategy, stats=stats)
 
 
 def fast_work(features: np.ndarray, ratio: float) -> dict:
     """Work counters of the default loop (an extra, untimed run)."""
-    points = torch.from_numpy(features)
-    start = np.random.default_rng(0).choice(len(points), 10, replace=False)
     stats: dict = {}
-    coreset_fast.select(
-        points, coreset._mean_distance_to_start_points(points, start), coreset.coreset_size(len(points), ratio), stats=stats
-    )  # fmt: skip
+    forced(features, ratio, "auto", stats)
     return stats
 
 

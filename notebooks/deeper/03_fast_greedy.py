@@ -220,10 +220,10 @@ else:
 
 # %% [markdown]
 # Read the last column of the second table first: the share of the N·M distances that the fast
-# loop computed in full. On the embedded set's features almost everything is skipped. The photographs with a high
-# intrinsic dimension (grass, gravel) are the hard case: their patches do not form tight
-# clusters, the triangle test and the partial sums succeed less often, and a large share of the
-# distances must be computed. The lower bound shows how far each loop is from the one step no
+# loop computed in full. On the embedded set's features almost everything is skipped. The
+# photographs with a high intrinsic dimension (grass, gravel) are the hard case: their patches do
+# not form tight clusters, the triangle test and the partial sums succeed less often, and a large
+# share of the distances must be computed. The lower bound shows how far each loop is from the one step no
 # loop can avoid, and the second table what choosing as it goes costs against forcing, for the
 # whole run, the way that turned out best. The hardest row of the file:
 
