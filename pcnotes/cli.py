@@ -294,7 +294,10 @@ def _warnings_as_lines() -> Iterator[None]:
             print(f"warning: {text}", file=sys.stderr, flush=True)
 
     with warnings.catch_warnings():
-        warnings.simplefilter("always")
+        # every warning pcnotes raises is shown (show() prints each text once); other
+        # modules' warnings keep Python's filters, which hide e.g. a ResourceWarning
+        # from an import that a signal cut short
+        warnings.filterwarnings("always", module=r"pcnotes(\.|$)")
         warnings.showwarning = show
         yield
 

@@ -721,6 +721,23 @@ def test_case10_a_mask_that_is_not_binary_warns_and_keeps_the_metrics(evaluated,
         assert warned[key] == clean[key]
 
 
+@pytest.mark.slow
+def test_only_pcnotes_own_warnings_become_warning_lines():
+    # in a fresh interpreter, with Python's own warning filters (pytest installs its own)
+    code = ("import warnings\n"
+            "from pcnotes import cli\n"
+            "from pcnotes.data import MaskValuesWarning\n"
+            "with cli._warnings_as_lines():\n"
+            # a ResourceWarning of an import cut short by a signal: Python hides it, and so do we
+            "    warnings.warn_explicit('unclosed file', ResourceWarning, '<frozen>', 1,\n"
+            "                           module='importlib._bootstrap_external')\n"
+            "    for _ in range(2):\n"  # each of pcnotes' own texts, once
+            "        warnings.warn_explicit('m.png: mask is not binary', MaskValuesWarning, 'data.py', 1,\n"
+            "                               module='pcnotes.data')\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stderr == "warning: m.png: mask is not binary\n", result.stderr
+
+
 def test_help_imports_no_torch():
     code = ("import sys, contextlib, io\n"
             "from pcnotes import cli\n"
