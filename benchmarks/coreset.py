@@ -8,10 +8,10 @@ Run from the repository root::
 For each kind of features it times, side by side in one process, the same
 ``approximate_greedy_coreset`` selection made by
 
-* ``reference``: the loop as written in patchcore-inspection (``method="reference"``),
+* ``reference``: the loop as written in patchcore-inspection (``loop="reference"``),
 * ``brute force``: the fast module's flat pass computing every distance on
-  all of numba's threads (``coreset_fast.fast_loop(strategy="brute")``),
-* ``fast``: the default (``method="fast"``), and the same limited to one thread,
+  all of numba's threads (``coreset_fast.fast_loop(way="brute")``),
+* ``fast``: the default (``loop="fast"``), and the same limited to one thread,
 * ``old fast``: the default loop of commit ``--old`` (loaded from git), if given,
 * the fast loop forced to each of its ways (flat, flat32, prune) for the whole
   run, to show what its chooser costs against the best way in hindsight,
@@ -31,7 +31,7 @@ The features (``N`` x 1024, then the sampler's seeded projection to 128-d):
 * ``textures``: this script's earlier features, MobileNetV2 ``features.6``
   and ``features.13`` of procedurally rendered stripes, weaves and noise,
   3x3-averaged, 128 channels (already 128-d);
-* ``embedded``: the embedded data set's normal images (:mod:`pcnotes.synth`:
+* ``embedded``: the embedded data set's normal images (:mod:`pcnotes.data.synth`:
   fabric, wood, tiles) through PatchCore's default pipeline
   (``PatchCore().extract``);
 * ``grass``, ``gravel``, ``brick``: random 224 x 224 crops of the real
@@ -61,8 +61,9 @@ import numpy as np
 import torch
 import torchvision
 
-from pcnotes import coreset, coreset_fast
-from pcnotes.folders import write_file
+from pcnotes.fast import coreset as coreset_fast
+from pcnotes.stages import s5_coreset as coreset
+from pcnotes.util.folders import write_file
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = REPO_ROOT / "data" / "mobilenet_v2_imagenet_features.pt"
@@ -143,11 +144,11 @@ def _images(kind: str, count: int, seed: int = 0) -> torch.Tensor:
     """``(count, 3, 224, 224)`` normalised images: synthetic normal images, or crops of a photograph."""
     from PIL import Image
 
-    from pcnotes.data import image_transform
+    from pcnotes.data.mvtec import image_transform
 
     rng = np.random.default_rng(seed)
     if kind == "embedded":
-        from pcnotes import synth
+        from pcnotes.data import synth
 
         transform = image_transform()
         categories = synth.CATEGORIES
@@ -227,8 +228,8 @@ def lower_bound_seconds(features: np.ndarray, num_select: int) -> float:
 FORCED_WAYS = ("flat", "flat32", "prune")  # the fast loop's ways, each forced for a whole run
 
 
-def forced(features: np.ndarray, ratio: float, strategy: str, stats: dict | None = None) -> np.ndarray:
-    """The same selection as ``approximate_greedy_coreset``, the fast loop run with one ``strategy``.
+def forced(features: np.ndarray, ratio: float, way: str, stats: dict | None = None) -> np.ndarray:
+    """The same selection as ``approximate_greedy_coreset``, the fast loop run with one ``way``.
 
     ``"brute"`` computes every distance (all threads); ``"flat"``, ``"flat32"``
     and ``"prune"`` run one way for the whole run, which shows what the
@@ -239,7 +240,7 @@ def forced(features: np.ndarray, ratio: float, strategy: str, stats: dict | None
     start = np.random.default_rng(0).choice(len(points), 10, replace=False)
     start_distances = coreset._mean_distance_to_start_points(points, start)
     num_select = coreset.coreset_size(len(points), ratio)
-    return coreset_fast.select(points, start_distances, num_select, strategy=strategy, stats=stats)
+    return coreset_fast.select(points, start_distances, num_select, way=way, stats=stats)
 
 
 def fast_work(features: np.ndarray, ratio: float) -> dict:
@@ -260,7 +261,7 @@ def on_one_thread(function, *args, **kwargs):
 
 
 def load_old_coreset(commit: str):
-    """``pcnotes/coreset.py`` as it was at ``commit``, imported from a copy under :data:`CACHE_DIR`."""
+    """``pcnotes/stages/s5_coreset.py`` as it was at ``commit``, imported from a copy under :data:`CACHE_DIR`."""
     source = subprocess.run(
         ["git", "show", f"{commit}:pcnotes/coreset.py"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
     ).stdout
@@ -286,9 +287,9 @@ def warm_up(old) -> float:
     large = rng.normal(size=(coreset_fast._PARALLEL_MIN_POINTS + 1, FEATURE_DIM)).astype(np.float32)
     start = time.perf_counter()
     for bank in (tiny, large):
-        for strategy in coreset_fast.STRATEGIES:
+        for way in coreset_fast.WAYS:
             points = torch.from_numpy(bank)
-            coreset_fast.select(points, torch.ones(len(bank), dtype=torch.float64), 20, strategy=strategy)
+            coreset_fast.select(points, torch.ones(len(bank), dtype=torch.float64), 20, way=way)
         if old is not None:
             old.approximate_greedy_coreset(bank, 20 / len(bank), progress=False)
     return time.perf_counter() - start
@@ -308,7 +309,7 @@ def benchmark(kind: str, num_points: int, ratio: float, old, skip_reference: boo
     if old is not None:
         loops["old_fast"] = lambda: old.approximate_greedy_coreset(features, ratio, progress=False)
     if not skip_reference:
-        loops["reference"] = lambda: fast_loop(features, ratio, method="reference", progress=False)
+        loops["reference"] = lambda: fast_loop(features, ratio, loop="reference", progress=False)
     selected, seconds = timed_rounds(loops, rounds)
     fast = selected["fast"]
     same = {name.removeprefix("fast_"): bool(np.array_equal(selected[name], fast))
@@ -338,7 +339,7 @@ def benchmark_greedy(kind: str, num_points: int, ratio: float) -> dict:
     """``greedy_coreset`` (exact variant), fast against plain: both include the streamed N x N start."""
     features = load_features(kind, num_points)
     fast, fast_s = timed(coreset.greedy_coreset, features, ratio, progress=False)
-    plain, plain_s = timed(coreset.greedy_coreset, features, ratio, method="plain", progress=False)
+    plain, plain_s = timed(coreset.greedy_coreset, features, ratio, loop="plain", progress=False)
     return {"features": kind, "n": num_points, "m": len(fast), "seconds": {"plain": plain_s, "fast": fast_s},
             "identical": bool(np.array_equal(fast, plain))}  # fmt: skip
 

@@ -26,7 +26,7 @@ perspective, the left and right columns), so no test pixel was seen in
 training.
 Defects are placed anywhere in the image, also near its ends, where a centre
 crop cuts them away: that is what the whole-image mode is for. Grayscale
-photographs are saved as 8-bit grayscale PNGs (``pcnotes.data.load_rgb``
+photographs are saved as 8-bit grayscale PNGs (``pcnotes.data.mvtec.load_rgb``
 replicates them to three channels).
 
 Everything is drawn from one seed; the output is written to a temporary

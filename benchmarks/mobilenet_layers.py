@@ -10,7 +10,7 @@ It writes its results to ``benchmarks/results/mobilenet_layers.json``, which the
 ``notebooks/deeper/01_layer_choice.ipynb`` reads and prints.
 
 For every candidate set of layers below it fits and evaluates the whole
-PatchCore pipeline (``pcnotes.evaluation.evaluate_category``: approximate
+PatchCore pipeline (``pcnotes.app.evaluation.evaluate_category``: approximate
 greedy coreset of 5 % by default, k = 1, Gaussian-smoothed maps) on every category of the data
 set, and prints image AUROC, pixel AUROC and AUPRO (FPR <= 0.3), averaged over
 the categories, plus the memory-bank size and the fit and predict time.
@@ -56,13 +56,13 @@ import torch
 import torchvision
 
 import pcnotes
-from pcnotes.coreset import select_coreset
-from pcnotes.data import list_categories
-from pcnotes.evaluation import evaluate_category
-from pcnotes.folders import write_file
-from pcnotes.model import PatchCoreConfig
-from pcnotes.paths import display_path
-from pcnotes.synth import ensure_default_dataset, read_manifest
+from pcnotes.stages.s5_coreset import select_coreset
+from pcnotes.data.mvtec import list_categories
+from pcnotes.app.evaluation import evaluate_category
+from pcnotes.util.folders import write_file
+from pcnotes.config import PatchCoreConfig
+from pcnotes.util.paths import display_path
+from pcnotes.data.synth import ensure_default_dataset, read_manifest
 
 RESULTS = Path(__file__).resolve().parent / "results" / "mobilenet_layers.json"
 METRICS = ("image_auroc", "pixel_auroc", "aupro", "memory_bank_size", "fit_seconds", "predict_seconds")
@@ -122,7 +122,7 @@ def results_record(root: Path, ratio: float, results: dict[tuple[str, ...], dict
         "benchmark": "benchmarks/mobilenet_layers.py",
         "data": {
             "root": display_path(root),
-            "generator": None if manifest is None else f"pcnotes.synth v{manifest['version']}",
+            "generator": None if manifest is None else f"pcnotes.data.synth v{manifest['version']}",
             "seed": None if manifest is None else manifest["seed"],
             "manifest_sha256": None if manifest is None else manifest["sha256"],
         },
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     root = ensure_default_dataset(args.root)  # draws the set first if it is not there yet
     categories = args.categories or list_categories(root)
     manifest = read_manifest(root)
-    drawn = f"pcnotes.synth v{manifest['version']}, sha256 {manifest['sha256'][:12]}" if manifest else "not generated"
+    drawn = f"pcnotes.data.synth v{manifest['version']}, sha256 {manifest['sha256'][:12]}" if manifest else "not generated"
     print(f"data: {display_path(root)} ({drawn}; {', '.join(categories)}); coreset ratio {args.ratio}")
     print(f"{datetime.date.today()}, python {platform.python_version()}, torch {torch.__version__}, "
           f"{os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads", flush=True)

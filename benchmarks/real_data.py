@@ -9,7 +9,7 @@ first use). ``benchmarks/make_photo_set.py`` builds a set from real
 photographs with synthetic defects (``--data-root data/photos``).
 
 For every option below and every category it fits PatchCore on
-``train/good`` and scores ``test`` (``pcnotes.evaluation.evaluate_category``,
+``train/good`` and scores ``test`` (``pcnotes.app.evaluation.evaluate_category``,
 the same code as ``python -m pcnotes evaluate``), then prints one table of the
 means over the categories: image AUROC, pixel AUROC, AUPRO (FPR <= 0.3),
 memory-bank size, fit and predict seconds (wall clock), and the CPU seconds
@@ -36,7 +36,7 @@ pooled_concat 256/224 b=9        pooled_concat       256/224, image score re-wei
 ===============================  ==================  =========================================
 
 "whole" resizes every image of a category to the H x W that keeps its first
-training image's aspect ratio (``pcnotes.data.whole_image_size``: shorter
+training image's aspect ratio (``pcnotes.data.mvtec.whole_image_size``: shorter
 side 256, both sides multiples of 16), e.g. 600 x 250 photographs to
 256 x 608.
 
@@ -59,11 +59,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pcnotes.coreset import select_coreset
-from pcnotes.data import MVTecDataset, list_categories, load_rgb, whole_image_size
-from pcnotes.evaluation import evaluate_category
-from pcnotes.folders import write_file
-from pcnotes.model import PatchCoreConfig
+from pcnotes.stages.s5_coreset import select_coreset
+from pcnotes.data.mvtec import MVTecDataset, list_categories, load_rgb, whole_image_size
+from pcnotes.app.evaluation import evaluate_category
+from pcnotes.util.folders import write_file
+from pcnotes.config import PatchCoreConfig
 
 RESULTS = Path(__file__).resolve().parent / "results"
 METRICS = ("image_auroc", "pixel_auroc", "aupro")
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.data_root is None:
-        from pcnotes.synth import ensure_default_dataset
+        from pcnotes.data.synth import ensure_default_dataset
 
         root = ensure_default_dataset()
     else:

@@ -64,10 +64,10 @@ import torch
 import torchvision
 
 import pcnotes
-from pcnotes.backbone import MOBILENET_SHA256, MOBILENET_WEIGHTS, load_backbone, sha256sum
-from pcnotes.data import list_categories, list_defects, load_mask, load_rgb
-from pcnotes.paths import display_path
-from pcnotes.synth import ensure_default_dataset, read_manifest
+from pcnotes.stages.s1_features import MOBILENET_SHA256, MOBILENET_WEIGHTS, load_backbone, sha256sum
+from pcnotes.data.mvtec import list_categories, list_defects, load_mask, load_rgb
+from pcnotes.util.paths import display_path
+from pcnotes.data.synth import ensure_default_dataset, read_manifest
 
 torch.manual_seed(0)
 plt.rcParams["figure.dpi"] = 80
@@ -102,7 +102,7 @@ backbone, weights = load_backbone("mobilenet_v2")  # weights="imagenet" is the d
 assert weights.kind == "imagenet" and Path(weights.source) == MOBILENET_WEIGHTS
 print("kind:", weights.kind)
 print("file:", Path(weights.source).name)
-print("sha256 as pinned in pcnotes.backbone:", sha256sum(MOBILENET_WEIGHTS) == MOBILENET_SHA256)
+print("sha256 as pinned in pcnotes.stages.s1_features:", sha256sum(MOBILENET_WEIGHTS) == MOBILENET_SHA256)
 print(f"parameters loaded: {sum(p.numel() for p in backbone.features.parameters()):,}")
 # The file holds only the convolutional `features`: the classifier head stays random, and
 # PatchCore never runs it (notebook 01 stops the forward pass at a middle layer).
@@ -129,14 +129,14 @@ except ValueError as error:
 #
 # ## The data set
 #
-# MVTec AD, the paper's benchmark, is not shipped (non-commercial licence). `pcnotes.synth`
+# MVTec AD, the paper's benchmark, is not shipped (non-commercial licence). `pcnotes.data.synth`
 # draws a small set in its folder layout from a seed. Set `PCNOTES_DATA` to a folder in that
 # layout, MVTec AD for example, and notebooks 00–05 read it instead.
 
 # %%
 root = ensure_default_dataset(seed=0)  # $PCNOTES_DATA when it is set
 print("data:", display_path(root))
-print("drawn by pcnotes.synth:", read_manifest(root) is not None)
+print("drawn by pcnotes.data.synth:", read_manifest(root) is not None)
 categories = list_categories(root)
 defects = {category: list_defects(root, category) for category in categories}
 

@@ -20,7 +20,7 @@
 # **Learning goals.** After this notebook you can
 #
 # 1. read any layer's output with a PyTorch **forward hook**, and remove the hook again;
-# 2. check that `pcnotes.backbone.FeatureExtractor` stops the forward pass once it has what it needs;
+# 2. check that `pcnotes.stages.s1_features.FeatureExtractor` stops the forward pass once it has what it needs;
 # 3. predict the shapes PatchCore reads from `wide_resnet50_2` and from the default `mobilenet_v2`;
 # 4. say why PatchCore takes **middle** layers, not the first or the last.
 #
@@ -35,8 +35,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pcnotes.backbone import DEFAULT_LAYERS, FeatureExtractor, load_backbone
-from pcnotes.data import (
+from pcnotes.stages.s1_features import DEFAULT_LAYERS, FeatureExtractor, load_backbone
+from pcnotes.data.mvtec import (
     image_transform,
     list_categories,
     list_defects,
@@ -45,8 +45,8 @@ from pcnotes.data import (
     mask_transform,
     unnormalize,
 )
-from pcnotes.scoring import NearestNeighbours
-from pcnotes.synth import ensure_default_dataset
+from pcnotes.stages.s6_scoring import NearestNeighbours
+from pcnotes.data.synth import ensure_default_dataset
 
 torch.manual_seed(0)
 plt.rcParams["figure.dpi"] = 80

@@ -34,14 +34,14 @@ import torch
 import torch.nn.functional as F
 
 from pcnotes import exercises
-from pcnotes.align import align_patches
-from pcnotes.backbone import DEFAULT_LAYERS, FeatureExtractor, load_backbone
-from pcnotes.data import image_transform, list_categories, list_defects, load_images
-from pcnotes.embedding import aggregate, embed, mean_map
-from pcnotes.model import DEFAULT_PATCH_FEATURE, PatchCoreConfig
-from pcnotes.patches import patchify as pcnotes_patchify
-from pcnotes.pooled import pooled_concat
-from pcnotes.synth import ensure_default_dataset
+from pcnotes.stages.s3_align import align_patches
+from pcnotes.stages.s1_features import DEFAULT_LAYERS, FeatureExtractor, load_backbone
+from pcnotes.data.mvtec import image_transform, list_categories, list_defects, load_images
+from pcnotes.stages.s4_mean_mapped import aggregate, embed, mean_map
+from pcnotes.config import DEFAULT_PATCH_FEATURE, PatchCoreConfig
+from pcnotes.stages.s2_patches import patchify as pcnotes_patchify
+from pcnotes.stages.s4_pooled_concat import pooled_concat
+from pcnotes.data.synth import ensure_default_dataset
 
 _ = torch.manual_seed(0)
 

@@ -35,11 +35,12 @@ import torch
 from scipy.spatial.distance import cdist
 
 from pcnotes import coreset, exercises
-from pcnotes.data import list_categories
-from pcnotes.evaluation import load_split
-from pcnotes.model import PatchCore, PatchCoreConfig
-from pcnotes.synth import ensure_default_dataset
-from pcnotes.viz import pca_scatter
+from pcnotes.data.mvtec import list_categories
+from pcnotes.app.evaluation import load_split
+from pcnotes.config import PatchCoreConfig
+from pcnotes.model import PatchCore
+from pcnotes.data.synth import ensure_default_dataset
+from pcnotes.app.plots import pca_scatter
 
 SEED = 0
 torch.manual_seed(SEED)
@@ -179,9 +180,9 @@ exercises.check_greedy_k_center(greedy_k_center)
 # NBVAL_CHECK_OUTPUT
 small = features[rng.choice(len(features), 800, replace=False)]
 ours = greedy_k_center(small, 40)
-library = coreset.greedy_coreset(small, 40 / 800, projection_dim=None, method="plain")
+library = coreset.greedy_coreset(small, 40 / 800, projection_dim=None, loop="plain")
 assert np.array_equal(ours, library)
-print("same 40 picks as pcnotes.coreset.greedy_coreset:", np.array_equal(ours, library))
+print("same 40 picks as pcnotes.stages.s5_coreset.greedy_coreset:", np.array_equal(ours, library))
 
 # %% [markdown]
 # The library never builds the N×N matrix (the reference does: 4·N² bytes), and its default loop

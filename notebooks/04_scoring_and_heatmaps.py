@@ -41,14 +41,15 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 
 from pcnotes import exercises
-from pcnotes.data import list_categories, list_defects
-from pcnotes.evaluation import load_split, stack
-from pcnotes.maps import anomaly_map, normalize_maps, upsample_scores
-from pcnotes.metrics import image_auroc, pixel_auroc
-from pcnotes.model import PatchCore, PatchCoreConfig
-from pcnotes.scoring import NearestNeighbours, image_scores, patch_scores, reweighted_image_scores, score_grid
-from pcnotes.synth import ensure_default_dataset, read_manifest
-from pcnotes.viz import draw_mask_contour, overlay_heatmap, shared_scale, show_image
+from pcnotes.data.mvtec import list_categories, list_defects
+from pcnotes.app.evaluation import load_split, stack
+from pcnotes.stages.s7_maps import anomaly_map, normalize_maps, upsample_scores
+from pcnotes.stages.s8_metrics import image_auroc, pixel_auroc
+from pcnotes.config import PatchCoreConfig
+from pcnotes.model import PatchCore
+from pcnotes.stages.s6_scoring import NearestNeighbours, image_scores, patch_scores, reweighted_image_scores, score_grid
+from pcnotes.data.synth import ensure_default_dataset, read_manifest
+from pcnotes.app.plots import draw_mask_contour, overlay_heatmap, shared_scale, show_image
 
 SEED = 0
 torch.manual_seed(SEED)

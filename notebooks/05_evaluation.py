@@ -49,18 +49,19 @@ from matplotlib.colors import Normalize
 from scipy import ndimage
 
 from pcnotes import exercises
-from pcnotes.coreset import coreset_size, select_coreset
-from pcnotes.data import list_categories
-from pcnotes.embedding import embed
-from pcnotes.evaluation import compute_metrics, load_split, stack
-from pcnotes.maps import anomaly_map
-from pcnotes.metrics import label_regions, pro_curve, roc_curve_points
-from pcnotes.model import PatchCore, PatchCoreConfig
-from pcnotes.paths import REPO_ROOT, display_path
-from pcnotes.pooled import pooled_concat
-from pcnotes.scoring import NearestNeighbours, image_scores, score_grid
-from pcnotes.synth import ensure_default_dataset, read_manifest
-from pcnotes.viz import draw_mask_contour, overlay_heatmap, shared_scale, show_image
+from pcnotes.stages.s5_coreset import coreset_size, select_coreset
+from pcnotes.data.mvtec import list_categories
+from pcnotes.stages.s4_mean_mapped import embed
+from pcnotes.app.evaluation import compute_metrics, load_split, stack
+from pcnotes.stages.s7_maps import anomaly_map
+from pcnotes.stages.s8_metrics import label_regions, pro_curve, roc_curve_points
+from pcnotes.config import PatchCoreConfig
+from pcnotes.model import PatchCore
+from pcnotes.util.paths import REPO_ROOT, display_path
+from pcnotes.stages.s4_pooled_concat import pooled_concat
+from pcnotes.stages.s6_scoring import NearestNeighbours, image_scores, score_grid
+from pcnotes.data.synth import ensure_default_dataset, read_manifest
+from pcnotes.app.plots import draw_mask_contour, overlay_heatmap, shared_scale, show_image
 
 SEED = 0
 torch.manual_seed(SEED)

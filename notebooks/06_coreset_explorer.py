@@ -32,10 +32,10 @@ import numpy as np
 import torch
 from IPython.display import display
 
-from pcnotes.coreset import approximate_greedy_coreset, random_coreset
-from pcnotes.explorer import ExplorerFigure, build_explorer, prepare, stats_rows, update
-from pcnotes.metrics import image_auroc
-from pcnotes.model import PatchCoreConfig
+from pcnotes.stages.s5_coreset import approximate_greedy_coreset, random_coreset
+from pcnotes.app.explorer import ExplorerFigure, build_explorer, prepare, stats_rows, update
+from pcnotes.stages.s8_metrics import image_auroc
+from pcnotes.config import PatchCoreConfig
 
 torch.manual_seed(0)
 

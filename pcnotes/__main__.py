@@ -1,5 +1,5 @@
-"""``python -m pcnotes``: see :mod:`pcnotes.cli`."""
+"""``python -m pcnotes``: see :mod:`pcnotes.app.cli`."""
 
-from pcnotes.cli import main
+from pcnotes.app.cli import main
 
 raise SystemExit(main())

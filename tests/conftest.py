@@ -5,7 +5,7 @@ import torch
 @pytest.fixture(scope="session")
 def wrn50():
     """wide_resnet50_2 with seeded random weights: the shapes are what matter."""
-    from pcnotes.backbone import load_backbone
+    from pcnotes.stages.s1_features import load_backbone
 
     model, weights = load_backbone("wide_resnet50_2", "random", seed=0)
     assert weights.kind == "random"
@@ -23,7 +23,7 @@ def explorer_root(tmp_path_factory):
     """A tiny data set for the explorer: fabric (6 training, 11 test images) and tiles (2 and 5)."""
     import shutil
 
-    from pcnotes.synth import generate_dataset
+    from pcnotes.data.synth import generate_dataset
 
     folder = tmp_path_factory.mktemp("explorer")
     root = generate_dataset(folder / "data", categories=["fabric"], n_train=6, n_test_good=3,

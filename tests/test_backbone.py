@@ -3,8 +3,8 @@ import hashlib
 import pytest
 import torch
 
-from pcnotes import backbone as bb
-from pcnotes.backbone import FeatureExtractor, load_backbone
+from pcnotes.stages import s1_features as bb
+from pcnotes.stages.s1_features import FeatureExtractor, load_backbone
 
 
 @pytest.mark.slow

@@ -99,7 +99,7 @@ def test_photo_set_defects_change_exactly_their_mask(kind, colour):
 
 
 def test_photo_set_writes_gray_and_wide_categories_in_the_mvtec_layout(tmp_path):
-    from pcnotes.data import MVTecDataset
+    from pcnotes.data.mvtec import MVTecDataset
 
     photos = _load("make_photo_set")
     root = photos.make_photo_set(tmp_path / "photos", ["grass", "hubble_wide"], n_train=2, n_test_good=1,
@@ -117,7 +117,7 @@ def test_photo_set_writes_gray_and_wide_categories_in_the_mvtec_layout(tmp_path)
 
 
 def test_real_data_benchmark_prints_and_writes_one_table(tmp_path, capsys):
-    from pcnotes.synth import generate_dataset
+    from pcnotes.data.synth import generate_dataset
 
     root = generate_dataset(tmp_path / "tiny", categories=["tiles"], n_train=2, n_test_good=1, n_test_per_defect=1)
     real_data = _load("real_data")
@@ -165,7 +165,7 @@ def test_layers_benchmark_writes_every_candidate_to_its_results_file(layers_benc
     assert [tuple(c["layers"]) for c in record["candidates"]] == layers_benchmark.CANDIDATES
     assert [c["default"] for c in record["candidates"]].count(True) == 1
     assert record["config"]["coreset_ratio"] == 0.1 and "layers" not in record["config"]
-    assert record["data"]["generator"] is None  # not drawn by pcnotes.synth: no manifest
+    assert record["data"]["generator"] is None  # not drawn by pcnotes.data.synth: no manifest
     pair = record["candidates"][0]
     assert pair["strides"] == [8, 16] and sorted(pair["categories"]) == ["bottle", "tile"]
     assert pair["mean"]["aupro"] == pytest.approx(0.7 + 0.02 + 0.001)

@@ -35,7 +35,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from pcnotes.synth import ensure_default_dataset
+from pcnotes.data.synth import ensure_default_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "06_coreset_explorer.ipynb"
@@ -63,7 +63,7 @@ def _get(url: str, timeout: float = 5) -> bytes:
 
 
 def _request(method: str, url: str, timeout: float = 10) -> None:
-    urllib.request.urlopen(urllib.request.Request(url, method=method), timeout=timeout).read()
+    urllib.request.urlopen(urllib.request.Request(url, loop=loop), timeout=timeout).read()
 
 
 def _fresh_notebook_copy(folder: Path) -> Path:

@@ -18,11 +18,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pcnotes import cli, folders
-from pcnotes.folders import MARKER
-from pcnotes.data import MVTecDataset, image_transform, load_images
+from pcnotes.app import cli
+from pcnotes.util import folders
+from pcnotes.util.folders import MARKER
+from pcnotes.data.mvtec import MVTecDataset, image_transform, load_images
 from pcnotes.model import PatchCore
-from pcnotes.synth import CATEGORIES, generate_dataset
+from pcnotes.data.synth import CATEGORIES, generate_dataset
 
 CATEGORY = CATEGORIES[0]
 RATIO = 0.05
@@ -189,8 +190,8 @@ def test_help_describes_commands_defaults_and_outputs():
 
 
 def test_choices_match_the_library():
-    from pcnotes.backbone import DEFAULT_LAYERS
-    from pcnotes.coreset import SAMPLERS
+    from pcnotes.stages.s1_features import DEFAULT_LAYERS
+    from pcnotes.stages.s5_coreset import SAMPLERS
 
     assert set(cli.SAMPLERS) == set(SAMPLERS)
     assert set(cli.BACKBONES) == set(DEFAULT_LAYERS)
@@ -480,7 +481,7 @@ def test_case4_a_signal_leaves_no_staging_folder_and_the_old_output(tiny, tmp_pa
 
 def _dead_run_staging(target: Path) -> Path:
     """A staging folder of a run killed with SIGKILL (no clean-up possible)."""
-    code = ("import sys; from pcnotes.folders import replace_folder\n"
+    code = ("import sys; from pcnotes.util.folders import replace_folder\n"
             f"with replace_folder({str(target)!r}, 'evaluate') as staging:\n"
             "    (staging / 'partial.png').write_bytes(b'half')\n"
             "    print(staging, flush=True); sys.stdin.read()\n")
@@ -725,22 +726,22 @@ def test_case10_a_mask_that_is_not_binary_warns_and_keeps_the_metrics(evaluated,
 def test_only_pcnotes_own_warnings_become_warning_lines():
     # in a fresh interpreter, with Python's own warning filters (pytest installs its own)
     code = ("import warnings\n"
-            "from pcnotes import cli\n"
-            "from pcnotes.data import MaskValuesWarning\n"
+            "from pcnotes.app import cli\n"
+            "from pcnotes.data.mvtec import MaskValuesWarning\n"
             "with cli._warnings_as_lines():\n"
             # a ResourceWarning of an import cut short by a signal: Python hides it, and so do we
             "    warnings.warn_explicit('unclosed file', ResourceWarning, '<frozen>', 1,\n"
             "                           module='importlib._bootstrap_external')\n"
             "    for _ in range(2):\n"  # each of pcnotes' own texts, once
             "        warnings.warn_explicit('m.png: mask is not binary', MaskValuesWarning, 'data.py', 1,\n"
-            "                               module='pcnotes.data')\n")
+            "                               module='pcnotes.data.mvtec')\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0 and result.stderr == "warning: m.png: mask is not binary\n", result.stderr
 
 
 def test_help_imports_no_torch():
     code = ("import sys, contextlib, io\n"
-            "from pcnotes import cli\n"
+            "from pcnotes.app import cli\n"
             "with contextlib.redirect_stdout(io.StringIO()):\n"
             "    for argv in (['--help'], ['fit', '--help'], ['predict', '--help']):\n"
             "        assert cli.main(argv) == 0\n"

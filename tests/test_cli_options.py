@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pcnotes import cli
-from pcnotes.data import image_transform, load_images
-from pcnotes.model import PATCH_FEATURES, PatchCore
+from pcnotes.app import cli
+from pcnotes.data.mvtec import image_transform, load_images
+from pcnotes.config import PATCH_FEATURES
+from pcnotes.model import PatchCore
 
 
 def run(argv):

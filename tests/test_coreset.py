@@ -1,4 +1,4 @@
-"""Tests for pcnotes.coreset: PatchCore's memory-bank subsampling.
+"""Tests for pcnotes.stages.s5_coreset: PatchCore's memory-bank subsampling.
 
 No timing assertions here: speed is measured by benchmarks/coreset.py.
 """
@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from pcnotes import coreset as cs
-from pcnotes import coreset_fast as cf
-from pcnotes import coreset_reference
+from pcnotes.stages import s5_coreset as cs
+from pcnotes.fast import coreset as cf
+from pcnotes.fast import coreset_reference
 
 SAMPLER_FUNCTIONS = [cs.random_coreset, cs.greedy_coreset, cs.approximate_greedy_coreset]
 GREEDY_FUNCTIONS = [cs.greedy_coreset, cs.approximate_greedy_coreset]
@@ -64,9 +64,9 @@ def test_ratio_one_with_duplicates_still_selects_every_point(sampler):
     # Once every remaining point is at distance 0, the reference would repeat
     # an index; we select each point once.
     features = np.repeat(gaussian_mixture(5, 8), 4, axis=0)
-    for method in ("fast", "plain", "torch"):
-        idx = sampler(features, 1.0, method=method)
-        assert np.array_equal(np.sort(idx), np.arange(20)), method
+    for loop in ("fast", "plain", "torch"):
+        idx = sampler(features, 1.0, loop=loop)
+        assert np.array_equal(np.sort(idx), np.arange(20)), loop
 
 
 def test_random_coreset_is_sorted():
@@ -117,9 +117,9 @@ def test_non_finite_features(sampler):
 
 
 @pytest.mark.parametrize("sampler", GREEDY_FUNCTIONS)
-def test_unknown_method(sampler):
-    with pytest.raises(ValueError, match="unknown method 'turbo'.*fast, plain, torch, reference"):
-        sampler(np.zeros((10, 4), np.float32), 0.5, method="turbo")
+def test_unknown_loop(sampler):
+    with pytest.raises(ValueError, match="unknown loop .turbo..*fast, plain, torch, reference"):
+        sampler(np.zeros((10, 4), np.float32), 0.5, loop="turbo")
 
 
 def test_unknown_sampler_name_lists_valid_names():
@@ -278,7 +278,7 @@ def test_default_path_selects_what_commit_fb87a8c_selected(name):
     features = make()
     np.testing.assert_array_equal(sampler(features, ratio, seed=seed), SAVED[name])
     if len(features) <= 2000:
-        np.testing.assert_array_equal(sampler(features, ratio, seed=seed, method="torch"), SAVED[name])
+        np.testing.assert_array_equal(sampler(features, ratio, seed=seed, loop="torch"), SAVED[name])
 
 
 @pytest.mark.parametrize("name", sorted(set(SAVED_CASES) - {"approximate_grid_681x4_r1.0_s0"}))
@@ -286,14 +286,14 @@ def test_plain_loop_selects_the_same_points(name):
     # float64 in the original axes against float32 in the principal axes:
     # the same at every position, as long as no two candidates are tied
     sampler, make, ratio, seed = SAVED_CASES[name]
-    np.testing.assert_array_equal(sampler(make(), ratio, seed=seed, method="plain"), SAVED[name])
+    np.testing.assert_array_equal(sampler(make(), ratio, seed=seed, loop="plain"), SAVED[name])
 
 
 def test_exact_ties_between_different_points_may_be_broken_differently():
     # On an integer grid float64 distances tie exactly; once rotated, float32
     # rounding breaks those ties, so the order can differ: the one exception.
     features = _grid_with_duplicates()
-    plain = cs.approximate_greedy_coreset(features, 1.0, method="plain")
+    plain = cs.approximate_greedy_coreset(features, 1.0, loop="plain")
     fast = cs.approximate_greedy_coreset(features, 1.0)
     assert np.array_equal(np.sort(plain), np.arange(len(features)))
     assert np.array_equal(np.sort(fast), np.arange(len(features)))
@@ -320,16 +320,16 @@ EXACT_CASES = [
 @pytest.mark.parametrize("n, dim, ratio, seed", EXACT_CASES)
 def test_fast_torch_and_plain_select_the_same_points(sampler, n, dim, ratio, seed):
     features = gaussian_mixture(n, dim, seed=seed)
-    plain = sampler(features, ratio, seed=seed, method="plain")
-    assert np.array_equal(sampler(features, ratio, seed=seed, method="fast"), plain)
-    assert np.array_equal(sampler(features, ratio, seed=seed, method="torch"), plain)
+    plain = sampler(features, ratio, seed=seed, loop="plain")
+    assert np.array_equal(sampler(features, ratio, seed=seed, loop="fast"), plain)
+    assert np.array_equal(sampler(features, ratio, seed=seed, loop="torch"), plain)
 
 
 def test_public_ties_fast_equals_plain():
     features = np.repeat(gaussian_mixture(40, 8), 5, axis=0)  # 5 copies of each point
     for sampler in GREEDY_FUNCTIONS:
-        plain = sampler(features, 0.5, method="plain")
-        assert np.array_equal(sampler(features, 0.5, method="fast"), plain)
+        plain = sampler(features, 0.5, loop="plain")
+        assert np.array_equal(sampler(features, 0.5, loop="fast"), plain)
 
 
 # --------------------------------------------------------------------------
@@ -340,7 +340,7 @@ def test_public_ties_fast_equals_plain():
 class Alternating:
     """A stand-in for coreset_fast._Chooser that switches way every few steps."""
 
-    def __init__(self, strategy, ways=None):
+    def __init__(self, way, ways=None):
         self.calls = 0
 
     def next(self):
@@ -355,15 +355,15 @@ def _loops_agree(points: np.ndarray, keys: np.ndarray, num_select: int) -> np.nd
     """Every way to run the fast loop, and the torch loop, equals lane_loop; returns its indices."""
     points = cf.pad_to_lanes(points)
     expected = cf.lane_loop(points, keys, num_select)
-    for strategy in cf.STRATEGIES:
-        np.testing.assert_array_equal(cf.fast_loop(points, keys, num_select, strategy=strategy), expected, strategy)
+    for way in cf.WAYS:
+        np.testing.assert_array_equal(cf.fast_loop(points, keys, num_select, way=way), expected, way)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(cf, "_Chooser", Alternating)  # switch back and forth all the time
         np.testing.assert_array_equal(cf.fast_loop(points, keys, num_select), expected)
         n = len(points)  # five uneven parts for the flat pass, however small the bank
         patch.setattr(cf, "_even_parts", lambda _: np.array([0, n // 9, n // 3, n // 3, n // 2, n]))
-        for strategy in ("flat", "flat32"):
-            np.testing.assert_array_equal(cf.fast_loop(points, keys, num_select, strategy=strategy), expected)
+        for way in ("flat", "flat32"):
+            np.testing.assert_array_equal(cf.fast_loop(points, keys, num_select, way=way), expected)
     torch_loop = cf.torch_lane_loop(torch.from_numpy(points), torch.from_numpy(keys), num_select)
     np.testing.assert_array_equal(torch_loop, expected)
     return expected
@@ -385,7 +385,7 @@ def test_loops_agree_on_a_bank_that_needs_compaction():
     points = gaussian_mixture(6000, 24, seed=7)
     keys = rng.uniform(0, 50, 6000).astype(np.float32)
     stats = {}
-    cf.fast_loop(cf.pad_to_lanes(points), keys, 1500, stats=stats, strategy="prune")
+    cf.fast_loop(cf.pad_to_lanes(points), keys, 1500, stats=stats, way="prune")
     assert stats["compactions"] >= 1
     _loops_agree(points, keys, 1500)
 
@@ -417,15 +417,15 @@ def test_loops_agree_at_extreme_scales(scale):
 def test_pruning_walk_skips_most_distances_on_clustered_points():
     points = cf.pad_to_lanes(cf.rotate_to_principal_axes(torch.from_numpy(gaussian_mixture(3000, 64, seed=1))).numpy())
     stats = {}
-    cf.fast_loop(points, np.full(3000, np.inf, np.float32), 300, stats=stats, strategy="prune")
+    cf.fast_loop(points, np.full(3000, np.inf, np.float32), 300, stats=stats, way="prune")
     assert stats["prune_steps"] == 300 and stats["flat_steps"] == 0
     assert stats["rows_walked"] < 0.5 * stats["plain_distances"]
     assert stats["exact_distances"] < 0.1 * stats["plain_distances"]
 
 
 def test_unknown_strategy():
-    with pytest.raises(ValueError, match="strategy must be one of auto, flat, flat32, prune, brute, got 'both'"):
-        cf.fast_loop(np.zeros((4, 8), np.float32), np.ones(4, np.float32), 2, strategy="both")
+    with pytest.raises(ValueError, match="way must be one of auto, flat, flat32, prune, brute, got 'both'"):
+        cf.fast_loop(np.zeros((4, 8), np.float32), np.ones(4, np.float32), 2, way="both")
 
 
 def _choices(cost_per_step, steps: int = 5000, ways=("flat", "prune")) -> dict:
@@ -524,8 +524,8 @@ def test_plain_loop_is_greedy_k_center():
 @pytest.mark.parametrize("sampler", GREEDY_FUNCTIONS)
 def test_fast_close_to_reference(sampler):
     features = gaussian_mixture(3000, 256, seed=12, clusters=30)
-    fast = sampler(features, 0.1, method="fast")
-    reference = sampler(features, 0.1, method="reference")
+    fast = sampler(features, 0.1, loop="fast")
+    reference = sampler(features, 0.1, loop="reference")
     assert np.mean(fast == reference) >= 0.99
     points = cs.random_projection(torch.from_numpy(features), 128).numpy()
     assert cs.coverage_radius(points, fast) == pytest.approx(cs.coverage_radius(points, reference), rel=1e-5)
@@ -578,6 +578,6 @@ def test_coverage_radius_matches_brute_force(monkeypatch):
 
 def test_progress_bar_can_be_forced(capsys):
     features = gaussian_mixture(200, 8)
-    for method in ("fast", "plain"):
-        cs.approximate_greedy_coreset(features, 0.5, method=method, progress=True)
+    for loop in ("fast", "plain"):
+        cs.approximate_greedy_coreset(features, 0.5, loop=loop, progress=True)
     assert "approximate greedy coreset" in capsys.readouterr().err

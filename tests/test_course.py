@@ -6,7 +6,7 @@ from pathlib import Path
 import jupytext
 import torch.nn.functional as F
 
-from pcnotes import exercises
+from pcnotes import course as exercises
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = (ROOT / "docs" / "teachers_guide.md").read_text()
@@ -63,7 +63,7 @@ def test_checker_calls_in_the_notebooks_sit_where_the_checkers_say():
             for name in re.findall(r"exercises\.(check_\w+)\(", cell.source):
                 checker = getattr(exercises, name)
                 assert any(c is checker and notebook == stem for c, notebook in exercises.CHECKERS.values()), \
-                    f"{stem} calls {name}, which pcnotes.exercises.CHECKERS puts elsewhere"
+                    f"{stem} calls {name}, which pcnotes.course.checkers.CHECKERS puts elsewhere"
 
 
 def test_the_cheatsheet_defines_every_glossary_term():

@@ -1,4 +1,4 @@
-"""Tests for pcnotes.data: file loading, transforms and the MVTec AD layout."""
+"""Tests for pcnotes.data.mvtec: file loading, transforms and the MVTec AD layout."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pcnotes.data import (
+from pcnotes.data.mvtec import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     DataError,

@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from scipy import ndimage
 from scipy.spatial.distance import cdist
 
-from pcnotes import coreset, exercises
+from pcnotes import course as exercises
+from pcnotes.stages import s5_coreset as coreset
 
 # ---------------------------------------------------------------------------
 # Right answers, written the way a learner would
@@ -324,7 +325,7 @@ def test_a_typical_wrong_answer_is_named(checker, wrong, words, capsys):
 def test_a_wrong_answer_that_is_no_typical_mistake_says_where_it_differs(capsys):
     assert exercises.check_patchify(lambda f, p: patchify(f, p) + 0.5) is False
     line = capsys.readouterr().out.strip()
-    assert "values differ from pcnotes.patches.patchify" in line and "at index" in line
+    assert "values differ from pcnotes.stages.s2_patches.patchify" in line and "at index" in line
 
 
 @pytest.mark.parametrize("odd", ["no idea", {"a": 1}, np.array(["x", "y"]), None, [torch.zeros(2)]])
@@ -365,6 +366,6 @@ def test_the_learners_function_cannot_spoil_the_cases_by_changing_its_inputs(cap
 @pytest.mark.parametrize("seed, n, m", [(0, 300, 30), (1, 64, 64), (2, 120, 1)])
 def test_the_reference_greedy_picks_what_pcnotes_greedy_coreset_picks(seed, n, m):
     points = np.random.default_rng(seed).normal(size=(n, 16)).astype(np.float32)
-    library = coreset.greedy_coreset(points, min(1.0, (m + 0.5) / n), projection_dim=None, method="plain")
+    library = coreset.greedy_coreset(points, min(1.0, (m + 0.5) / n), projection_dim=None, loop="plain")
     assert len(library) == m
     assert np.array_equal(exercises.greedy_k_center(points, m), library)

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import pcnotes.explorer as explorer
-from pcnotes.coreset import coreset_size
+import pcnotes.app.explorer as explorer
+from pcnotes.stages.s5_coreset import coreset_size
 
 pytestmark = pytest.mark.slow  # every test extracts features (seconds)
 

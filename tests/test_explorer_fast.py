@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-import pcnotes.explorer_fast as explorer_fast
-from pcnotes.coreset import coverage_radius
-from pcnotes.maps import anomaly_map
-from pcnotes.metrics import aupro, pixel_auroc
-from pcnotes.scoring import NearestNeighbours
+import pcnotes.fast.explorer as explorer_fast
+from pcnotes.stages.s5_coreset import coverage_radius
+from pcnotes.stages.s7_maps import anomaly_map
+from pcnotes.stages.s8_metrics import aupro, pixel_auroc
+from pcnotes.stages.s6_scoring import NearestNeighbours
 
 
 @pytest.mark.parametrize("size", [1, 3, 40, 400])

@@ -11,12 +11,12 @@ import sys
 import numpy as np
 import pytest
 
-import pcnotes.explorer_state as explorer_state
-from pcnotes.coreset import coverage_radius, select_coreset
-from pcnotes.evaluation import compute_metrics
-from pcnotes.maps import anomaly_map
-from pcnotes.model import PatchCoreConfig
-from pcnotes.scoring import NearestNeighbours, image_scores
+import pcnotes.app.explorer_state as explorer_state
+from pcnotes.stages.s5_coreset import coverage_radius, select_coreset
+from pcnotes.stages.s8_metrics import compute_metrics
+from pcnotes.stages.s7_maps import anomaly_map
+from pcnotes.config import PatchCoreConfig
+from pcnotes.stages.s6_scoring import NearestNeighbours, image_scores
 
 # A small K, so that the tables miss often and their fallback searches run too.
 NEIGHBOURS = 8
@@ -44,7 +44,7 @@ def plain_scores(data, indices):
 
 @pytest.mark.slow
 def test_the_state_module_needs_no_widgets():
-    code = "import sys, pcnotes.explorer_state; print('ipywidgets' in sys.modules)"
+    code = "import sys, pcnotes.app.explorer_state; print('ipywidgets' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
 

@@ -1,4 +1,4 @@
-"""pcnotes.folders: the one guarded folder replacement never touches a user's file.
+"""pcnotes.util.folders: the one guarded folder replacement never touches a user's file.
 
 The sandboxes hold someone's files; every test compares all of their bytes
 before and after. The property test at the end walks a few hundred random
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from pcnotes import folders
-from pcnotes.folders import MARKER, DiskFullError, Interrupted, UnsafeTargetError, check_target, replace_folder
+from pcnotes.util import folders
+from pcnotes.util.folders import MARKER, DiskFullError, Interrupted, UnsafeTargetError, check_target, replace_folder
 
 SOURCE_ROOT = str(Path(folders.__file__).parents[1])
 
@@ -147,7 +147,7 @@ def _killed_run(target: Path, role: str = "tmp") -> Path:
     """A staging folder left by a run killed with SIGKILL; with role 'old', killed between the two renames."""
     code = ("import os, sys\n"
             "from pathlib import Path\n"
-            "from pcnotes import folders\n"
+            "from pcnotes.util import folders\n"
             "real_rename = os.rename\n"
             "def rename(a, b):\n"
             "    real_rename(a, b)\n"
@@ -296,7 +296,7 @@ def test_numba_writes_its_cache_where_the_fallback_points(tmp_path):
     (tmp_path / "kernel.py").write_text("import numba\n\n@numba.njit(cache=True)\ndef plus_one(x):\n"
                                         "    return x + 1\n")
     code = ("import os\n"
-            "from pcnotes import folders\n"
+            "from pcnotes.util import folders\n"
             "folders.numba_cache_fallback = lambda candidates: folders.Path(os.environ['FALLBACK'])\n"
             "folders.use_writable_numba_cache()\n"
             "import kernel\n"

@@ -9,9 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from pcnotes.data import image_transform, mask_transform, unnormalize, whole_image_size
-from pcnotes.evaluation import evaluate_category, load_split
-from pcnotes.model import PatchCore, PatchCoreConfig
+from pcnotes.data.mvtec import image_transform, mask_transform, unnormalize, whole_image_size
+from pcnotes.app.evaluation import evaluate_category
+from pcnotes.data.mvtec import load_split
+from pcnotes.config import PatchCoreConfig
+from pcnotes.model import PatchCore
 
 HEIGHT, WIDTH = 250, 600  # a grayscale photograph, wider than high
 SQUARE = (slice(100, 140), slice(520, 560))  # a defect near the right end

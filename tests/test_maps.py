@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 
-from pcnotes.maps import anomaly_map, normalize_maps, upsample_scores
+from pcnotes.stages.s7_maps import anomaly_map, normalize_maps, upsample_scores
 
 
 def test_anomaly_map_shapes_and_reference_numerics():

@@ -1,11 +1,11 @@
-"""Tests for pcnotes.metrics: small cases worked out by hand, plus a slow reference."""
+"""Tests for pcnotes.stages.s8_metrics: small cases worked out by hand, plus a slow reference."""
 
 
 import numpy as np
 import pytest
 import torch
 
-from pcnotes.metrics import (
+from pcnotes.stages.s8_metrics import (
     aupro,
     clip_curve,
     image_auroc,

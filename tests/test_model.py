@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from pcnotes.folders import MARKER, UnsafeTargetError
-from pcnotes.model import ConfigError, PatchCore, PatchCoreConfig
+from pcnotes.util.folders import MARKER, UnsafeTargetError
+from pcnotes.config import ConfigError, PatchCoreConfig
+from pcnotes.model import PatchCore
 
 
 def textured(n, seed, defect=False):

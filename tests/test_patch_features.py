@@ -1,7 +1,7 @@
 """The two patch features: their shapes, and the reference path kept bit for bit.
 
 ``tests/data/embed_reference.npz`` holds two small feature maps and what
-``pcnotes.embedding.embed`` returned for them before the second patch feature
+``pcnotes.stages.s4_mean_mapped.embed`` returned for them before the second patch feature
 was added (commit fb87a8c); the reference path must keep returning exactly
 that.
 """
@@ -13,12 +13,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pcnotes.align import align_patches
-from pcnotes.backbone import FeatureExtractor
-from pcnotes.embedding import embed, mean_map
-from pcnotes.model import DEFAULT_PATCH_FEATURE, PATCH_FEATURES, PatchCore, PatchCoreConfig
-from pcnotes.patches import patchify
-from pcnotes.pooled import pool_neighbourhood, pooled_concat, resize_to_grid
+from pcnotes.stages.s3_align import align_patches
+from pcnotes.stages.s1_features import FeatureExtractor
+from pcnotes.stages.s4_mean_mapped import embed, mean_map
+from pcnotes.config import DEFAULT_PATCH_FEATURE, PATCH_FEATURES, PatchCoreConfig
+from pcnotes.model import PatchCore
+from pcnotes.stages.s2_patches import patchify
+from pcnotes.stages.s4_pooled_concat import pool_neighbourhood, pooled_concat, resize_to_grid
 
 REFERENCE = Path(__file__).parent / "data" / "embed_reference.npz"
 

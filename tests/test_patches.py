@@ -2,10 +2,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pcnotes.align import align_patches
-from pcnotes.backbone import FeatureExtractor
-from pcnotes.embedding import aggregate, embed, mean_map
-from pcnotes.patches import patchify, scores_to_grid, unpatch_scores
+from pcnotes.stages.s3_align import align_patches
+from pcnotes.stages.s1_features import FeatureExtractor
+from pcnotes.stages.s4_mean_mapped import aggregate, embed, mean_map
+from pcnotes.stages.s2_patches import patchify
+from pcnotes.stages.s6_scoring import scores_to_grid, unpatch_scores
 
 
 def test_patchify_shapes_of_the_seed_table():

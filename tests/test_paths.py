@@ -5,15 +5,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from pcnotes.backbone import MOBILENET_WEIGHTS, LoadedWeights, load_backbone
-from pcnotes.paths import REPO_ROOT, display_path
+from pcnotes.stages.s1_features import MOBILENET_WEIGHTS, LoadedWeights, load_backbone
+from pcnotes.util.paths import REPO_ROOT, display_path
 
 
 def test_a_path_inside_the_repository_is_shown_relative_to_it():
     assert display_path(REPO_ROOT / "data" / "synthetic") == "data/synthetic"
     assert display_path(REPO_ROOT / "notebooks" / ".." / "data") == "data"
     assert str(LoadedWeights("imagenet", str(MOBILENET_WEIGHTS))) == (
-        "imagenet (data/mobilenet_v2_imagenet_features.pt)")
+        "imagenet (pcnotes/data/weights/mobilenet_v2_imagenet_features.pt)")
 
 
 def test_a_path_under_home_is_shown_with_a_tilde_and_any_other_path_unchanged(tmp_path, monkeypatch):

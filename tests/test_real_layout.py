@@ -31,9 +31,9 @@ import pytest
 from nbclient import NotebookClient
 from PIL import Image
 
-from pcnotes.data import MVTecDataset, list_categories, list_defects
-from pcnotes.folders import UnsafeTargetError
-from pcnotes.synth import CATEGORIES, MVTEC_NAMED, ensure_default_dataset, generate_mvtec_named
+from pcnotes.data.mvtec import MVTecDataset, list_categories, list_defects
+from pcnotes.util.folders import UnsafeTargetError
+from pcnotes.data.synth import CATEGORIES, MVTEC_NAMED, ensure_default_dataset, generate_mvtec_named
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("0[0-5]_*.py"))

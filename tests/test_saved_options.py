@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-import pcnotes.model
-from pcnotes.model import PatchCore, PatchCoreConfig
+import pcnotes.config
+from pcnotes.config import PatchCoreConfig
+from pcnotes.model import PatchCore
 
 
 def images(n, height, width, seed=0):
@@ -37,7 +38,7 @@ def test_the_options_are_in_config_json_and_come_back(whole_image_model):
 
 def test_a_saved_model_keeps_its_feature_when_the_default_changes(whole_image_model, monkeypatch):
     _, path = whole_image_model
-    monkeypatch.setitem(pcnotes.model.DEFAULT_PATCH_FEATURE, "mobilenet_v2", "mean_mapped")
+    monkeypatch.setitem(pcnotes.config.DEFAULT_PATCH_FEATURE, "mobilenet_v2", "mean_mapped")
     assert PatchCoreConfig().patch_feature == "mean_mapped"  # the new default...
     assert PatchCore.load(path).config.patch_feature == "pooled_concat"  # ...not for the saved model
 

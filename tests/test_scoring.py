@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from pcnotes.scoring import NearestNeighbours, image_scores, patch_scores, reweighted_image_scores
+from pcnotes.stages.s6_scoring import NearestNeighbours, image_scores, patch_scores, reweighted_image_scores
 
 
 @pytest.fixture

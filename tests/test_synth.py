@@ -1,4 +1,4 @@
-"""Tests for pcnotes.synth: the procedural default data set."""
+"""Tests for pcnotes.data.synth: the procedural default data set."""
 
 from __future__ import annotations
 
@@ -6,13 +6,16 @@ import hashlib
 import json
 import os
 
+from pathlib import Path
+
 import numpy as np
+
 import pytest
 from PIL import Image
 
-from pcnotes import synth
-from pcnotes.folders import MARKER, UnsafeTargetError, replace_folder
-from pcnotes.data import MVTecDataset, list_categories
+from pcnotes.data import synth
+from pcnotes.util.folders import MARKER, UnsafeTargetError, replace_folder
+from pcnotes.data.mvtec import MVTecDataset, list_categories
 
 SMALL = dict(n_train=2, n_test_good=1, n_test_per_defect=1)
 CROP_LO, CROP_HI = 16, 240  # the central 224x224 crop of a 256x256 image
@@ -236,9 +239,18 @@ def test_default_data_root(monkeypatch, tmp_path):
     monkeypatch.delenv("PCNOTES_DATA", raising=False)
     root = synth.default_data_root()
     assert root.parts[-2:] == ("data", "synthetic")
-    assert (root.parent.parent / "pcnotes" / "synth.py").is_file()
+    assert (root.parent.parent / "pcnotes" / "data" / "synth.py").is_file()  # the clone's data/
     monkeypatch.setenv("PCNOTES_DATA", str(tmp_path))
     assert synth.default_data_root() == tmp_path
+
+
+def test_an_installed_package_draws_its_data_in_the_user_data_folder_not_in_itself(monkeypatch, tmp_path):
+    monkeypatch.delenv("PCNOTES_DATA", raising=False)
+    monkeypatch.setattr(synth, "REPO_ROOT", None)  # as from a wheel: no clone around the package
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "share"))
+    root = synth.default_data_root()
+    assert root == tmp_path / "share" / "pcnotes" / "synthetic"
+    assert not root.is_relative_to(Path(synth.__file__).parents[1])
 
 
 def test_cli_prints_root_and_counts(small_set, capsys):

@@ -1,4 +1,4 @@
-"""pcnotes.viz: what each plotting function draws, and that PNGs are written atomically."""
+"""pcnotes.app.plots: what each plotting function draws, and that PNGs are written atomically."""
 
 import numpy as np
 import pytest
@@ -6,8 +6,8 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image
 
-from pcnotes import viz
-from pcnotes.data import IMAGENET_MEAN, IMAGENET_STD, unnormalize
+from pcnotes.app import plots as viz
+from pcnotes.data.mvtec import IMAGENET_MEAN, IMAGENET_STD, unnormalize
 
 SIZE = 32
 

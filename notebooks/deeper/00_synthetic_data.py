@@ -31,8 +31,8 @@
 import matplotlib.pyplot as plt
 import numpy as np
 
-from pcnotes.data import MVTecDataset, list_categories, load_mask, load_rgb
-from pcnotes.synth import add_defect, ensure_default_dataset, read_manifest, render_sample, render_texture
+from pcnotes.data.mvtec import MVTecDataset, list_categories, load_mask, load_rgb
+from pcnotes.data.synth import add_defect, ensure_default_dataset, read_manifest, render_sample, render_texture
 
 plt.rcParams["figure.dpi"] = 80
 
@@ -46,7 +46,7 @@ plt.rcParams["figure.dpi"] = 80
 
 # %%
 # NBVAL_CHECK_OUTPUT
-category, defect = "wood", "scratch"  # the generator's own names (pcnotes.synth.DEFECTS)
+category, defect = "wood", "scratch"  # the generator's own names (pcnotes.data.synth.DEFECTS)
 rng = np.random.default_rng(7)
 texture = render_texture(category, rng, size=256)
 defective, mask = add_defect(texture, defect, rng, category=category)
@@ -66,7 +66,7 @@ fig.tight_layout()
 #
 # Each file gets its own generator, seeded from `(seed, category, folder, index)`, so
 # `render_sample` redraws any single file without drawing the others. If the data set on disk
-# was drawn by `pcnotes.synth` (it has a manifest), the redrawn image and mask must equal the
+# was drawn by `pcnotes.data.synth` (it has a manifest), the redrawn image and mask must equal the
 # files bit for bit. This is how we know the images on disk are the ones the code describes.
 
 # %%
@@ -82,7 +82,7 @@ if manifest is not None and category in list_categories(root):
     print(f"{category}/{folder}/000.png and its mask redrawn bit for bit:", same)
     assert same
 else:
-    print("not a data set drawn by pcnotes.synth: nothing to redraw")
+    print("not a data set drawn by pcnotes.data.synth: nothing to redraw")
 
 # %% [markdown]
 # ## What varies within a category

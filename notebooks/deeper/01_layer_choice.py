@@ -32,16 +32,16 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from pcnotes.backbone import DEFAULT_LAYERS, FeatureExtractor, load_backbone
-from pcnotes.coreset import select_coreset
-from pcnotes.data import list_categories
-from pcnotes.embedding import embed
-from pcnotes.evaluation import compute_metrics, load_split, stack
-from pcnotes.maps import anomaly_map
-from pcnotes.model import PatchCoreConfig
-from pcnotes.paths import REPO_ROOT, display_path
-from pcnotes.scoring import NearestNeighbours, image_scores, score_grid
-from pcnotes.synth import ensure_default_dataset, read_manifest
+from pcnotes.stages.s1_features import DEFAULT_LAYERS, FeatureExtractor, load_backbone
+from pcnotes.stages.s5_coreset import select_coreset
+from pcnotes.data.mvtec import list_categories
+from pcnotes.stages.s4_mean_mapped import embed
+from pcnotes.app.evaluation import compute_metrics, load_split, stack
+from pcnotes.stages.s7_maps import anomaly_map
+from pcnotes.config import PatchCoreConfig
+from pcnotes.util.paths import REPO_ROOT, display_path
+from pcnotes.stages.s6_scoring import NearestNeighbours, image_scores, score_grid
+from pcnotes.data.synth import ensure_default_dataset, read_manifest
 
 _ = torch.manual_seed(0)
 
@@ -183,7 +183,7 @@ if read_manifest(root) is not None:  # a claim about the embedded data set
 # ## The full benchmark
 #
 # `benchmarks/mobilenet_layers.py` runs the same comparison with every training image of every
-# category, through `pcnotes.evaluation.evaluate_category`, and adds `features.6` alone and
+# category, through `pcnotes.app.evaluation.evaluate_category`, and adds `features.6` alone and
 # `features.3` + `features.6` (a 56×56 grid, four times the patches). That takes far longer than
 # a notebook should, so this notebook does not run it. It reads the results file the script
 # writes at the end of its run. To create or refresh it, run from the repository root:
@@ -203,7 +203,7 @@ if record is None:
     print(f"{display_path(RESULTS)} does not exist yet: run benchmarks/mobilenet_layers.py to write it.")
 else:
     data = record["data"]
-    print(f"{display_path(RESULTS)}: data {data['root']} ({data['generator'] or 'not drawn by pcnotes.synth'}), "
+    print(f"{display_path(RESULTS)}: data {data['root']} ({data['generator'] or 'not drawn by pcnotes.data.synth'}), "
           f"coreset {record['config']['coreset_ratio']:.0%} {record['config']['sampler']}, "
           f"pcnotes {record['versions']['pcnotes']}")
     print(f"{'layers':36s} {'strides':>8s} {'image AUROC':>12s} {'pixel AUROC':>12s} {'AUPRO':>7s} "

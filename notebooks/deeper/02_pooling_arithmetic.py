@@ -36,12 +36,12 @@ import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 
-from pcnotes.align import align_patches
-from pcnotes.backbone import FeatureExtractor, load_backbone
-from pcnotes.data import image_transform, list_categories, list_defects, load_images
-from pcnotes.embedding import aggregate, embed, mean_map
-from pcnotes.patches import patchify
-from pcnotes.synth import ensure_default_dataset
+from pcnotes.stages.s3_align import align_patches
+from pcnotes.stages.s1_features import FeatureExtractor, load_backbone
+from pcnotes.data.mvtec import image_transform, list_categories, list_defects, load_images
+from pcnotes.stages.s4_mean_mapped import aggregate, embed, mean_map
+from pcnotes.stages.s2_patches import patchify
+from pcnotes.data.synth import ensure_default_dataset
 
 _ = torch.manual_seed(0)
 plt.rcParams["figure.dpi"] = 80

@@ -25,8 +25,8 @@
 #    gives *exactly* the indices of the loop that computes every distance;
 # 3. read `benchmarks/results/coreset.json`, including the hard case where little can be skipped.
 #
-# The paper's algorithm is `pcnotes/coreset.py`, the loop of the exercise. The fast loop lives in
-# its own module, `pcnotes/coreset_fast.py`; nothing in it is needed to understand PatchCore.
+# The paper's algorithm is `pcnotes/stages/s5_coreset.py`, the loop of the exercise. The fast loop lives in
+# its own module, `pcnotes/fast/coreset.py`; nothing in it is needed to understand PatchCore.
 
 # %%
 import json
@@ -38,11 +38,12 @@ from IPython.display import Markdown, display
 from scipy.spatial.distance import cdist
 
 from pcnotes import coreset, coreset_fast
-from pcnotes.data import list_categories
-from pcnotes.evaluation import load_split
-from pcnotes.model import PatchCore, PatchCoreConfig
-from pcnotes.paths import REPO_ROOT
-from pcnotes.synth import ensure_default_dataset
+from pcnotes.data.mvtec import list_categories
+from pcnotes.app.evaluation import load_split
+from pcnotes.config import PatchCoreConfig
+from pcnotes.model import PatchCore
+from pcnotes.util.paths import REPO_ROOT
+from pcnotes.data.synth import ensure_default_dataset
 
 SEED = 0
 torch.manual_seed(SEED)
@@ -138,7 +139,7 @@ print(f"largest relative change of a distance: {np.max(np.abs(d_after - d_before
 #
 # **Why it stays exact.** A skipped point is one whose key would not have changed. A computed one
 # uses the contract's arithmetic. A small safety factor on the 2·m(x) test absorbs float32 rounding
-# of the bound (the proof is in `pcnotes/coreset_fast.py`).
+# of the bound (the proof is in `pcnotes/fast/coreset.py`).
 #
 # **Three ways to run a step.** The walk is one. A *flat pass* visits every point, like the plain
 # loop, but tests the first 64 coordinates before the rest, from a dense copy it streams through
@@ -148,7 +149,7 @@ print(f"largest relative change of a distance: {np.max(np.abs(d_after - d_before
 # tries the others now and then, and switches. The choice changes the speed, never an index.
 #
 # The check: the same start as `approximate_greedy_coreset` (mean distance to 10 random points),
-# then every strategy against `lane_loop`.
+# then every way against `lane_loop`.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -160,12 +161,12 @@ seconds = {}
 began = time.perf_counter()
 plain = coreset_fast.select(points, start, M, loop="lane")
 seconds["lane_loop"] = time.perf_counter() - began
-for strategy in ("flat", "flat32", "prune", "auto"):
+for way in ("flat", "flat32", "prune", "auto"):
     began = time.perf_counter()
-    fast = coreset_fast.select(points, start, M, strategy=strategy)
-    seconds[strategy] = time.perf_counter() - began
-    assert np.array_equal(fast, plain), strategy
-    print(f"strategy {strategy!r:8s}: same {M} indices as lane_loop: True")
+    fast = coreset_fast.select(points, start, M, way=way)
+    seconds[way] = time.perf_counter() - began
+    assert np.array_equal(fast, plain), way
+    print(f"way {way!r:8s}: same {M} indices as lane_loop: True")
 library = coreset.approximate_greedy_coreset(features, 0.1, seed=SEED)
 assert np.array_equal(library, plain)
 print("approximate_greedy_coreset (default, fast) gives the same indices:", np.array_equal(library, plain))

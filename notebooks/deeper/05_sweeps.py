@@ -27,15 +27,16 @@
 import numpy as np
 import torch
 
-from pcnotes.coreset import select_coreset
-from pcnotes.embedding import embed
-from pcnotes.data import list_categories
-from pcnotes.evaluation import compute_metrics, load_split, stack
-from pcnotes.maps import anomaly_map
-from pcnotes.model import PatchCore, PatchCoreConfig
-from pcnotes.pooled import pooled_concat
-from pcnotes.scoring import NearestNeighbours, image_scores, score_grid
-from pcnotes.synth import ensure_default_dataset
+from pcnotes.stages.s5_coreset import select_coreset
+from pcnotes.stages.s4_mean_mapped import embed
+from pcnotes.data.mvtec import list_categories
+from pcnotes.app.evaluation import compute_metrics, load_split, stack
+from pcnotes.stages.s7_maps import anomaly_map
+from pcnotes.config import PatchCoreConfig
+from pcnotes.model import PatchCore
+from pcnotes.stages.s4_pooled_concat import pooled_concat
+from pcnotes.stages.s6_scoring import NearestNeighbours, image_scores, score_grid
+from pcnotes.data.synth import ensure_default_dataset
 
 SEED = 0
 torch.manual_seed(SEED)

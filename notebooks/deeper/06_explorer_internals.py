@@ -24,7 +24,7 @@
 # 3. explain why a neighbour table answers for *any* bank exactly, whatever its `K`;
 # 4. read the explorer's caches with `cache_info()`.
 #
-# The code is `pcnotes/explorer_state.py` (data, caches, `update`) and `pcnotes/explorer_fast.py`
+# The code is `pcnotes/app/explorer_state.py` (data, caches, `update`) and `pcnotes/fast/explorer.py`
 # (the exact fast paths, each tested against the plain library function).
 
 # %%
@@ -33,10 +33,10 @@ import time
 import numpy as np
 import torch
 
-from pcnotes.coreset import select_coreset
-from pcnotes.explorer import prepare, update
-from pcnotes.model import PatchCoreConfig
-from pcnotes.scoring import NearestNeighbours
+from pcnotes.stages.s5_coreset import select_coreset
+from pcnotes.app.explorer import prepare, update
+from pcnotes.config import PatchCoreConfig
+from pcnotes.stages.s6_scoring import NearestNeighbours
 
 torch.manual_seed(0)
 

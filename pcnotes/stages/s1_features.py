@@ -30,16 +30,18 @@ import io
 import os
 import warnings
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import torch
 import torchvision
 from torch import nn
 
-from pcnotes.paths import display_path
+from pcnotes.util.paths import display_path
 
-DATA_DIR = Path(__file__).resolve().parents[1] / "data"
-MOBILENET_WEIGHTS = DATA_DIR / "mobilenet_v2_imagenet_features.pt"
+#: The shipped ImageNet weights: package data (pcnotes/data/weights/, with their
+#: PROVENANCE.md), so an installed pcnotes finds them as a clone does.
+MOBILENET_WEIGHTS = Path(str(resources.files("pcnotes") / "data" / "weights" / "mobilenet_v2_imagenet_features.pt"))
 MOBILENET_SHA256 = "7214ce7a2d9f4cc1f7712172a032fe6329799f2b4ecc2ea14beeb6b65339f9ce"
 
 # The two layers each backbone contributes: one at stride 8, one at stride 16.

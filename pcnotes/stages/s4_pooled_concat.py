@@ -1,6 +1,6 @@
 """Stage 4, the other patch feature: pooled channels, concatenated (anomalib's).
 
-The reference's mean mapper (:mod:`pcnotes.embedding`) squeezes every layer's
+The reference's mean mapper (:mod:`pcnotes.stages.s4_mean_mapped`) squeezes every layer's
 flattened ``C_l x 3 x 3`` block to a fixed 1024 values, and the aggregator then
 gives each layer half of the final vector. That fits wide_resnet50_2 (512 and
 1024 channels). A narrow backbone such as mobilenet_v2 has 32 and 96

@@ -20,7 +20,7 @@ colour and brightness, fine noise) while staying one distribution; defects
 cover roughly 0.2 %-3 % of the image, MVTec-like, and always lie inside the
 central 224x224 crop that the pipeline keeps.
 
-The set is written in the MVTec AD layout (see :mod:`pcnotes.data`)::
+The set is written in the MVTec AD layout (see :mod:`pcnotes.data.mvtec`)::
 
     <root>/<category>/train/good/000.png
     <root>/<category>/test/good/000.png
@@ -32,7 +32,7 @@ Every image has its own random generator, seeded from (seed, category,
 folder, index), so any single image can be redrawn on its own and changing
 one count does not change the other images.
 
-Run ``python -m pcnotes.synth [--root R] [--seed S]`` to generate it.
+Run ``python -m pcnotes.data.synth [--root R] [--seed S]`` to generate it.
 """
 
 from __future__ import annotations
@@ -46,10 +46,12 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, Sequence
 
 import numpy as np
+import platformdirs
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from pcnotes.folders import MARKER, replace_folder, write_marker
+from pcnotes.util.folders import MARKER, replace_folder, write_marker
+from pcnotes.util.paths import REPO_ROOT
 
 __all__ = [
     "CATEGORIES",
@@ -553,7 +555,7 @@ def _adopt_older_set(root: Path) -> None:
 
     The manifest lists every image the generator wrote, so the marker lists
     those, their folders and the manifest; anything else in ``root`` still
-    makes :func:`pcnotes.folders.replace_folder` refuse it.
+    makes :func:`pcnotes.util.folders.replace_folder` refuse it.
     """
     manifest = read_manifest(root)
     if manifest is None or os.path.lexists(root / MARKER) or not isinstance(manifest.get("files"), dict):
@@ -578,13 +580,13 @@ def generate_dataset(
 ) -> Path:
     """Draw the data set and write it to ``root`` in the MVTec AD layout.
 
-    Everything is written through :func:`pcnotes.folders.replace_folder`:
+    Everything is written through :func:`pcnotes.util.folders.replace_folder`:
     into a staging sibling that becomes ``root`` only when complete, with
     ``manifest.json`` (seed, generator version, counts and the sha256 of
     every file) written last, so an interrupted run leaves no half-written
     ``root``.  An existing generated set at ``root`` is replaced (kept as it
     is when identical); any other non-empty folder is left alone
-    (:class:`~pcnotes.folders.UnsafeTargetError`, before anything is drawn).
+    (:class:`~pcnotes.util.folders.UnsafeTargetError`, before anything is drawn).
     ``progress(done, total)`` is called after each image.  Returns ``root``.
     """
     root = Path(root).resolve()
@@ -665,9 +667,9 @@ def generate_mvtec_named(
     outside data and never redraws it.  The defaults make 52 small images, for
     tests that run the notebooks on "real" data.
 
-    Everything is written through :func:`pcnotes.folders.replace_folder`, so
+    Everything is written through :func:`pcnotes.util.folders.replace_folder`, so
     ``root`` must be missing, empty or an earlier generated set
-    (:class:`~pcnotes.folders.UnsafeTargetError` otherwise).  Returns ``root``.
+    (:class:`~pcnotes.util.folders.UnsafeTargetError` otherwise).  Returns ``root``.
     """
     root = Path(root).resolve()
     with replace_folder(root, "dataset") as staging:
@@ -685,11 +687,19 @@ def generate_mvtec_named(
 
 
 def default_data_root() -> Path:
-    """``$PCNOTES_DATA`` if set, else ``<repo>/data/synthetic``."""
+    """Where the embedded data set lives, never inside the installed package.
+
+    ``$PCNOTES_DATA`` if set; in a clone ``<repo>/data/synthetic``; otherwise
+    ``synthetic/`` in the user's data folder (``platformdirs.user_data_dir``:
+    ``~/.local/share/pcnotes`` on Linux, ``%LOCALAPPDATA%\\pcnotes`` on
+    Windows, ``~/Library/Application Support/pcnotes`` on macOS).
+    """
     env = os.environ.get("PCNOTES_DATA")
     if env:
         return Path(env).expanduser()
-    return Path(__file__).resolve().parents[1] / "data" / "synthetic"
+    if REPO_ROOT is not None:
+        return REPO_ROOT / "data" / "synthetic"
+    return Path(platformdirs.user_data_dir("pcnotes", appauthor=False)) / "synthetic"
 
 
 def _is_complete(manifest: dict | None, seed: int) -> bool:
@@ -719,7 +729,7 @@ def ensure_default_dataset(
     if _is_complete(manifest, seed):
         return root
     if manifest is None and root.is_dir() and any(root.iterdir()):
-        from pcnotes.data import list_categories  # local: keep synth importable alone
+        from pcnotes.data.mvtec import list_categories  # local: keep synth importable alone
 
         if list_categories(root):
             return root
@@ -728,7 +738,7 @@ def ensure_default_dataset(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m pcnotes.synth",
+        prog="python -m pcnotes.data.synth",
         description="Generate the procedural anomaly-detection data set (MVTec AD layout).",
     )
     parser.add_argument("--root", type=Path, default=None,

@@ -20,7 +20,7 @@ output folder, every image and mask. Warnings (a mask that is not binary) are
 one line each, ``warning: ...``.
 
 Nothing half-written is left behind and no user file is ever replaced: every
-command writes through :func:`pcnotes.folders.replace_folder` (a staging
+command writes through :func:`pcnotes.util.folders.replace_folder` (a staging
 sibling, renamed into place only when complete; an existing folder only if
 it is an earlier output of the same command, proven by pcnotes' marker file).
 
@@ -42,9 +42,9 @@ import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from pcnotes import folders  # standard library only
+from pcnotes.util import folders  # standard library only
 
-# Kept here (not imported from pcnotes.coreset / pcnotes.backbone) so that
+# Kept here (not imported from pcnotes.stages.s5_coreset / pcnotes.stages.s1_features) so that
 # --help does not import torch; tests/test_cli.py checks they match.
 SAMPLERS = ("approximate_greedy", "greedy", "random")
 BACKBONES = ("mobilenet_v2", "wide_resnet50_2", "resnet18")
@@ -64,8 +64,8 @@ class UsageError(ValueError):
 
 
 def coreset_ratio(text: str) -> float:
-    """argparse type: a number in (0, 1], checked by :func:`pcnotes.coreset.check_ratio`."""
-    from pcnotes.coreset import check_ratio  # imported here, so that --help does not import torch
+    """argparse type: a number in (0, 1], checked by :func:`pcnotes.stages.s5_coreset.check_ratio`."""
+    from pcnotes.stages.s5_coreset import check_ratio  # imported here, so that --help does not import torch
 
     try:
         return check_ratio(float(text))
@@ -329,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _config(args):
-    from pcnotes.model import PatchCoreConfig
+    from pcnotes.config import PatchCoreConfig
 
     if args.crop is None:  # not given: the reference's 224, or no crop after --resize HxW
         crop = 224 if isinstance(args.resize, int) else None
@@ -346,7 +346,7 @@ def _config(args):
 def _data_root(args) -> Path:
     if args.data_root is not None:
         return args.data_root
-    from pcnotes.synth import ensure_default_dataset
+    from pcnotes.data.synth import ensure_default_dataset
 
     print("using the embedded synthetic data set (generated on first use)", flush=True)
     return ensure_default_dataset()
@@ -374,8 +374,9 @@ def _evaluate_into(root: Path, category: str, config, out: Path, *, keep: int = 
     """
     import numpy as np
 
-    from pcnotes import viz
-    from pcnotes.evaluation import evaluate_category, load_split
+    from pcnotes.app import plots as viz
+    from pcnotes.app.evaluation import evaluate_category
+    from pcnotes.data.mvtec import load_split
 
     _, result = evaluate_category(root, category, config)
     metrics = {
@@ -442,7 +443,7 @@ def cmd_evaluate(args) -> int:
 
 def _expand_images(inputs: Sequence[Path]) -> list[Path]:
     """Files as given; folders become their image files, sorted by name."""
-    from pcnotes.data import DataError, list_images
+    from pcnotes.data.mvtec import DataError, list_images
 
     paths = []
     for path in inputs:
@@ -460,14 +461,14 @@ def _expand_images(inputs: Sequence[Path]) -> list[Path]:
 
 def _batches(paths: Sequence[Path], transform, size: int):
     """Load images lazily, ``size`` at a time: ``-> (B, 3, H, W)`` tensors."""
-    from pcnotes.data import load_images
+    from pcnotes.data.mvtec import load_images
 
     for start in range(0, len(paths), size):
         yield load_images(paths[start : start + size], transform)
 
 
 def cmd_fit(args) -> int:
-    from pcnotes.data import DataError, image_transform, list_images, load_rgb
+    from pcnotes.data.mvtec import DataError, image_transform, list_images, load_rgb
     from pcnotes.model import PatchCore
 
     config = _config(args)
@@ -512,8 +513,8 @@ def unique_names(wanted: Sequence[str]) -> list[str]:
 def cmd_predict(args) -> int:
     import numpy as np
 
-    from pcnotes import viz
-    from pcnotes.data import image_transform, load_rgb
+    from pcnotes.app import plots as viz
+    from pcnotes.data.mvtec import image_transform, load_rgb
     from pcnotes.model import PatchCore
 
     for option, value in (("--vmin", args.vmin), ("--vmax", args.vmax)):
@@ -567,12 +568,12 @@ def _each_image(paths, transform):
 
 
 def cmd_demo(args) -> int:
-    from pcnotes import viz
-    from pcnotes.data import DataError, list_categories
+    from pcnotes.app import plots as viz
+    from pcnotes.data.mvtec import DataError, list_categories
 
     config = _config(args)
     if args.data_root is None:
-        from pcnotes.synth import ensure_default_dataset
+        from pcnotes.data.synth import ensure_default_dataset
 
         print("making sure the embedded synthetic data set exists ...", flush=True)
         root = ensure_default_dataset()

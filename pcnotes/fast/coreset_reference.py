@@ -1,10 +1,10 @@
 """The greedy coreset loop as ``patchcore-inspection`` writes it, kept for comparisons.
 
-``method="reference"`` of :mod:`pcnotes.coreset` runs it; the tests and
+``loop="reference"`` of :mod:`pcnotes.stages.s5_coreset` runs it; the tests and
 ``benchmarks/coreset.py`` measure the other loops against it.  Its distances
 are ``sqrt(a.a - 2 a.b + b.b)`` in float32, clamped at 0: cheap, but the
 subtraction cancels for nearby points, so it rounds differently from
-:func:`pcnotes.coreset.greedy_k_center`; the two agree at more than 99 % of
+:func:`pcnotes.stages.s5_coreset.greedy_k_center`; the two agree at more than 99 % of
 the positions, with the same coverage radius (``tests/test_coreset.py``).
 """
 

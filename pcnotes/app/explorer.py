@@ -8,8 +8,8 @@ widget lets a class *see* that trade-off, one slider movement at a time::
     state = prepare()              # extract features once (tens of seconds)
     build_explorer(state)          # the widget
 
-The numbers come from :mod:`pcnotes.explorer_state` (features, caches and the
-plain function :func:`~pcnotes.explorer_state.update`, all tested without a
+The numbers come from :mod:`pcnotes.app.explorer_state` (features, caches and the
+plain function :func:`~pcnotes.app.explorer_state.update`, all tested without a
 browser). This module only draws them: :class:`ExplorerFigure` (the bank, the
 AUROC curve, the test image and its heat map) and :class:`CoresetExplorer`
 (the controls, and the rule that no input is lost).
@@ -25,8 +25,8 @@ import time
 import ipywidgets as widgets
 import numpy as np
 
-from pcnotes.coreset import check_ratio
-from pcnotes.explorer_state import (
+from pcnotes.stages.s5_coreset import check_ratio
+from pcnotes.app.explorer_state import (
     SAMPLER_NAMES,
     CategoryData,
     ExplorerState,
@@ -148,7 +148,7 @@ class ExplorerFigure:
 
     def draw(self, stats: Stats, history: dict | None = None):
         """Bring every panel up to date with ``stats``; ``history`` as :meth:`ExplorerState.history`."""
-        from pcnotes.viz import draw_mask_contour, fit_bank_pca, overlay_heatmap, pca_scatter, show_image
+        from pcnotes.app.plots import draw_mask_contour, fit_bank_pca, overlay_heatmap, pca_scatter, show_image
 
         bank = (stats.category, stats.sampler, stats.bank_size)
         if bank != self._bank_shown:

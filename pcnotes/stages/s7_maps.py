@@ -1,4 +1,4 @@
-"""Stage 8: from patch scores to a pixel-level anomaly map.
+"""Stage 7: from patch scores to a pixel-level anomaly map.
 
 The patch grid (28 x 28 for a 224 px input at stride 8) is upsampled
 bilinearly to the image size and smoothed with a Gaussian of sigma 4, as in

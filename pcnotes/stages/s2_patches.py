@@ -39,19 +39,3 @@ def patchify(
     patches = columns.reshape(batch, channels, patch_size, patch_size, -1)
     return patches.permute(0, 4, 1, 2, 3), grid
 
-
-def unpatch_scores(scores: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Give patch scores back to their images: ``(B*H*W,) -> (B, H*W)``."""
-    if scores.ndim != 1 or scores.shape[0] % batch_size:
-        raise ValueError(
-            f"expected (B*H*W,) scores for batch size {batch_size}, got {tuple(scores.shape)}"
-        )
-    return scores.reshape(batch_size, -1)
-
-
-def scores_to_grid(scores: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """Lay per-image patch scores out on the patch grid: ``(B, H*W) -> (B, H, W)``."""
-    height, width = grid
-    if scores.ndim != 2 or scores.shape[1] != height * width:
-        raise ValueError(f"expected (B, {height * width}) scores, got {tuple(scores.shape)}")
-    return scores.reshape(scores.shape[0], height, width)

@@ -1,7 +1,7 @@
 """The one guarded way to replace a folder: outputs, saved models and the data set.
 
 Every writer in pcnotes (the CLI's evaluate, fit, predict and demo,
-:meth:`pcnotes.model.PatchCore.save` and :func:`pcnotes.synth.generate_dataset`)
+:meth:`pcnotes.model.PatchCore.save` and :func:`pcnotes.data.synth.generate_dataset`)
 goes through :func:`replace_folder`::
 
     with replace_folder("runs/bottle", "evaluate", inputs=[data_root]) as staging:
@@ -437,16 +437,16 @@ def numba_cache_fallback(candidates: Sequence[Path]) -> Path | None:
 def use_writable_numba_cache() -> None:
     """Give numba a writable cache folder when its own two places are read-only.
 
-    numba caches compiled kernels next to the source (``pcnotes/__pycache__``)
+    numba caches compiled kernels next to the source (``pcnotes/fast/__pycache__``)
     or, failing that, in the user's cache folder; when both are read-only (an
     installed package and a read-only HOME, as in some containers) the first
     kernel call fails with a cache error. Then ``NUMBA_CACHE_DIR`` is pointed
-    at a temporary folder. Must run before numba is imported; a value the
-    user set is kept.
+    at a temporary folder. Must run before numba is imported, so
+    :mod:`pcnotes.fast.coreset` calls it first thing; a value the user set is kept.
     """
     if "NUMBA_CACHE_DIR" in os.environ:
         return
     user_cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    fallback = numba_cache_fallback([Path(__file__).parent / "__pycache__", Path(user_cache) / "numba"])
+    fallback = numba_cache_fallback([Path(__file__).parents[1] / "fast" / "__pycache__", Path(user_cache) / "numba"])
     if fallback is not None:
         os.environ["NUMBA_CACHE_DIR"] = str(fallback)

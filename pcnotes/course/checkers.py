@@ -36,12 +36,12 @@ import torch.nn.functional as F
 from scipy import ndimage
 from scipy.spatial.distance import cdist
 
-from pcnotes import metrics
-from pcnotes.align import align_patches
-from pcnotes.coreset import coreset_size
-from pcnotes.embedding import aggregate, mean_map
-from pcnotes.patches import patchify
-from pcnotes.scoring import NearestNeighbours, image_scores, reweighted_image_scores, score_grid
+from pcnotes.stages import s8_metrics as metrics
+from pcnotes.stages.s3_align import align_patches
+from pcnotes.stages.s5_coreset import coreset_size
+from pcnotes.stages.s4_mean_mapped import aggregate, mean_map
+from pcnotes.stages.s2_patches import patchify
+from pcnotes.stages.s6_scoring import NearestNeighbours, image_scores, reweighted_image_scores, score_grid
 
 __all__ = [
     "CHECKERS",
@@ -280,7 +280,7 @@ def _patchify_case(label: str, features: torch.Tensor, p: int) -> _Case:
 
 
 _PATCHIFY = _Answer("tensor", "the patches tensor (B, H*W, C, p, p), not (patches, grid)",
-                    "pcnotes.patches.patchify", covers="random maps, a single image, p=5, p=1 and a 1x1 grid")
+                    "pcnotes.stages.s2_patches.patchify", covers="random maps, a single image, p=5, p=1 and a 1x1 grid")
 
 
 def check_patchify(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> bool:
@@ -288,7 +288,7 @@ def check_patchify(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> bool:
 
     ``fn(features: Tensor (B, C, H, W), patch_size: int) -> Tensor (B, H*W, C, p, p)``,
     stride 1 and zero padding ``p // 2`` (the grid keeps its size). Compared with
-    the first element of ``pcnotes.patches.patchify``, which returns ``(patches, grid)``.
+    the first element of ``pcnotes.stages.s2_patches.patchify``, which returns ``(patches, grid)``.
     """
     return _check("patchify", fn, _patchify_cases(), _PATCHIFY)
 
@@ -333,7 +333,7 @@ def _align_case(label: str, features: torch.Tensor, target: tuple[int, int]) -> 
     return _Case(label, (patches, grid, target), align_patches(patches, grid, target), mistakes)
 
 
-_ALIGN = _Answer("tensor", "the aligned patches (B, H*W, C, p, p)", "pcnotes.align.align_patches",
+_ALIGN = _Answer("tensor", "the aligned patches (B, H*W, C, p, p)", "pcnotes.stages.s3_align.align_patches",
                  covers="random patches, a single image, a 1x1 grid and an unchanged grid")
 
 
@@ -343,7 +343,7 @@ def check_align(fn: Callable[[torch.Tensor, tuple, tuple], torch.Tensor]) -> boo
     ``fn(patches: Tensor (B, h*w, C, p, p), grid: (h, w), target_grid: (H, W)) -> Tensor (B, H*W, C, p, p)``:
     every one of the ``C*p*p`` patch entries is an ``h x w`` map, resized
     bilinearly (``align_corners=False``) to ``H x W``. Compared with
-    ``pcnotes.align.align_patches``.
+    ``pcnotes.stages.s3_align.align_patches``.
     """
     return _check("align", fn, _align_cases(), _ALIGN)
 
@@ -386,7 +386,7 @@ def _mean_mapper_case(label: str, patches: torch.Tensor, dim: int) -> _Case:
     return _Case(label, (patches, dim), expected, mistakes)
 
 
-_MEAN_MAPPER = _Answer("tensor", "one vector per patch (N, dim)", "pcnotes.embedding.mean_map",
+_MEAN_MAPPER = _Answer("tensor", "one vector per patch (N, dim)", "pcnotes.stages.s4_mean_mapped.mean_map",
                        covers="overlapping and exact windows, a single patch, p=1, nothing to average")
 
 
@@ -395,7 +395,7 @@ def check_mean_mapper(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> bool:
 
     ``fn(patches: Tensor (N, C, p, p), dim: int) -> Tensor (N, dim)``: flatten
     each patch to ``C*p*p`` values and average-pool them adaptively to ``dim``.
-    Compared with ``pcnotes.embedding.mean_map``.
+    Compared with ``pcnotes.stages.s4_mean_mapped.mean_map``.
     """
     return _check("mean mapper", fn, _mean_mapper_cases(), _MEAN_MAPPER)
 
@@ -433,7 +433,7 @@ def _aggregator_case(label: str, stacked: torch.Tensor, dim: int) -> _Case:
     return _Case(label, (stacked, dim), expected, mistakes)
 
 
-_AGGREGATOR = _Answer("tensor", "one vector per patch (N, dim)", "pcnotes.embedding.aggregate",
+_AGGREGATOR = _Answer("tensor", "one vector per patch (N, dim)", "pcnotes.stages.s4_mean_mapped.aggregate",
                       covers="2 and 3 layers, a single patch, a single layer")
 
 
@@ -442,7 +442,7 @@ def check_aggregator(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> bool:
 
     ``fn(layer_embeddings: Tensor (N, L, D), dim: int) -> Tensor (N, dim)``:
     flatten the L layer vectors one after the other and average-pool the
-    ``L*D`` values adaptively to ``dim``. Compared with ``pcnotes.embedding.aggregate``.
+    ``L*D`` values adaptively to ``dim``. Compared with ``pcnotes.stages.s4_mean_mapped.aggregate``.
     """
     return _check("aggregator", fn, _aggregator_cases(), _AGGREGATOR)
 
@@ -478,7 +478,7 @@ def _coreset_size_case(num_points: int, ratio: float) -> _Case:
     return _Case(f"N={num_points}, ratio={ratio}", (num_points, ratio), expected, mistakes)
 
 
-_CORESET_SIZE = _Answer("int", "the number of points to keep, an int", "pcnotes.coreset.coreset_size",
+_CORESET_SIZE = _Answer("int", "the number of points to keep, an int", "pcnotes.stages.s5_coreset.coreset_size",
                         covers="exact and fractional N*ratio, float rounding, N*ratio < 1, ratio 1")
 
 
@@ -486,7 +486,7 @@ def check_coreset_size(fn: Callable[[int, float], int]) -> bool:
     """Exercise "coreset size" (notebook 03): how many bank rows a ratio keeps.
 
     ``fn(num_points: int, ratio: float) -> int``: ``max(1, int(N * ratio))``,
-    as the reference code does. Compared with ``pcnotes.coreset.coreset_size``.
+    as the reference code does. Compared with ``pcnotes.stages.s5_coreset.coreset_size``.
     """
     return _check("coreset size", fn, _coreset_size_cases(), _CORESET_SIZE)
 
@@ -553,7 +553,7 @@ def check_greedy_k_center(fn: Callable[[np.ndarray, int], np.ndarray]) -> bool:
     row of the N x N Euclidean distance matrix, then adds, m - 1 times, the point
     farthest from the chosen set (ties: the lowest index, as ``np.argmax``).
     Compared with :func:`greedy_k_center`, which picks the same points as
-    ``pcnotes.coreset.greedy_coreset(..., projection_dim=None, method="plain")``.
+    ``pcnotes.stages.s5_coreset.greedy_coreset(..., projection_dim=None, loop="plain")``.
     """
     return _check("greedy k-center", fn, _greedy_k_center_cases(), _GREEDY_K_CENTER)
 
@@ -613,7 +613,7 @@ def _score_inputs(rng, batch: int, per_image: int, bank_size: int, scale: float 
     return features, bank
 
 
-_IMAGE_SCORE = _Answer("array", "the image scores (B,)", "pcnotes.scoring.image_scores", atol=1e-3, rtol=1e-4,
+_IMAGE_SCORE = _Answer("array", "the image scores (B,)", "pcnotes.stages.s6_scoring.image_scores", atol=1e-3, rtol=1e-4,
                        covers="random patches, a single image, a 1x1 grid and a zero distance")
 
 
@@ -623,7 +623,7 @@ def check_image_score(fn: Callable[[np.ndarray, np.ndarray, int], np.ndarray]) -
     ``fn(features: np.ndarray (B*H*W, D), bank: np.ndarray (M, D), batch_size: int) -> (B,)``
     image scores (numpy array or tensor): each patch scores its Euclidean
     distance to the nearest bank entry, each image the largest of its patch
-    scores. Compared with ``pcnotes.scoring`` (``score_grid`` then ``image_scores``).
+    scores. Compared with ``pcnotes.stages.s6_scoring`` (``score_grid`` then ``image_scores``).
     """
     return _check("image score", fn, _image_score_cases(), _IMAGE_SCORE)
 
@@ -684,7 +684,7 @@ def _reweighting_case(label: str, features: np.ndarray, bank: np.ndarray, batch:
     return _Case(f"{label}, b={b}", (features, bank, batch, b), expected, mistakes)
 
 
-_REWEIGHTING = _Answer("array", "the re-weighted image scores (B,)", "pcnotes.scoring.reweighted_image_scores",
+_REWEIGHTING = _Answer("array", "the re-weighted image scores (B,)", "pcnotes.stages.s6_scoring.reweighted_image_scores",
                        atol=1e-3, rtol=1e-3,
                        covers="random patches, b=1, a single image, a 1x1 grid, duplicated bank entries")
 
@@ -696,7 +696,7 @@ def check_reweighting(fn: Callable[[np.ndarray, np.ndarray, int, int], np.ndarra
     per image, take the most anomalous patch m_test* (score s*, eq. 6) and its
     nearest bank entry m*, then return ``(1 - softmax(d)[m*]) * s*`` where ``d``
     holds the Euclidean distances from m_test* to m* and to m*'s b nearest bank
-    neighbours. Compared with ``pcnotes.scoring.reweighted_image_scores``.
+    neighbours. Compared with ``pcnotes.stages.s6_scoring.reweighted_image_scores``.
     """
     return _check("eq. 7 re-weighting", fn, _reweighting_cases(), _REWEIGHTING)
 
@@ -741,7 +741,7 @@ def _auroc_case(label: str, labels: np.ndarray, scores: np.ndarray) -> _Case:
     return _Case(label, (labels, scores), metrics.image_auroc(labels, scores), mistakes)
 
 
-_AUROC = _Answer("number", "the AUROC, a float", "pcnotes.metrics.image_auroc", atol=1e-9, rtol=1e-9,
+_AUROC = _Answer("number", "the AUROC, a float", "pcnotes.stages.s8_metrics.image_auroc", atol=1e-9, rtol=1e-9,
                  covers="no ties, ties, all equal, perfect separation, one defective image, boolean labels")
 
 
@@ -750,7 +750,7 @@ def check_auroc(fn: Callable[[np.ndarray, np.ndarray], float]) -> bool:
 
     ``fn(labels: np.ndarray (N,) of 0/1 (1 = defective), scores: np.ndarray (N,)) -> float``:
     the fraction of (defective, good) pairs in which the defective image scores
-    higher, a tie counting 1/2. Compared with ``pcnotes.metrics.image_auroc``.
+    higher, a tie counting 1/2. Compared with ``pcnotes.stages.s8_metrics.image_auroc``.
     """
     return _check("AUROC", fn, _auroc_cases(), _AUROC)
 
@@ -808,7 +808,7 @@ def _pro_case(label: str, masks: np.ndarray, maps: np.ndarray, threshold: float)
     return _Case(label, (masks, maps, threshold), _pro_at(masks, maps, threshold), mistakes)
 
 
-_PRO = _Answer("number", "PRO(t), a float", "pcnotes.metrics.pro_curve", atol=1e-9, rtol=1e-9,
+_PRO = _Answer("number", "PRO(t), a float", "pcnotes.stages.s8_metrics.pro_curve", atol=1e-9, rtol=1e-9,
                covers="regions of 1 to 12 pixels, corner contact, two images, ties at the threshold, a single image")
 
 
@@ -818,7 +818,7 @@ def check_pro(fn: Callable[[np.ndarray, np.ndarray, float], float]) -> bool:
     ``fn(masks: np.ndarray (N, H, W) bool, maps: np.ndarray (N, H, W), threshold: float) -> float``:
     the mean, over every 8-connected defect region of every image, of the
     fraction of the region's pixels whose map value is ``>= threshold``.
-    Compared with ``pcnotes.metrics.pro_curve`` at that threshold.
+    Compared with ``pcnotes.stages.s8_metrics.pro_curve`` at that threshold.
     """
     return _check("PRO", fn, _pro_cases(), _PRO)
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
-from pcnotes.data import DataError, MVTecDataset
-from pcnotes.metrics import aupro, image_auroc, pixel_auroc
-from pcnotes.model import PatchCore, PatchCoreConfig
+from pcnotes.data.mvtec import DataError, load_split, stack
+from pcnotes.stages.s8_metrics import compute_metrics
+from pcnotes.config import PatchCoreConfig
+from pcnotes.model import PatchCore
 
 
 @dataclass
@@ -31,29 +31,6 @@ class Evaluation:
     defects: list[str]
     paths: list[str]
     metrics: dict = field(default_factory=dict)
-
-
-def load_split(root: str | Path, category: str, split: str, config: PatchCoreConfig) -> MVTecDataset:
-    return MVTecDataset(root, category, split, resize=config.resize, crop=config.crop,
-                        mean=config.mean, std=config.std)
-
-
-def stack(dataset: MVTecDataset) -> tuple[torch.Tensor, np.ndarray]:
-    """Load a whole (small) split: images ``(N, 3, H, W)`` and masks ``(N, H, W)`` bool."""
-    images, masks = [], []
-    for batch in DataLoader(dataset, batch_size=16):
-        images.append(batch["image"])
-        masks.append(batch["mask"][:, 0].numpy() > 0.5)
-    return torch.cat(images), np.concatenate(masks)
-
-
-def compute_metrics(labels, scores, masks, maps) -> dict[str, float]:
-    """image AUROC, pixel AUROC and AUPRO (FPR <= 0.3) of one test set."""
-    return {
-        "image_auroc": image_auroc(labels, scores),
-        "pixel_auroc": pixel_auroc(masks, maps),
-        "aupro": aupro(masks, maps, max_fpr=0.3),
-    }
 
 
 def evaluate_category(

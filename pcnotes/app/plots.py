@@ -7,7 +7,7 @@ Conventions:
 
 * An *image* is either a normalised tensor/array ``(3, H, W)`` as the data
   pipeline produces it (it is un-normalised for display with
-  :func:`pcnotes.data.unnormalize`), or an array ``(H, W, 3)`` already in
+  :func:`pcnotes.data.mvtec.unnormalize`), or an array ``(H, W, 3)`` already in
   [0, 1].
 * An *anomaly map* ``amap`` is ``(H, W)``, same size as the image; a *mask* is
   ``(H, W)`` bool or {0, 1}.
@@ -39,8 +39,8 @@ from matplotlib import patheffects
 from matplotlib.cm import ScalarMappable
 from matplotlib.figure import Figure
 
-from pcnotes.data import IMAGENET_MEAN, IMAGENET_STD, unnormalize
-from pcnotes.folders import write_file
+from pcnotes.data.mvtec import IMAGENET_MEAN, IMAGENET_STD, unnormalize
+from pcnotes.util.folders import write_file
 
 __all__ = [
     "to_rgb",
@@ -355,7 +355,7 @@ def pca_scatter(ax, features, selected_indices=None, *, max_points=5000, seed=0,
 
 
 def _write_png(fig, path, compress_level: int = 6) -> Path:
-    """Render ``fig`` as PNG, then write it to ``path`` at once (:func:`pcnotes.folders.write_file`)."""
+    """Render ``fig`` as PNG, then write it to ``path`` at once (:func:`pcnotes.util.folders.write_file`)."""
     stream = io.BytesIO()
     fig.savefig(stream, format="png", pil_kwargs={"compress_level": compress_level})
     return write_file(path, stream.getvalue())

@@ -3,7 +3,7 @@
 PatchCore keeps a fraction ``ratio`` of all training patches as its memory
 bank. This module answers, for any ratio and sampler, what that bank costs and
 what it gives, fast enough to follow a slider. It has no widget in it (that is
-:mod:`pcnotes.explorer`), so all of it is tested without a browser::
+:mod:`pcnotes.app.explorer`), so all of it is tested without a browser::
 
     state = prepare()                              # features once (tens of seconds)
     stats = update(0.01, "approximate_greedy", cache=state)   # a fraction of a second
@@ -18,12 +18,12 @@ what it gives, fast enough to follow a slider. It has no widget in it (that is
   timings and the arrays the plots need. Its numbers are exactly those of a
   plain PatchCore run with that bank (the tests check it).
 
-How an update stays fast (the exact fast paths are in :mod:`pcnotes.explorer_fast`)
+How an update stays fast (the exact fast paths are in :mod:`pcnotes.fast.explorer`)
 -----------------------------------------------------------------------------------
 *Coreset.* Greedy k-center is **nested**: its first ``m`` picks do not
 depend on how many picks follow, so the coreset for a small ratio is a
 prefix of the coreset for a larger one. For the two greedy samplers the
-explorer runs :func:`pcnotes.coreset.select_coreset` to 10 % the first time
+explorer runs :func:`pcnotes.stages.s5_coreset.select_coreset` to 10 % the first time
 (enough for every ratio up to 10 %) and to 100 % the first time a larger
 ratio is asked for, and slices. The random sampler is not nested (another
 ``M`` draws another subset), so it is simply called; it takes milliseconds.
@@ -47,7 +47,7 @@ prefix. Both paths give the distance a plain
 
 *Maps and metrics.* The anomaly maps of all test images are computed for
 every new bank, as two small matrix products (:class:`MapOperator`, read off
-:func:`pcnotes.maps.anomaly_map`), and the pixel AUROC and AUPRO are
+:func:`pcnotes.stages.s7_maps.anomaly_map`), and the pixel AUROC and AUPRO are
 computed exactly over all pixels, sharing one sort (:class:`PixelMetrics`).
 Nothing is subsampled: every number is the one a full evaluation gives.
 
@@ -70,13 +70,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pcnotes.coreset import SAMPLERS, check_ratio, coreset_size, random_projection, select_coreset
-from pcnotes.evaluation import load_split, stack
-from pcnotes.explorer_fast import MapOperator, NeighbourTable, PixelMetrics, PrefixNearest
-from pcnotes.metrics import image_auroc
-from pcnotes.model import PatchCore, PatchCoreConfig
-from pcnotes.patches import scores_to_grid, unpatch_scores
-from pcnotes.scoring import NearestNeighbours, image_scores
+from pcnotes.stages.s5_coreset import SAMPLERS, check_ratio, coreset_size, random_projection, select_coreset
+from pcnotes.data.mvtec import load_split, stack
+from pcnotes.fast.explorer import MapOperator, NeighbourTable, PixelMetrics, PrefixNearest
+from pcnotes.stages.s8_metrics import image_auroc
+from pcnotes.config import PatchCoreConfig
+from pcnotes.model import PatchCore
+from pcnotes.stages.s6_scoring import NearestNeighbours, image_scores, scores_to_grid, unpatch_scores
 
 __all__ = [
     "SAMPLER_NAMES",
@@ -89,7 +89,7 @@ __all__ = [
     "stats_rows",
 ]
 
-#: Dropdown label -> sampler name of :data:`pcnotes.coreset.SAMPLERS`.
+#: Dropdown label -> sampler name of :data:`pcnotes.stages.s5_coreset.SAMPLERS`.
 SAMPLER_NAMES = {"random": "random", "approximate greedy": "approximate_greedy", "greedy": "greedy"}
 #: Samplers whose coreset of size m is the first m picks of any larger run.
 NESTED_SAMPLERS = ("approximate_greedy", "greedy")
@@ -348,8 +348,8 @@ class ExplorerState:
             misses = data.test_table.misses
         if config.squared:
             nearest = nearest**2
-        # (T*h*w,) -> (T, h*w) -> (T, h, w), the layout of pcnotes.scoring.score_grid.
-        score_grid = scores_to_grid(unpatch_scores(torch.from_numpy(nearest), data.num_test), data.grid).numpy()
+        # (T*h*w,) -> (T, h*w) -> (T, h, w), the layout of pcnotes.stages.s6_scoring.score_grid.
+        score_grid = scores_to_grid(unpatch_scores(nearest, data.num_test), data.grid)
         maps = data.maps(score_grid)  # (T, H, W)
         scores = image_scores(score_grid)
         pixel, pro = data.pixel_metrics(maps)
@@ -391,7 +391,7 @@ def prepare(root: str | Path | None = None, categories=None, config: PatchCoreCo
     """Set up the explorer: extract features and build the neighbour tables.
 
     * ``root``: data in the MVTec AD layout; default the generated set
-      (:func:`pcnotes.synth.ensure_default_dataset`, drawn on first use).
+      (:func:`pcnotes.data.synth.ensure_default_dataset`, drawn on first use).
     * ``categories``: those the picker offers; default all in ``root``.
     * ``config``: backbone, layers, seed, sigma... (:class:`PatchCoreConfig`);
       its ``sampler`` and ``coreset_ratio`` are ignored (the widget sets them).
@@ -400,8 +400,8 @@ def prepare(root: str | Path | None = None, categories=None, config: PatchCoreCo
     * ``neighbours``: ``K`` of the neighbour tables; ``greedy_runs``: the
       ratios the greedy samplers run to (see :meth:`ExplorerState.greedy_run`).
     """
-    from pcnotes.data import list_categories
-    from pcnotes.synth import ensure_default_dataset
+    from pcnotes.data.mvtec import list_categories
+    from pcnotes.data.synth import ensure_default_dataset
 
     config = config or PatchCoreConfig()
     if config.num_neighbors != 1 or config.reweight:

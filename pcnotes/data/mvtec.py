@@ -35,7 +35,7 @@ import warnings
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 __all__ = [
@@ -55,6 +55,8 @@ __all__ = [
     "list_defects",
     "list_images",
     "load_images",
+    "load_split",
+    "stack",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -579,3 +581,17 @@ def load_images(
     transform = transform or image_transform()
     return torch.stack([transform(load_rgb(p)) for p in paths])
 
+
+def load_split(root: str | Path, category: str, split: str, config) -> MVTecDataset:
+    """One split of a category, read at the image size and normalisation of ``config`` (a PatchCoreConfig)."""
+    return MVTecDataset(root, category, split, resize=config.resize, crop=config.crop,
+                        mean=config.mean, std=config.std)
+
+
+def stack(dataset: MVTecDataset) -> tuple[torch.Tensor, np.ndarray]:
+    """Load a whole (small) split: images ``(N, 3, H, W)`` and masks ``(N, H, W)`` bool."""
+    images, masks = [], []
+    for batch in DataLoader(dataset, batch_size=16):
+        images.append(batch["image"])
+        masks.append(batch["mask"][:, 0].numpy() > 0.5)
+    return torch.cat(images), np.concatenate(masks)

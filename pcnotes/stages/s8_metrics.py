@@ -1,4 +1,4 @@
-"""Evaluation metrics for anomaly detection: image AUROC, pixel AUROC and AUPRO.
+"""Stage 8: evaluation metrics for anomaly detection: image AUROC, pixel AUROC and AUPRO.
 
 PatchCore produces two outputs per test image: one *anomaly score* (is this
 image defective?) and an *anomaly map* (where is the defect?). No single number
@@ -52,6 +52,7 @@ __all__ = [
     "pro_curve",
     "clip_curve",
     "aupro",
+    "compute_metrics",
 ]
 
 # 8-connectivity in the image plane, and *no* connection along axis 0, so one
@@ -303,3 +304,12 @@ def aupro(masks, maps, *, max_fpr: float = 0.3) -> float:
 def _trapezoid(x: np.ndarray, y: np.ndarray) -> float:
     """Trapezoidal rule, (K,), (K,) -> float (np.trapezoid is numpy >= 2 only)."""
     return float(np.sum(0.5 * (y[1:] + y[:-1]) * np.diff(x)))
+
+
+def compute_metrics(labels, scores, masks, maps) -> dict[str, float]:
+    """image AUROC, pixel AUROC and AUPRO (FPR <= 0.3) of one test set."""
+    return {
+        "image_auroc": image_auroc(labels, scores),
+        "pixel_auroc": pixel_auroc(masks, maps),
+        "aupro": aupro(masks, maps, max_fpr=0.3),
+    }

@@ -1,6 +1,6 @@
-"""The fast exact greedy loop behind ``method="fast"`` of :mod:`pcnotes.coreset`.
+"""The fast exact greedy loop behind ``loop="fast"`` of :mod:`pcnotes.stages.s5_coreset`.
 
-:func:`pcnotes.coreset.greedy_k_center` states greedy k-center as the paper
+:func:`pcnotes.stages.s5_coreset.greedy_k_center` states greedy k-center as the paper
 does: every step, the distance from the new centre to every point.  This
 module selects the same points with far less work.  Read that loop first;
 nothing here is needed to understand PatchCore.
@@ -28,11 +28,11 @@ So both follow one contract:
 :func:`torch_lane_loop` is its twin for a GPU.  :func:`fast_loop` returns
 exactly the indices of :func:`lane_loop` on any input, ties included
 (tests/test_coreset.py checks this on random points, integer grids full of
-exact ties, duplicates, tiny and huge scales, and with every strategy
+exact ties, duplicates, tiny and huge scales, and with every way
 forced).
 
-What "identical to the plain loop" means.  ``method="plain"``
-(:func:`pcnotes.coreset.greedy_k_center`) computes float64 distances in the
+What "identical to the plain loop" means.  ``loop="plain"``
+(:func:`pcnotes.stages.s5_coreset.greedy_k_center`) computes float64 distances in the
 original coordinates.  Both loops pick the farthest point at each step, so
 they agree step for step unless two candidates are so close to tied that
 float32 rounding in the rotated axes orders them differently from float64
@@ -98,17 +98,21 @@ from __future__ import annotations
 import math
 import time
 
-import numba
-import numpy as np
-import torch
-from llvmlite import ir as llvm_ir
-from numba import types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from pcnotes.util.folders import use_writable_numba_cache
+
+use_writable_numba_cache()  # before numba is imported: it reads NUMBA_CACHE_DIR once
+
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from llvmlite import ir as llvm_ir  # noqa: E402
+from numba import types  # noqa: E402
+from numba.core import cgutils  # noqa: E402
+from numba.extending import intrinsic  # noqa: E402
 
 __all__ = [
     "LANES",
-    "STRATEGIES",
+    "WAYS",
     "pad_to_lanes",
     "lane_squared_distances",
     "torch_lane_squared_distances",
@@ -121,7 +125,7 @@ __all__ = [
 
 LANES = 8
 SELECTED = -1.0  # the key of a selected point: below every squared distance
-STRATEGIES = ("auto", "flat", "flat32", "prune", "brute")  # "brute": the flat pass without its bound, for comparisons
+WAYS = ("auto", "flat", "flat32", "prune", "brute")  # "brute": the flat pass without its bound, for comparisons
 
 
 # --------------------------------------------------------------------------
@@ -314,7 +318,7 @@ def _prefetch_row(typingctx, points, row):
 
 
 # --------------------------------------------------------------------------
-# 3. The state both strategies share
+# 3. The state both ways share
 # --------------------------------------------------------------------------
 #
 # Per point (index order): ``keys`` (the contract's key; -1 once selected),
@@ -344,7 +348,7 @@ _KEY_FLOOR = np.float32(2.0**-64)
 _KEY_CEIL = np.float32(2.0**100)
 _NOT_A_POINT = np.iinfo(np.int64).max  # seg_arg of a slot without any point
 _PARALLEL_MIN_POINTS = 16384  # a flat step over this many points takes ~50 us; a thread hand-off ~1
-_CHUNK_STEPS = 64  # steps between progress-bar updates and choices of strategy
+_CHUNK_STEPS = 64  # steps between progress-bar updates and choices of way
 _TRIAL_STEPS = 8
 
 
@@ -829,14 +833,14 @@ def _prune_steps(points, rows, slots, state, point_state, centres, centres32, se
 
 
 # --------------------------------------------------------------------------
-# 6. Choosing the strategy, and the loop
+# 6. Choosing the way, and the loop
 # --------------------------------------------------------------------------
 
 
 class _Chooser:
     """Which way runs the next steps: the one measured fastest per step, and now and then a trial.
 
-    ``strategy="flat"``, ``"flat32"``, ``"prune"`` or ``"brute"`` forces one
+    ``way="flat"``, ``"flat32"``, ``"prune"`` or ``"brute"`` forces one
     (the indices are the same).  ``"auto"`` chooses among ``ways`` (the two
     flat passes and the walk), starting with the first.  Once the current way has a measured cost,
     each other way gets a *trial* of ``_TRIAL_STEPS`` steps, which takes over
@@ -855,10 +859,10 @@ class _Chooser:
     MARGIN = 0.9
     TRIAL_SHARE = 0.02
 
-    def __init__(self, strategy: str, ways: tuple[str, ...] = ("flat", "flat32", "prune")):
-        if strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
-        self.forced = None if strategy == "auto" else strategy
+    def __init__(self, way: str, ways: tuple[str, ...] = ("flat", "flat32", "prune")):
+        if way not in WAYS:
+            raise ValueError(f"way must be one of {', '.join(WAYS)}, got {way!r}")
+        self.forced = None if way == "auto" else way
         self.current = ways[0]
         self.cost = dict.fromkeys(ways, math.inf)  # latest seconds per step
         self.trial_at = dict.fromkeys(ways, 0.0)  # run time from which a way may have a trial
@@ -903,13 +907,13 @@ def fast_loop(
     num_select: int,
     progress_bar=None,
     stats: dict | None = None,
-    strategy: str = "auto",
+    way: str = "auto",
 ) -> np.ndarray:
     """Greedy k-center with the indices of :func:`lane_loop` (same inputs and output), fast.
 
     ``points``: ``(N, d)`` float32, d a multiple of 8, read in place;
     ``keys``: ``(N,)`` float32 starting squared distances.  Returns
-    ``(num_select,)`` int64.  ``strategy``: ``"auto"`` (see
+    ``(num_select,)`` int64.  ``way``: ``"auto"`` (see
     :class:`_Chooser`), or ``"flat"`` / ``"flat32"`` / ``"prune"`` to force
     one, or ``"brute"``: the flat pass computing every distance, for
     comparisons.  Memory ``O(N * 160)`` floats beyond ``points``: the first 64
@@ -953,7 +957,7 @@ def fast_loop(
     parts = _even_parts(n)
     threaded = len(parts) > 2
     firsts = np.ascontiguousarray(points[:, : LANES * _FLAT32_BLOCKS])  # flat32's first test
-    chooser = _Chooser(strategy)
+    chooser = _Chooser(way)
     flat_scratch = np.empty(n, dtype=np.int64)
     flat_counts = np.zeros(len(parts) - 1, dtype=np.int64)
     walk_scratch = (
@@ -1014,12 +1018,12 @@ def fast_loop(
 
 def select(
     points: torch.Tensor, start_distances: torch.Tensor, num_select: int, progress_bar=None, *,
-    loop: str = "fast", strategy: str = "auto", stats: dict | None = None,
+    loop: str = "fast", way: str = "auto", stats: dict | None = None,
 ) -> np.ndarray:  # fmt: skip
     """Greedy k-center under the contract: ``(N, d)`` points, ``(N,)`` start distances -> ``(num_select,)`` int64.
 
     ``start_distances`` are distances (not squared), any float dtype.
-    ``loop``: ``"fast"`` (:func:`fast_loop` with ``strategy`` and ``stats``;
+    ``loop``: ``"fast"`` (:func:`fast_loop` with ``way`` and ``stats``;
     on a GPU tensor the torch loop), ``"torch"`` (:func:`torch_lane_loop` on
     ``points.device``) or ``"lane"`` (:func:`lane_loop`); all return the
     same indices.
@@ -1032,4 +1036,4 @@ def select(
     padded, keys = pad_to_lanes(points.cpu().numpy()), keys.cpu().numpy()
     if loop == "lane":
         return lane_loop(padded, keys, num_select, progress_bar)
-    return fast_loop(padded, keys, num_select, progress_bar, stats, strategy)
+    return fast_loop(padded, keys, num_select, progress_bar, stats, way)

@@ -1,4 +1,4 @@
-"""Stage 6-7: nearest-neighbour scores for patches and images.
+"""Stage 6: nearest-neighbour scores for patches and images (eq. 6 and eq. 7).
 
 A test patch is anomalous when it is far from everything seen in training: its
 score is the distance to its nearest neighbour in the memory bank (or the mean
@@ -24,11 +24,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
-try:
-    import faiss
-except ImportError:  # pragma: no cover - faiss-cpu is a dependency
-    faiss = None
 
 BACKENDS = ("faiss", "torch")
 
@@ -58,8 +53,8 @@ class NearestNeighbours:
         self.backend = backend
         self.squared = squared
         if backend == "faiss":
-            if faiss is None:
-                raise ImportError("backend='faiss' needs the faiss-cpu package")
+            import faiss  # here, not at the top: `import pcnotes` stays light
+
             self.index = faiss.IndexFlatL2(self.bank.shape[1])
             if hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
                 self._gpu_resources = faiss.StandardGpuResources()
@@ -106,20 +101,32 @@ def patch_scores(index: NearestNeighbours, features, k: int = 1) -> np.ndarray:
     return distances.mean(axis=1)
 
 
+def unpatch_scores(scores, batch_size: int):
+    """Give patch scores back to their images: ``(B*H*W,) -> (B, H*W)`` (numpy or torch)."""
+    if scores.ndim != 1 or scores.shape[0] % batch_size:
+        raise ValueError(
+            f"expected (B*H*W,) scores for batch size {batch_size}, got {tuple(scores.shape)}"
+        )
+    return scores.reshape(batch_size, -1)
+
+
+def scores_to_grid(scores, grid: tuple[int, int]):
+    """Lay per-image patch scores out on the patch grid: ``(B, H*W) -> (B, H, W)`` (numpy or torch)."""
+    height, width = grid
+    if scores.ndim != 2 or scores.shape[1] != height * width:
+        raise ValueError(f"expected (B, {height * width}) scores, got {tuple(scores.shape)}")
+    return scores.reshape(scores.shape[0], height, width)
+
+
 def score_grid(index: NearestNeighbours, features, batch_size: int, grid: tuple[int, int],
                k: int = 1) -> np.ndarray:
     """Patch scores laid out on each image's patch grid: ``(B*H*W, D) -> (B, H, W)``.
 
-    The three steps of stage 5 in one place: kNN distances per patch
+    The three steps of stage 6 in one place: kNN distances per patch
     (``(B*H*W,)``), given back to their images (``(B, H*W)``), laid out on the
     grid (``(B, H, W)``).
     """
-    import torch
-
-    from pcnotes.patches import scores_to_grid, unpatch_scores
-
-    per_patch = torch.from_numpy(patch_scores(index, features, k))
-    return scores_to_grid(unpatch_scores(per_patch, batch_size), grid).numpy()
+    return scores_to_grid(unpatch_scores(patch_scores(index, features, k), batch_size), grid)
 
 
 def image_scores(score_grid) -> np.ndarray:

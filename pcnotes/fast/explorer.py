@@ -1,6 +1,6 @@
 """Exact fast paths behind the coreset explorer: the same numbers, without the full search.
 
-The explorer (:mod:`pcnotes.explorer_state`) scores the whole test set again
+The explorer (:mod:`pcnotes.app.explorer_state`) scores the whole test set again
 for every bank the slider asks for. Done plainly, that is a kNN search of
 every test patch through the bank, the anomaly maps of every test image, and
 two sorts of all pixels for the metrics. Each class here does one of those
@@ -10,16 +10,16 @@ them):
 
 * :class:`NeighbourTable`: any bank is a subset of the training patches, so
   each query's ``K`` nearest training patches, listed once, answer most
-  nearest-bank-entry questions (vs :class:`pcnotes.scoring.NearestNeighbours`);
+  nearest-bank-entry questions (vs :class:`pcnotes.stages.s6_scoring.NearestNeighbours`);
 * :class:`PrefixNearest`: a greedy coreset is a prefix of the sampler's pick
   order, so every query's nearest-pick distance for every prefix can be
   recorded in one pass (vs a search per bank); with the whole bank as queries
   it also gives the coverage radius of every prefix
-  (vs :func:`pcnotes.coreset.coverage_radius`);
-* :class:`MapOperator`: :func:`pcnotes.maps.anomaly_map` is linear and
+  (vs :func:`pcnotes.stages.s5_coreset.coverage_radius`);
+* :class:`MapOperator`: :func:`pcnotes.stages.s7_maps.anomaly_map` is linear and
   separable, so it is two small matrix products;
-* :class:`PixelMetrics`: :func:`pcnotes.metrics.pixel_auroc` and
-  :func:`pcnotes.metrics.aupro` of many maps against the same masks, sharing
+* :class:`PixelMetrics`: :func:`pcnotes.stages.s8_metrics.pixel_auroc` and
+  :func:`pcnotes.stages.s8_metrics.aupro` of many maps against the same masks, sharing
   one sort per map set.
 """
 
@@ -28,9 +28,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pcnotes.maps import anomaly_map
-from pcnotes.metrics import clip_curve, label_regions
-from pcnotes.scoring import NearestNeighbours
+from pcnotes.stages.s7_maps import anomaly_map
+from pcnotes.stages.s8_metrics import clip_curve, label_regions
+from pcnotes.stages.s6_scoring import NearestNeighbours
 
 __all__ = ["NeighbourTable", "PrefixNearest", "MapOperator", "PixelMetrics"]
 
@@ -202,7 +202,7 @@ class PrefixNearest:
 
 
 class MapOperator:
-    """:func:`pcnotes.maps.anomaly_map` as a matrix product: ``(T, h, w) -> (T, H, W)``.
+    """:func:`pcnotes.stages.s7_maps.anomaly_map` as a matrix product: ``(T, h, w) -> (T, H, W)``.
 
     Bilinear up-sampling and the Gaussian are both linear and act on rows and
     columns separately, and each keeps a constant map constant. So the map
@@ -239,12 +239,12 @@ class MapOperator:
 class PixelMetrics:
     """Pixel AUROC and AUPRO of maps ``(T, H, W)`` against one fixed set of masks.
 
-    The same numbers as :func:`pcnotes.metrics.pixel_auroc` and
-    :func:`pcnotes.metrics.aupro` (the tests check it), computed faster for
+    The same numbers as :func:`pcnotes.stages.s8_metrics.pixel_auroc` and
+    :func:`pcnotes.stages.s8_metrics.aupro` (the tests check it), computed faster for
     many maps of one test set: the defect regions and each pixel's PRO step
     are found once, in ``__init__``, and both metrics share one sort of the
     pixels. Both curves are read at the last pixel of each run of tied
-    values, as in :func:`pcnotes.metrics.pro_curve`.
+    values, as in :func:`pcnotes.stages.s8_metrics.pro_curve`.
     """
 
     def __init__(self, masks: np.ndarray, *, max_fpr: float = 0.3):

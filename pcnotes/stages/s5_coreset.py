@@ -1,4 +1,4 @@
-"""Coreset subsampling of the PatchCore memory bank.
+"""Stage 5: coreset subsampling of the memory bank (Section 3.2 of the paper).
 
 The **memory bank** keeps one feature per patch of every normal training
 image, an ``(N, D)`` array (200 images of 28 x 28 patches: N = 156,800), and
@@ -26,8 +26,8 @@ the mean distance to 10 random points (:func:`approximate_greedy_coreset`,
 PatchCore's default).  Shapes: ``features`` ``(N, D)`` -> ``(M,)`` int64
 indices, ``M = max(1, int(N * ratio))``.
 
-The loop (``method=``): ``"plain"`` is :func:`greedy_k_center` (float64
-numpy, the one to read); ``"fast"`` (default) is :mod:`pcnotes.coreset_fast`,
+The loop (``loop=``): ``"plain"`` is :func:`greedy_k_center` (float64
+numpy, the one to read); ``"fast"`` (default) is :mod:`pcnotes.fast.coreset`,
 which skips most distances and selects the same points (what "same" means
 exactly is written there); ``"torch"`` is its arithmetic in torch, for a GPU;
 ``"reference"`` is the loop of ``patchcore-inspection`` (``a^2 - 2ab + b^2``),
@@ -45,15 +45,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pcnotes import coreset_fast, coreset_reference
 
 __all__ = [
     "greedy_k_center", "random_coreset", "approximate_greedy_coreset", "greedy_coreset", "coverage_radius",
-    "random_projection", "SAMPLERS", "select_coreset", "check_ratio", "coreset_size", "METHODS",
+    "random_projection", "SAMPLERS", "select_coreset", "check_ratio", "coreset_size", "LOOPS",
 ]  # fmt: skip
 
 ArrayLike = Union[torch.Tensor, np.ndarray]
-METHODS = ("fast", "plain", "torch", "reference")
+LOOPS = ("fast", "plain", "torch", "reference")
 _BLOCK_ENTRIES = 1 << 22  # blocks of pairwise distances never exceed this (16 MiB of float32)
 
 
@@ -179,24 +178,28 @@ def _distance_matrix_row_norms(points: torch.Tensor) -> torch.Tensor:
 
 
 def _greedy(
-    bank: torch.Tensor, start_distances: torch.Tensor, num_select: int, method: str, progress: bool | None, desc: str
+    bank: torch.Tensor, start_distances: torch.Tensor, num_select: int, loop: str, progress: bool | None, desc: str
 ) -> np.ndarray:
-    """Run the loop that ``method`` names on projected points ``(N, d)`` from ``(N,)`` start distances."""
+    """Run the loop that ``loop`` names on projected points ``(N, d)`` from ``(N,)`` start distances."""
     if progress is None:
         progress = sys.stderr.isatty() and num_select >= 1000
     with tqdm(total=num_select, desc=desc, unit="pt", disable=not progress, leave=False) as bar:
-        if method == "plain":
+        if loop == "plain":
             return greedy_k_center(bank.cpu().numpy(), start_distances.cpu().numpy(), num_select, bar)
-        if method == "reference":
+        if loop == "reference":
+            from pcnotes.fast import coreset_reference
+
             return coreset_reference.greedy_loop(bank, start_distances, num_select, bar)
-        return coreset_fast.select(bank, start_distances, num_select, bar, loop=method)
+        from pcnotes.fast import coreset as coreset_fast  # numba, imported when a fast loop first runs
+
+        return coreset_fast.select(bank, start_distances, num_select, bar, loop=loop)
 
 
-def _prepare(features, ratio, method: str, projection_dim, seed: int, device) -> tuple[torch.Tensor, int]:
+def _prepare(features, ratio, loop: str, projection_dim, seed: int, device) -> tuple[torch.Tensor, int]:
     """Checked inputs: the projected bank (on ``device`` if given) and M."""
     ratio = check_ratio(ratio)
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; valid methods: {', '.join(METHODS)}")
+    if loop not in LOOPS:
+        raise ValueError(f"unknown loop {loop!r}; valid loops: {', '.join(LOOPS)}")
     if projection_dim is not None:
         projection_dim = _check_positive_int(projection_dim, "projection_dim")
     bank = _check_features(features)
@@ -211,7 +214,7 @@ def approximate_greedy_coreset(
     seed: int = 0,
     num_start_points: int = 10,
     projection_dim: int | None = 128,
-    method: str = "fast",
+    loop: str = "fast",
     progress: bool | None = None,
     device: str | torch.device | None = None,
 ) -> np.ndarray:
@@ -222,16 +225,16 @@ def approximate_greedy_coreset(
     start every point at its mean distance to ``num_start_points`` random
     points (``np.random.default_rng(seed)``; they only seed the distances,
     they are not selected), then run greedy k-center.  Memory
-    ``O(N * projection_dim)``.  ``method`` picks the loop (module
+    ``O(N * projection_dim)``.  ``loop`` picks the loop (module
     docstring), ``device`` moves the features first (e.g. ``"cuda"``),
     ``progress`` forces the progress bar on or off (default: on for long
     runs on a terminal).
     """
     num_start_points = _check_positive_int(num_start_points, "num_start_points")
-    points, num_select = _prepare(features, ratio, method, projection_dim, seed, device)
+    points, num_select = _prepare(features, ratio, loop, projection_dim, seed, device)
     start = np.random.default_rng(seed).choice(len(points), min(num_start_points, len(points)), replace=False)
     start_distances = _mean_distance_to_start_points(points, start)
-    return _greedy(points, start_distances, num_select, method, progress, "approximate greedy coreset")
+    return _greedy(points, start_distances, num_select, loop, progress, "approximate greedy coreset")
 
 
 def greedy_coreset(
@@ -240,7 +243,7 @@ def greedy_coreset(
     *,
     seed: int = 0,
     projection_dim: int | None = 128,
-    method: str = "fast",
+    loop: str = "fast",
     progress: bool | None = None,
     device: str | torch.device | None = None,
 ) -> np.ndarray:
@@ -254,8 +257,8 @@ def greedy_coreset(
     bytes); here the row norms are streamed (:func:`_distance_matrix_row_norms`),
     so memory is ``O(N * D + N * block)``; the start still takes ``O(N^2 D)`` time.
     """
-    points, num_select = _prepare(features, ratio, method, projection_dim, seed, device)
-    return _greedy(points, _distance_matrix_row_norms(points), num_select, method, progress, "greedy coreset")
+    points, num_select = _prepare(features, ratio, loop, projection_dim, seed, device)
+    return _greedy(points, _distance_matrix_row_norms(points), num_select, loop, progress, "greedy coreset")
 
 
 # ---- measuring a coreset, and choosing a sampler by name ----

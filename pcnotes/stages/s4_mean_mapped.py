@@ -16,7 +16,7 @@ becomes a 3x3 kernel of weight 0.2 at the centre and 0.1 around it; and the
 layers (dims 0-511 come from layer2, 512-1023 average pairs of layer3 channels).
 
 This is the reference's patch feature (``patch_feature="mean_mapped"``); the
-other one, which suits narrow backbones, is in :mod:`pcnotes.pooled`.
+other one, which suits narrow backbones, is in :mod:`pcnotes.stages.s4_pooled_concat`.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 
-from pcnotes.align import align_patches
-from pcnotes.patches import patchify
+from pcnotes.stages.s3_align import align_patches
+from pcnotes.stages.s2_patches import patchify
 
 
 def mean_map(patches: torch.Tensor, dim: int = 1024) -> torch.Tensor:
