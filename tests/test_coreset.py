@@ -513,7 +513,15 @@ def test_plain_loop_is_greedy_k_center():
     for _ in range(30):
         expected.append(int(np.argmax(min_dist)))
         min_dist = np.minimum(min_dist, distances[:, expected[-1]])
-    assert cs.greedy_k_center(points, start, 30).tolist() == expected
+    assert cs.greedy_k_center(points, 30, start).tolist() == expected
+
+
+def test_greedy_k_center_starts_from_the_largest_row_norm_of_the_distance_matrix():
+    points = np.random.default_rng(5).normal(size=(40, 3))
+    distances = np.sqrt(((points[:, None] - points[None]) ** 2).sum(-1))
+    picks = cs.greedy_k_center(points, 5)
+    assert picks[0] == int(np.argmax(np.linalg.norm(distances, axis=1)))
+    np.testing.assert_array_equal(picks, cs.greedy_k_center(points, 5, np.linalg.norm(distances, axis=1)))
 
 
 # --------------------------------------------------------------------------

@@ -63,7 +63,7 @@ def test_checker_calls_in_the_notebooks_sit_where_the_checkers_say():
             for name in re.findall(r"exercises\.(check_\w+)\(", cell.source):
                 checker = getattr(exercises, name)
                 assert any(c is checker and notebook == stem for c, notebook in exercises.CHECKERS.values()), \
-                    f"{stem} calls {name}, which pcnotes.course.checkers.CHECKERS puts elsewhere"
+                    f"{stem} calls {name}, which pcnotes.course.CHECKERS puts elsewhere"
 
 
 def test_the_cheatsheet_defines_every_glossary_term():

@@ -38,7 +38,7 @@ from nbsync import DEEPER, sources
 from pcnotes.util.folders import write_file
 
 SOLUTION, EXERCISE = "solution", "exercise"
-# The checkers in pcnotes.course.checkers let exactly this error through (their STUB_PHRASE); not imported
+# The checkers in pcnotes.course let exactly this error through (their STUB_PHRASE); not imported
 # from there so that writing the edition needs no torch. tests/test_learner.py keeps the two equal.
 STUB_PHRASE = "write your solution here"
 MANIFEST = ".generated.json"  # what this tool wrote last time: relative path -> sha256
@@ -49,7 +49,7 @@ edit the sources here, edit your own copy.
 
 Each exercise is a cell tagged `exercise`: a function whose body raises
 `NotImplementedError("... write your solution here ...")`. Replace that line with
-your code and run the cell below it: `pcnotes.course.checkers` checks your function on a
+your code and run the cell below it: `pcnotes.course` checks your function on a
 few inputs and answers in one line, naming the mistake when it recognises one.
 A notebook stops at the first exercise you have not written yet.
 """

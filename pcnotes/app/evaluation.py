@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from pcnotes.data.mvtec import DataError, load_split, stack
 from pcnotes.stages.s8_metrics import compute_metrics
