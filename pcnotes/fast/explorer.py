@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from sklearn.metrics import auc
 
 from pcnotes.stages.s7_maps import anomaly_map
-from pcnotes.stages.s8_metrics import clip_curve, label_regions
+from pcnotes.stages.s8_metrics import clip_curve, pro_steps, roc_and_pro
 from pcnotes.stages.s6_scoring import NearestNeighbours
 
 __all__ = ["NeighbourTable", "PrefixNearest", "MapOperator", "PixelMetrics"]
@@ -242,43 +243,23 @@ class PixelMetrics:
     The same numbers as :func:`pcnotes.stages.s8_metrics.pixel_auroc` and
     :func:`pcnotes.stages.s8_metrics.aupro` (the tests check it), computed faster for
     many maps of one test set: the defect regions and each pixel's PRO step
-    are found once, in ``__init__``, and both metrics share one sort of the
-    pixels. Both curves are read at the last pixel of each run of tied
-    values, as in :func:`pcnotes.stages.s8_metrics.pro_curve`.
+    are found once, in ``__init__`` (:func:`~pcnotes.stages.s8_metrics.pro_steps`),
+    and both metrics share one sort of the pixels
+    (:func:`~pcnotes.stages.s8_metrics.roc_and_pro`, as ``pro_curve`` does).
     """
 
     def __init__(self, masks: np.ndarray, *, max_fpr: float = 0.3):
-        labeled, num_regions = label_regions(masks)
         self.shape = np.shape(masks)
         self.max_fpr = max_fpr
-        self.labels = labeled.ravel().astype(np.int32)  # 0 good, r for a pixel of region r
-        self.num_good = int((self.labels == 0).sum())
-        self.num_defective = self.labels.size - self.num_good
-        if num_regions == 0 or self.num_good == 0:
-            raise ValueError("pixel metrics need both defective and defect-free pixels in the masks")
-        # A pixel of region r adds 1 / (|r| * regions) to PRO; a good pixel (r = 0) adds nothing.
-        region_size = np.bincount(self.labels)
-        self.pro_step = np.concatenate(([0.0], 1.0 / (region_size[1:] * num_regions)))
+        try:
+            self.labels, self.steps = pro_steps(masks)  # found once for every map of this test set
+        except ValueError:
+            raise ValueError("pixel metrics need both defective and defect-free pixels in the masks") from None
 
     def __call__(self, maps: np.ndarray) -> tuple[float, float]:
         """``(pixel AUROC, AUPRO)`` of maps ``(T, H, W)``, exact."""
         maps = np.asarray(maps)
         if maps.shape != self.shape:
             raise ValueError(f"maps of shape {maps.shape} do not match the masks {self.shape}")
-        values = maps.ravel()
-        order = np.argsort(values)[::-1]  # descending; ties are grouped below
-        ranked = values[order]
-        labels = self.labels[order]
-        last_of_run = np.flatnonzero(np.append(ranked[1:] != ranked[:-1], True))
-        false_positives = np.cumsum(labels == 0)[last_of_run]
-        true_positives = last_of_run + 1 - false_positives
-        fpr = np.concatenate(([0.0], false_positives / self.num_good))
-        tpr = np.concatenate(([0.0], true_positives / self.num_defective))
-        pro = np.concatenate(([0.0], np.minimum(np.cumsum(self.pro_step[labels])[last_of_run], 1.0)))
-        pro[-1] = 1.0  # every pixel detected: (1, 1) by definition
-        return _area(fpr, tpr), _area(*clip_curve(fpr, pro, self.max_fpr)) / self.max_fpr
-
-
-def _area(x: np.ndarray, y: np.ndarray) -> float:
-    """Trapezoidal area under ``y(x)``, ``x`` non-decreasing (what sklearn's ``auc`` computes)."""
-    return float(np.dot(np.diff(x), (y[1:] + y[:-1]) / 2))
+        fpr, tpr, pro = roc_and_pro(maps, self.labels, self.steps)
+        return float(auc(fpr, tpr)), float(auc(*clip_curve(fpr, pro, self.max_fpr))) / self.max_fpr

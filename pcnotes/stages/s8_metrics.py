@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import auc, roc_auc_score, roc_curve
 
 __all__ = [
     "image_auroc",
@@ -51,6 +51,8 @@ __all__ = [
     "label_regions",
     "pro_curve",
     "clip_curve",
+    "pro_steps",
+    "roc_and_pro",
     "aupro",
     "compute_metrics",
 ]
@@ -203,6 +205,52 @@ def label_regions(masks) -> tuple[np.ndarray, int]:
     return labeled, int(count)
 
 
+def pro_steps(masks) -> tuple[np.ndarray, np.ndarray]:
+    """Each pixel's part in the PRO curve: (N, H, W) masks -> (N*H*W,) region labels and steps.
+
+    The label is 0 for a good pixel and r for a pixel of defect region r;
+    the step is what detecting that pixel adds to PRO, 1 / (|r| * n_regions)
+    (0 for a good pixel). Depends on the masks only, so a caller scoring many
+    maps of one test set computes it once.
+    """
+    labeled, n_regions = label_regions(masks)
+    if n_regions == 0:
+        raise ValueError("PRO needs at least one defect region; all masks are empty")
+    if not (labeled == 0).any():
+        raise ValueError(
+            "PRO needs defect-free pixels to measure false positives; "
+            "every pixel in masks is defective"
+        )
+    labels = labeled.ravel()
+    region_size = np.bincount(labels)  # every region's size
+    return labels, np.where(labels == 0, 0.0, 1.0 / region_size[labels]) / n_regions
+
+
+def roc_and_pro(maps, labels: np.ndarray, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pixel ROC and PRO curves from one sort: maps (N, H, W) and :func:`pro_steps` -> fpr, tpr, pro.
+
+    One point per distinct map value, in order of decreasing threshold, plus
+    (0, 0) first; the last point is (1, 1). The trapezoidal area under
+    ``(fpr, tpr)`` is the pixel AUROC.
+    """
+    values = np.asarray(maps).ravel()
+    order = np.argsort(values, kind="stable")[::-1]  # descending score
+    ranked = values[order]
+    is_good = labels[order] == 0
+    # Last pixel of each run of tied scores = one distinct threshold.
+    last_of_run = np.flatnonzero(np.append(ranked[1:] != ranked[:-1], True))
+    # Count pixels as integers, so FPR and TPR are exact fractions.
+    false_positives = np.cumsum(is_good)[last_of_run]
+    true_positives = last_of_run + 1 - false_positives
+    fpr = np.concatenate(([0.0], false_positives / is_good.sum()))
+    tpr = np.concatenate(([0.0], true_positives / (is_good.size - is_good.sum())))
+    pro = np.concatenate(([0.0], np.minimum(np.cumsum(steps[order])[last_of_run], 1.0)))
+    # At the lowest threshold every pixel is detected: (1, 1) by definition,
+    # which the float cumulative sum of PRO steps only reaches to ~1e-16.
+    pro[-1] = 1.0
+    return fpr, tpr, pro
+
+
 def pro_curve(masks, maps, *, num_thresholds: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact per-region-overlap curve: (N, H, W) masks, (N, H, W) maps -> (fpr, pro), each (K,).
 
@@ -224,36 +272,7 @@ def pro_curve(masks, maps, *, num_thresholds: int | None = None) -> tuple[np.nda
     always uses the full curve.
     """
     masks, maps = _pixel_inputs(masks, maps)
-    labeled, n_regions = label_regions(masks)
-    n_good = int((labeled == 0).sum())
-    if n_regions == 0:
-        raise ValueError("PRO needs at least one defect region; all masks are empty")
-    if n_good == 0:
-        raise ValueError(
-            "PRO needs defect-free pixels to measure false positives; "
-            "every pixel in masks is defective"
-        )
-
-    # Per-pixel increments (see docstring). bincount gives every region's size.
-    labeled = labeled.ravel()
-    region_size = np.bincount(labeled)
-    is_good = labeled == 0
-    pro_step = np.where(is_good, 0.0, 1.0 / region_size[labeled]) / n_regions
-
-    order = np.argsort(maps.ravel(), kind="stable")[::-1]  # descending score
-    scores_sorted = maps.ravel()[order]
-    # Count good pixels as integers, so FPR is an exact fraction.
-    fpr = np.cumsum(is_good[order]) / n_good
-    pro = np.cumsum(pro_step[order])
-
-    # Last pixel of each run of tied scores = one distinct threshold.
-    last_of_run = np.append(scores_sorted[1:] != scores_sorted[:-1], True)
-    fpr = np.concatenate(([0.0], fpr[last_of_run]))
-    pro = np.concatenate(([0.0], np.minimum(pro[last_of_run], 1.0)))
-    # At the lowest threshold every pixel is detected: (1, 1) by definition,
-    # which the float cumulative sum of PRO steps only reaches to ~1e-16.
-    pro[-1] = 1.0
-
+    fpr, _, pro = roc_and_pro(maps, *pro_steps(masks))
     if num_thresholds is not None:
         fpr, pro = _subsample(fpr, pro, num_thresholds)
     return fpr, pro
@@ -298,12 +317,7 @@ def aupro(masks, maps, *, max_fpr: float = 0.3) -> float:
     if not 0.0 < max_fpr <= 1.0:
         raise ValueError(f"max_fpr must be in (0, 1]; got {max_fpr}")
     fpr, pro = clip_curve(*pro_curve(masks, maps), max_fpr)
-    return _trapezoid(fpr, pro) / max_fpr
-
-
-def _trapezoid(x: np.ndarray, y: np.ndarray) -> float:
-    """Trapezoidal rule, (K,), (K,) -> float (np.trapezoid is numpy >= 2 only)."""
-    return float(np.sum(0.5 * (y[1:] + y[:-1]) * np.diff(x)))
+    return float(auc(fpr, pro)) / max_fpr
 
 
 def compute_metrics(labels, scores, masks, maps) -> dict[str, float]:
