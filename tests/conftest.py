@@ -1,5 +1,31 @@
+import contextlib
+import signal
+
 import pytest
 import torch
+
+
+@contextlib.contextmanager
+def _dispositions(wanted):
+    previous = {signum: signal.signal(signum, handler) for signum, handler in wanted.items()}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+@pytest.fixture
+def signal_dispositions():
+    """``with signal_dispositions({signal.SIGHUP: signal.SIG_DFL}):`` sets them for the block, then puts
+    back what was there.
+
+    A test of signals sets the disposition it tests: the test run inherits its own (under ``nohup``
+    SIGHUP is ignored). A child started inside the block inherits it too (``exec`` keeps SIG_DFL and
+    SIG_IGN), so it is set here around ``Popen`` rather than in a ``preexec_fn``, which Python's
+    documentation calls unsafe with threads (torch's) about.
+    """
+    return _dispositions
 
 
 @pytest.fixture(scope="session")
