@@ -1,8 +1,16 @@
 import contextlib
+import os
 import signal
+import sys
 
 import pytest
 import torch
+
+# Started with stdin closed (`<&-`), Python has no sys.__stdin__; pytest's stand-in for sys.stdin then
+# fails on `.encoding`, which IPython reads when it is imported (test_explorer stopped at collection).
+# /dev/null instead, as after `< /dev/null`.
+if sys.__stdin__ is None:
+    sys.__stdin__ = open(os.devnull, encoding="utf-8")
 
 
 @contextlib.contextmanager
