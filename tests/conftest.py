@@ -1,5 +1,39 @@
+import contextlib
+import os
+import signal
+import sys
+
 import pytest
 import torch
+
+# Started with stdin closed (`<&-`), Python has no sys.__stdin__; pytest's stand-in for sys.stdin then
+# fails on `.encoding`, which IPython reads when it is imported (test_explorer stopped at collection).
+# /dev/null instead, as after `< /dev/null`.
+if sys.__stdin__ is None:
+    sys.__stdin__ = open(os.devnull, encoding="utf-8")
+
+
+@contextlib.contextmanager
+def _dispositions(wanted):
+    previous = {signum: signal.signal(signum, handler) for signum, handler in wanted.items()}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+@pytest.fixture
+def signal_dispositions():
+    """``with signal_dispositions({signal.SIGHUP: signal.SIG_DFL}):`` sets them for the block, then puts
+    back what was there.
+
+    A test of signals sets the disposition it tests: the test run inherits its own (under ``nohup``
+    SIGHUP is ignored). A child started inside the block inherits it too (``exec`` keeps SIG_DFL and
+    SIG_IGN), so it is set here around ``Popen`` rather than in a ``preexec_fn``, which Python's
+    documentation calls unsafe with threads (torch's) about.
+    """
+    return _dispositions
 
 
 @pytest.fixture(scope="session")

@@ -68,7 +68,7 @@ def test_coreset_benchmark_writes_its_table_to_the_results_file(coreset_benchmar
 def test_the_coreset_report_and_the_readme_tables_are_those_of_the_committed_results_file(coreset_benchmark):
     results = json.loads((BENCHMARKS / "results" / "coreset.json").read_text())
     assert (BENCHMARKS / "results" / "coreset.md").read_text() == coreset_benchmark.report(results)
-    readme = (BENCHMARKS / "README.md").read_text()
+    readme = (BENCHMARKS / "README.md").read_text(encoding="utf-8")
     assert coreset_benchmark.table(results) in readme  # paste the new tables into the README after a run
     assert coreset_benchmark.ways_table(results) in readme
 

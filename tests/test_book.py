@@ -113,7 +113,7 @@ def _has_display_math(markdown: str) -> bool:
 def _expected_figures_and_math(source: Path) -> tuple[int, bool]:
     """How many image outputs the reader should see, and whether the text has display math."""
     if source.suffix == ".md":
-        return 0, _has_display_math(source.read_text())
+        return 0, _has_display_math(source.read_text(encoding="utf-8"))
     notebook = nbformat.read(source, as_version=4)
     figures, math = 0, False
     for cell in notebook.cells:

@@ -454,28 +454,61 @@ def _wait_for(condition, what, process, timeout=120.0):
         time.sleep(0.02)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("signum", ["SIGTERM", "SIGHUP"])
-def test_case4_a_signal_leaves_no_staging_folder_and_the_old_output(tiny, tmp_path, signum):
-    import os
-    import signal
-
+def _earlier_output(tmp_path: Path) -> Path:
     output = tmp_path / "out"
     output.mkdir()
     (output / "metrics.json").write_text("earlier run")
     folders.write_marker(output, "evaluate")
+    return output
+
+
+def _start_evaluate(tiny, output, signal_dispositions, dispositions):
+    """A real ``python -m pcnotes evaluate``, started with these signal dispositions, once it is staging."""
+    import os
+
+    with signal_dispositions(dispositions):  # the child inherits them; ours come back right after
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pcnotes", "evaluate", "--data-root", str(tiny), "--category", CATEGORY,
+             "--output", str(output), "--weights", "random"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "PYTHONPATH": str(Path(cli.__file__).parents[1])})
+    _wait_for(lambda: any(".pcnotes-tmp-" in p.name for p in output.parent.iterdir()), "staging folder", process)
+    return process
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGHUP"])
+def test_case4_a_signal_leaves_no_staging_folder_and_the_old_output(tiny, tmp_path, signum, signal_dispositions):
+    import signal
+
+    output = _earlier_output(tmp_path)
     before = snapshot(tmp_path)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pcnotes", "evaluate", "--data-root", str(tiny), "--category", CATEGORY,
-         "--output", str(output), "--weights", "random"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONPATH": str(Path(cli.__file__).parents[1])})
-    _wait_for(lambda: any(".pcnotes-tmp-" in p.name for p in tmp_path.iterdir()), "staging folder", process)
+    # both at their default, as in a terminal, whatever this test run inherited (nohup ignores SIGHUP)
+    process = _start_evaluate(tiny, output, signal_dispositions,
+                              {signal.SIGTERM: signal.SIG_DFL, signal.SIGHUP: signal.SIG_DFL})
     process.send_signal(getattr(signal, signum))
     _, err = process.communicate(timeout=120)
-    assert process.returncode == 128 + getattr(signal, signum)
+    assert process.returncode == 128 + getattr(signal, signum), err
     assert error_line(err) == f"error: interrupted by {signum} (nothing half-written was left)"
     assert snapshot(tmp_path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+@pytest.mark.slow
+def test_under_nohup_a_sighup_interrupts_nothing(tiny, tmp_path, signal_dispositions):
+    import signal
+
+    output = _earlier_output(tmp_path)
+    # as nohup starts a command: SIGHUP ignored
+    process = _start_evaluate(tiny, output, signal_dispositions,
+                              {signal.SIGTERM: signal.SIG_DFL, signal.SIGHUP: signal.SIG_IGN})
+    process.send_signal(signal.SIGHUP)
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    assert "interrupted" not in err
+    metrics = json.loads((output / "metrics.json").read_text())  # the new output replaced the earlier one
+    assert METRIC_KEYS <= set(metrics)
+    assert len(list((output / "heatmaps").iterdir())) == metrics["n_test"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 

@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from pcnotes import course as exercises
 
 ROOT = Path(__file__).resolve().parents[1]
-GUIDE = (ROOT / "docs" / "teachers_guide.md").read_text()
-CHEATSHEET = (ROOT / "docs" / "cheatsheet.md").read_text()
-CONVENTIONS = (ROOT / "notebooks" / "README.md").read_text()
+GUIDE = (ROOT / "docs" / "teachers_guide.md").read_text(encoding="utf-8")
+CHEATSHEET = (ROOT / "docs" / "cheatsheet.md").read_text(encoding="utf-8")
+CONVENTIONS = (ROOT / "notebooks" / "README.md").read_text(encoding="utf-8")
 CORE = ["00_setup", "01_layer_hooks", "02_locally_aware_patches", "03_coreset", "04_scoring_and_heatmaps",
         "05_evaluation", "06_coreset_explorer"]
 
@@ -29,7 +29,7 @@ def table_rows(text: str, first_cell: str) -> list[list[str]]:
 
 
 def test_the_readme_links_the_guide_and_the_guide_links_the_cheatsheet():
-    assert "(docs/teachers_guide.md)" in (ROOT / "README.md").read_text()
+    assert "(docs/teachers_guide.md)" in (ROOT / "README.md").read_text(encoding="utf-8")
     assert "(cheatsheet.md)" in GUIDE and "(../docs/teachers_guide.md)" in CONVENTIONS
 
 

@@ -231,14 +231,15 @@ def test_write_file_that_fails_leaves_the_old_file_and_no_partial_one(place):
     assert sorted(p.name for p in place.iterdir()) == before
 
 
-def test_sigterm_and_sighup_raise_like_ctrl_c_only_inside(place):
+def test_sigterm_and_sighup_raise_like_ctrl_c_only_inside(place, signal_dispositions):
     for signum in (signal.SIGTERM, signal.SIGHUP):
-        with pytest.raises(Interrupted) as info:
-            with folders.interrupts_on_signals():
-                os.kill(os.getpid(), signum)
-                signal.sigtimedwait([], 0)  # let the handler run
-        assert info.value.signum == signum and isinstance(info.value, KeyboardInterrupt)
-        assert signal.getsignal(signum) == signal.SIG_DFL
+        with signal_dispositions({signum: signal.SIG_DFL}):  # as in a terminal, whatever this run inherited
+            with pytest.raises(Interrupted) as info:
+                with folders.interrupts_on_signals():
+                    os.kill(os.getpid(), signum)
+                    signal.sigtimedwait([], 0)  # let the handler run
+            assert info.value.signum == signum and isinstance(info.value, KeyboardInterrupt)
+            assert signal.getsignal(signum) == signal.SIG_DFL
     # an application's own handler is left alone
     seen = []
     previous = signal.signal(signal.SIGHUP, lambda *args: seen.append("app"))
@@ -251,7 +252,17 @@ def test_sigterm_and_sighup_raise_like_ctrl_c_only_inside(place):
     assert seen == ["app"]
 
 
-def test_a_signal_during_the_swap_waits_until_the_new_output_is_in_place(place, monkeypatch):
+def test_an_ignored_sighup_stays_ignored_inside(signal_dispositions):
+    # under nohup: SIGHUP ignored before the block stays ignored in it and after it, and interrupts nothing
+    with signal_dispositions({signal.SIGHUP: signal.SIG_IGN}):
+        with folders.interrupts_on_signals():
+            assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGHUP)
+            signal.sigtimedwait([], 0)  # a handler, had one been set, would run here
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+
+
+def test_a_signal_during_the_swap_waits_until_the_new_output_is_in_place(place, monkeypatch, signal_dispositions):
     target = write_output(place / "out", "demo", ["old.txt"])
     real_rename = os.rename
 
@@ -261,7 +272,7 @@ def test_a_signal_during_the_swap_waits_until_the_new_output_is_in_place(place, 
             os.kill(os.getpid(), signal.SIGTERM)
 
     monkeypatch.setattr(os, "rename", rename_then_signal)
-    with pytest.raises(Interrupted):
+    with signal_dispositions({signal.SIGTERM: signal.SIG_DFL}), pytest.raises(Interrupted):
         with replace_folder(target, "demo") as staging:
             (staging / "new.txt").write_text("new")
     assert sorted(p.name for p in target.iterdir()) == [MARKER, "new.txt"]

@@ -58,7 +58,7 @@ def assert_learner_edition_of(source: Path, out: Path) -> list[Path]:
         nbformat.validate(notebook)
         assert all(not cell.get("outputs") and cell.get("execution_count") is None
                    for cell in notebook.cells if cell.cell_type == "code")
-        text = ipynb.read_text()
+        text = ipynb.read_text(encoding="utf-8")
         for secret in solution_text(py):
             assert json.dumps(secret)[1:-1] not in text, f"{ipynb.name} shows solution text {secret!r}"
         written.append(ipynb)
@@ -131,22 +131,22 @@ def test_a_learners_changed_notebook_is_never_overwritten_without_force(tmp_path
     out = tmp_path / "learner"
     assert generate(FIXTURE, out).returncode == 0
     mine = out / "01_tiny_course.ipynb"
-    mine.write_text(mine.read_text().replace("in place of this line", "my own work"))
+    mine.write_text(mine.read_text(encoding="utf-8").replace("in place of this line", "my own work"), encoding="utf-8")
     result = generate(FIXTURE, out)
     assert result.returncode == 1
     assert f"{mine} was changed since `make learner` wrote it" in result.stderr and "--force" in result.stderr
-    assert "my own work" in mine.read_text()
+    assert "my own work" in mine.read_text(encoding="utf-8")
     assert generate(FIXTURE, out).returncode == 1  # and again: no half-done rerun marked it as ours
 
     assert generate(FIXTURE, out, "--force").returncode == 0
-    assert "my own work" not in mine.read_text()
+    assert "my own work" not in mine.read_text(encoding="utf-8")
     assert generate(FIXTURE, out).returncode == 0  # an unchanged edition is simply rewritten
 
 
 def test_a_solution_cell_the_tool_cannot_stub_is_named_before_anything_is_written(tmp_path):
     source = tmp_path / "notebooks"
     source.mkdir()
-    (source / "01_good.py").write_text((FIXTURE / "01_tiny_course.py").read_text())
+    (source / "01_good.py").write_text((FIXTURE / "01_tiny_course.py").read_text(encoding="utf-8"), encoding="utf-8")
     (source / "02_bad.py").write_text('# %% tags=["solution"]\ndef f(x):\n    return x\n\n\nanswer = f(2)\n')
     result = generate(source, tmp_path / "learner")
     assert result.returncode == 1

@@ -70,6 +70,6 @@ def test_cells_carry_no_execution_timestamps(path):
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.relative_to(ROOT / "notebooks").as_posix())
 def test_sources_hold_no_dates(path):
-    dated = [f"line {n}: {line.strip()[:160]}" for n, line in enumerate(path.read_text().splitlines(), 1)
+    dated = [f"line {n}: {line.strip()[:160]}" for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
              if DATE.search(line)]
     assert not dated, f"{path.name} dates its text:\n" + "\n".join(dated)

@@ -18,7 +18,7 @@ def count(directory: Path, *extra: str) -> subprocess.CompletedProcess:
 def test_words_of_core_markdown_only_are_counted_and_held_to_the_budget(tmp_path):
     (tmp_path / "01_a.py").write_text(
         "# %% [markdown]\n# # One title\n#\n# | a | b |\n# |---|---|\n# * five words — here, really.\n"
-        "\n# %%\nprint('code words do not count at all')\n")
+        "\n# %%\nprint('code words do not count at all')\n", encoding="utf-8")  # jupytext reads UTF-8
     (tmp_path / "02_b.py").write_text("# %% [markdown]\n# Two words\n")
     (tmp_path / "deeper").mkdir()
     (tmp_path / "deeper" / "01_detail.py").write_text("# %% [markdown]\n# " + "deep " * 50 + "\n")
