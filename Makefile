@@ -10,7 +10,11 @@ TORCH := torch==2.14.1 torchvision==0.29.1
 # `make install CPU=1` (on a fresh clone, or after `make clean`): PyTorch's CPU-only build,
 # without the 3 GB of CUDA libraries that PyPI's Linux torch brings; the course needs no GPU.
 # It comes from PyTorch's CPU index; TORCH_CPU_INDEX= (empty) takes what pip finds without it.
-TORCH_CPU := torch==2.13.0 torchvision==0.28.0
+# On Linux the pins carry the +cpu tag, so that pip fails, rather than falls back to PyPI's CUDA
+# torchvision, when that index cannot be reached: PyPI's torchvision does not load against the
+# CPU torch ("operator torchvision::nms does not exist"). macOS wheels have no tag and no CUDA.
+CPU_TAG := $(if $(filter Linux,$(shell uname -s)),+cpu)
+TORCH_CPU := torch==2.13.0$(CPU_TAG) torchvision==0.28.0$(CPU_TAG)
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 TORCH_PIP := $(if $(CPU),$(if $(TORCH_CPU_INDEX),--extra-index-url $(TORCH_CPU_INDEX)) $(TORCH_CPU),$(TORCH))
 STAMP := $(VENV)/.installed
