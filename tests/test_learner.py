@@ -1,4 +1,8 @@
-"""The learner edition: solutions out, stubs in, outputs cleared, checkers kept."""
+"""The learner edition: solutions out, stubs in, outputs cleared, checkers kept.
+
+Written by ``make learner`` (tools/learner.py, from the .py sources) and by
+``python -m pcnotes course DIR`` (from the .ipynb), both through pcnotes.app.edition.
+"""
 
 import ast
 import json
@@ -12,6 +16,7 @@ import pytest
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
+from pcnotes.app import edition
 from pcnotes.course import STUB_PHRASE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,10 +138,11 @@ def test_a_learners_changed_notebook_is_never_overwritten_without_force(tmp_path
     mine = out / "01_tiny_course.ipynb"
     mine.write_text(mine.read_text(encoding="utf-8").replace("in place of this line", "my own work"), encoding="utf-8")
     result = generate(FIXTURE, out)
-    assert result.returncode == 1
-    assert f"{mine} was changed since `make learner` wrote it" in result.stderr and "--force" in result.stderr
+    assert result.returncode == 2
+    assert f"{mine} was changed since pcnotes wrote it" in result.stderr and "--force" in result.stderr
+    assert result.stderr.count("\n") == 1
     assert "my own work" in mine.read_text(encoding="utf-8")
-    assert generate(FIXTURE, out).returncode == 1  # and again: no half-done rerun marked it as ours
+    assert generate(FIXTURE, out).returncode == 2  # and again: no half-done rerun marked it as ours
 
     assert generate(FIXTURE, out, "--force").returncode == 0
     assert "my own work" not in mine.read_text(encoding="utf-8")
@@ -169,3 +175,77 @@ def test_a_notebook_whose_source_is_gone_leaves_the_edition_unless_someone_chang
     assert sorted(path.name for path in out.glob("*.ipynb")) == ["01_kept.ipynb", "03_edited.ipynb"]
     assert "notes" in (out / "03_edited.ipynb").read_text()
     assert sorted(json.loads((out / ".generated.json").read_text())) == ["01_kept.ipynb", "README.md"]
+
+
+def test_the_edition_keeps_the_checkers_stub_phrase():
+    assert edition.STUB_PHRASE == STUB_PHRASE  # the checkers let exactly this NotImplementedError through
+
+
+def test_the_ipynb_and_the_py_give_the_same_exercises(tmp_path):
+    """`pcnotes course` reads the committed .ipynb, `make learner` the .py: the same cells, tags and
+    stubs (that the other cells' sources agree is `make sync-check`'s business)."""
+    def shape(notebook):
+        return [(cell.cell_type, cell.metadata, cell.source if "exercise" in cell.metadata.get("tags", []) else "")
+                for cell in notebook.cells]
+
+    for py in notebook_sources(ROOT / "notebooks"):
+        from_py = edition.learner_notebook(edition.read_notebook(py), py)
+        from_ipynb = edition.learner_notebook(edition.read_notebook(py.with_suffix(".ipynb")), py)
+        assert shape(from_py) == shape(from_ipynb), py.name
+        assert from_py.metadata == from_ipynb.metadata == {
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+
+
+def course(out: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pcnotes", "course", str(out), *extra],
+                          capture_output=True, text=True, cwd=out.parent)
+
+
+def test_pcnotes_course_writes_the_learner_edition_and_the_solutions(tmp_path):
+    result = course(tmp_path / "course")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("learner edition: ")
+    sources = notebook_sources(ROOT / "notebooks")
+    written = sorted(tmp_path.joinpath("course").rglob("*.ipynb"))
+    assert [path.relative_to(tmp_path / "course") for path in written] == sorted(
+        py.relative_to(ROOT / "notebooks").with_suffix(".ipynb") for py in sources)
+    for py in sources:
+        ipynb = tmp_path / "course" / py.relative_to(ROOT / "notebooks").with_suffix(".ipynb")
+        text = ipynb.read_text()
+        assert '"outputs": []' in text or '"code"' not in text
+        assert all(json.dumps(secret)[1:-1] not in text for secret in solution_text(py)), ipynb.name
+    assert (tmp_path / "course" / "README.md").is_file()
+
+    result = course(tmp_path / "solutions", "--solutions")
+    assert result.returncode == 0, result.stderr
+    solved = nbformat.read(tmp_path / "solutions" / "02_locally_aware_patches.ipynb", as_version=4)
+    committed = nbformat.read(ROOT / "notebooks" / "02_locally_aware_patches.ipynb", as_version=4)
+    assert [cell.source for cell in solved.cells] == [cell.source for cell in committed.cells]
+    assert any(cell.get("outputs") for cell in solved.cells)  # executed, as committed
+    assert "jupytext" not in solved.metadata  # a stand-alone notebook, paired with nothing
+
+
+def test_pcnotes_course_never_overwrites_a_changed_notebook_without_force(tmp_path):
+    out = tmp_path / "course"
+    assert course(out).returncode == 0
+    mine = out / "03_coreset.ipynb"
+    mine.write_text(mine.read_text().replace("in place of this line", "my own work"))
+    before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
+    for extra in ((), ("--solutions",)):
+        result = course(out, *extra)
+        assert result.returncode == 2
+        assert result.stderr.startswith(f"error: {mine} was changed since pcnotes wrote it")
+        assert result.stderr.count("\n") == 1 and "--force" in result.stderr
+        assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before  # nothing written
+    (out / "notes.ipynb").write_text("{}")  # a file that is not the course's is left alone, --force or not
+    assert course(out, "--force").returncode == 0
+    assert "my own work" not in mine.read_text() and (out / "notes.ipynb").read_text() == "{}"
+
+
+def test_pcnotes_course_refuses_a_notebook_it_did_not_write(tmp_path):
+    out = tmp_path / "course"
+    out.mkdir()
+    (out / "00_setup.ipynb").write_text("my notes")
+    result = course(out)
+    assert result.returncode == 2 and "pcnotes did not write it" in result.stderr
+    assert sorted(path.name for path in out.iterdir()) == ["00_setup.ipynb"]

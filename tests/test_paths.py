@@ -40,3 +40,25 @@ def test_a_failed_download_prints_nothing_and_says_where_the_file_goes(tmp_path,
     assert printed.out == printed.err == ""
     assert "(~/.cache/torch/hub/checkpoints/resnet18-" in str(error.value)
     assert str(home) not in str(error.value)
+
+
+def test_results_file_reads_the_clones_results_else_the_installed_copy(tmp_path, monkeypatch):
+    from pcnotes.util import paths
+
+    assert paths.results_file("coreset.json") == REPO_ROOT / "benchmarks" / "results" / "coreset.json"
+    assert paths.results_dir() == REPO_ROOT / "benchmarks" / "results"
+    assert paths.course_notebooks() == REPO_ROOT / "notebooks"
+    with pytest.raises(FileNotFoundError, match="no benchmark results file 'nothing.json' in benchmarks/results"):
+        paths.results_file("nothing.json")
+
+    shipped = tmp_path / "pcnotes" / "course"
+    (shipped / "results").mkdir(parents=True)
+    (shipped / "results" / "coreset.json").write_text("{}")
+    monkeypatch.setattr(paths, "REPO_ROOT", None)  # as installed from the wheel
+    monkeypatch.setattr(paths, "_SHIPPED_RESULTS", shipped / "results")
+    monkeypatch.setattr(paths, "_SHIPPED_NOTEBOOKS", shipped / "notebooks")
+    assert paths.results_file("coreset.json") == shipped / "results" / "coreset.json"
+    with pytest.raises(FileNotFoundError, match="'real_data_photos.json'"):
+        paths.results_file("real_data_photos.json")
+    with pytest.raises(FileNotFoundError, match="the course notebooks are not in this pcnotes"):
+        paths.course_notebooks()

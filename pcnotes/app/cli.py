@@ -1,4 +1,4 @@
-"""``python -m pcnotes``: evaluate, fit, predict and demo from the command line.
+"""``python -m pcnotes``: evaluate, fit, predict, demo and course from the command line.
 
 The command line is a contract: scripts outside this repository call it on
 their own data sets in the MVTec AD layout, so its options, files and exit
@@ -173,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  python -m pcnotes demo\n"
                "  python -m pcnotes evaluate --data-root /data/mvtec --category bottle\n"
                "  python -m pcnotes fit --train-dir /data/mvtec/bottle/train/good --model models/bottle\n"
-               "  python -m pcnotes predict --model models/bottle new/*.png --output runs/new\n\n"
+               "  python -m pcnotes predict --model models/bottle new/*.png --output runs/new\n"
+               "  python -m pcnotes course my_course       # the course's notebooks, exercises to do\n\n"
                "Exit status: 0 success, 1 data/model error, 2 usage error; errors are one line "
                "'error: ...' on stderr.\n"
                "Run 'python -m pcnotes COMMAND --help' for a command's options and outputs.",
@@ -257,6 +258,29 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(demo)
     _add_common(demo)
     demo.set_defaults(run=cmd_demo)
+
+    course = commands.add_parser(
+        "course", formatter_class=_Formatter,
+        help="write the course's notebooks into a folder: the learner edition, or the solutions",
+        description="Write the course's notebooks into DIR, from the solution notebooks that ship\n"
+                    "with pcnotes (in a clone: its notebooks/):\n\n"
+                    "  DIR/NN_topic.ipynb, DIR/deeper/NN_topic.ipynb   the learner edition: every exercise\n"
+                    "                         a stub raising NotImplementedError, the checker cells kept,\n"
+                    "                         no outputs (with --solutions: the executed solutions)\n"
+                    "  DIR/README.md          what the folder holds\n"
+                    "  DIR/.generated.json    what was written, so a rerun can tell a learner's changes\n\n"
+                    "Every notebook is checked before anything is written. A notebook in DIR that\n"
+                    "was changed since pcnotes wrote it (or that pcnotes did not write) is never\n"
+                    "overwritten: it is named and the exit status is 2, unless --force.\n"
+                    "Then open DIR/00_setup.ipynb in Jupyter.",
+    )
+    course.add_argument("folder", type=Path, metavar="DIR", help="where the notebooks go (made if missing)")
+    course.add_argument("--solutions", action="store_true",
+                        help="write the executed solution notebooks instead of the learner edition")
+    course.add_argument("--force", action="store_true",
+                        help="overwrite notebooks in DIR that were changed since pcnotes wrote them")
+    _add_common(course)
+    course.set_defaults(run=cmd_course)
     return parser
 
 
@@ -438,6 +462,25 @@ def cmd_evaluate(args) -> int:
         "image_auroc", "pixel_auroc", "aupro", "n_train", "n_test", "memory_bank_size",
         "fit_seconds", "predict_seconds")])
     print(f"wrote {output / 'metrics.json'} and {written} heat maps in {output / 'heatmaps'}")
+    return 0
+
+
+def cmd_course(args) -> int:
+    from pcnotes.app import edition  # nbformat only: no torch
+    from pcnotes.util.paths import course_notebooks, display_path
+
+    source = course_notebooks()
+    write = edition.solutions_edition if args.solutions else edition.learner_edition
+    try:
+        written = write(source, args.folder, force=args.force)
+    except edition.ChangedFileError as error:
+        raise UsageError(str(error)) from None  # exit 2: --force decides
+    notebooks = [path for path in written if path.suffix == ".ipynb"]
+    deeper = sum(path.parent.name == edition.DEEPER for path in notebooks)
+    what = "solution notebooks (executed)" if args.solutions else "learner edition"
+    print(f"{what}: {len(notebooks)} notebooks ({deeper} of them in deeper/) from {display_path(source)} "
+          f"written to {args.folder}")
+    print(f"open {args.folder / notebooks[0].name} in Jupyter (e.g. jupyter lab --notebook-dir={args.folder})")
     return 0
 
 
