@@ -51,6 +51,19 @@
 # Deep dives sit in `notebooks/deeper/`, linked from where they belong.
 
 # %%
+# Colab, Binder or any Python without pcnotes: install it first (a no-op where pcnotes is installed).
+import importlib
+import importlib.util
+import subprocess
+import sys
+
+if importlib.util.find_spec("pcnotes") is None:
+    SOURCE = "git+https://github.com/pcnotes/pcnotes"  # the repository: pcnotes.util.paths.REPOSITORY
+    print(f"pcnotes is not installed in this Python: installing it from {SOURCE} ...")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", f"pcnotes @ {SOURCE}"], check=True)
+    importlib.invalidate_caches()
+
+# %%
 # %matplotlib inline
 # JPEG: photos of textures stay small in the .ipynb
 # %config InlineBackend.figure_formats = ["jpeg"]
@@ -64,10 +77,16 @@ import torch
 import torchvision
 
 import pcnotes
-from pcnotes.stages.s1_features import MOBILENET_SHA256, MOBILENET_WEIGHTS, load_backbone, sha256sum
-from pcnotes.data.mvtec import list_categories, list_defects, load_mask, load_rgb
-from pcnotes.util.paths import display_path
-from pcnotes.data.synth import ensure_default_dataset, read_manifest
+from pcnotes import (
+    display_path,
+    ensure_default_dataset,
+    list_categories,
+    list_defects,
+    load_mask,
+    load_rgb,
+    read_manifest,
+)
+from pcnotes.stages import MOBILENET_SHA256, MOBILENET_WEIGHTS, load_backbone, sha256sum
 
 torch.manual_seed(0)
 plt.rcParams["figure.dpi"] = 80

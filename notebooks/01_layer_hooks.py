@@ -27,6 +27,19 @@
 # Stage 1 of the pipeline: `images (B, 3, 224, 224) → hooks → {layer: (B, C, H, W)}`.
 
 # %%
+# Colab, Binder or any Python without pcnotes: install it first (a no-op where pcnotes is installed).
+import importlib
+import importlib.util
+import subprocess
+import sys
+
+if importlib.util.find_spec("pcnotes") is None:
+    SOURCE = "git+https://github.com/pcnotes/pcnotes"  # the repository: pcnotes.util.paths.REPOSITORY
+    print(f"pcnotes is not installed in this Python: installing it from {SOURCE} ...")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", f"pcnotes @ {SOURCE}"], check=True)
+    importlib.invalidate_caches()
+
+# %%
 # %matplotlib inline
 import inspect
 
@@ -35,8 +48,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pcnotes.stages.s1_features import DEFAULT_LAYERS, FeatureExtractor, load_backbone
-from pcnotes.data.mvtec import (
+from pcnotes import (
+    ensure_default_dataset,
     image_transform,
     list_categories,
     list_defects,
@@ -45,8 +58,7 @@ from pcnotes.data.mvtec import (
     mask_transform,
     unnormalize,
 )
-from pcnotes.stages.s6_scoring import NearestNeighbours
-from pcnotes.data.synth import ensure_default_dataset
+from pcnotes.stages import DEFAULT_LAYERS, FeatureExtractor, NearestNeighbours, load_backbone
 
 torch.manual_seed(0)
 plt.rcParams["figure.dpi"] = 80

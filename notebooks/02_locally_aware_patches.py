@@ -29,19 +29,44 @@
 # here: shapes do not depend on weights.
 
 # %%
+# Colab, Binder or any Python without pcnotes: install it first (a no-op where pcnotes is installed).
+import importlib
+import importlib.util
+import subprocess
+import sys
+
+if importlib.util.find_spec("pcnotes") is None:
+    SOURCE = "git+https://github.com/pcnotes/pcnotes"  # the repository: pcnotes.util.paths.REPOSITORY
+    print(f"pcnotes is not installed in this Python: installing it from {SOURCE} ...")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", f"pcnotes @ {SOURCE}"], check=True)
+    importlib.invalidate_caches()
+
+# %%
 # %matplotlib inline
 import torch
 import torch.nn.functional as F
 
-from pcnotes import exercises
-from pcnotes.stages.s3_align import align_patches
-from pcnotes.stages.s1_features import DEFAULT_LAYERS, FeatureExtractor, load_backbone
-from pcnotes.data.mvtec import image_transform, list_categories, list_defects, load_images
-from pcnotes.stages.s4_mean_mapped import aggregate, embed, mean_map
-from pcnotes.config import DEFAULT_PATCH_FEATURE, PatchCoreConfig
-from pcnotes.stages.s2_patches import patchify as pcnotes_patchify
-from pcnotes.stages.s4_pooled_concat import pooled_concat
-from pcnotes.data.synth import ensure_default_dataset
+from pcnotes import (
+    DEFAULT_PATCH_FEATURE,
+    PatchCoreConfig,
+    course,
+    ensure_default_dataset,
+    image_transform,
+    list_categories,
+    list_defects,
+    load_images,
+)
+from pcnotes.stages import (
+    DEFAULT_LAYERS,
+    FeatureExtractor,
+    aggregate,
+    align_patches,
+    embed,
+    load_backbone,
+    mean_map,
+    patchify as pcnotes_patchify,
+    pooled_concat,
+)
 
 _ = torch.manual_seed(0)
 
@@ -102,7 +127,7 @@ def patchify(features: torch.Tensor, patch_size: int) -> torch.Tensor:
 
 # %%
 # NBVAL_CHECK_OUTPUT
-exercises.check_patchify(patchify)
+course.check_patchify(patchify)
 
 # %% [markdown]
 # **Predict before you run:** the shape of `unfold` on `layer2`, and of its patches?
@@ -146,7 +171,7 @@ def align(patches: torch.Tensor, grid: tuple, target_grid: tuple) -> torch.Tenso
 
 # %%
 # NBVAL_CHECK_OUTPUT
-exercises.check_align(align)
+course.check_align(align)
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -181,7 +206,7 @@ def mean_mapper(patches: torch.Tensor, dim: int) -> torch.Tensor:
 
 # %%
 # NBVAL_CHECK_OUTPUT
-exercises.check_mean_mapper(mean_mapper)
+course.check_mean_mapper(mean_mapper)
 
 # %% tags=["solution"]
 def aggregator(layer_embeddings: torch.Tensor, dim: int) -> torch.Tensor:
@@ -192,7 +217,7 @@ def aggregator(layer_embeddings: torch.Tensor, dim: int) -> torch.Tensor:
 
 # %%
 # NBVAL_CHECK_OUTPUT
-exercises.check_aggregator(aggregator)
+course.check_aggregator(aggregator)
 
 # %% [markdown]
 # The library's stages, and `embed`, which runs stages 2–4 in one call:

@@ -28,19 +28,28 @@
 # `M = max(1, int(N · ratio))`.
 
 # %%
+# Colab, Binder or any Python without pcnotes: install it first (a no-op where pcnotes is installed).
+import importlib
+import importlib.util
+import subprocess
+import sys
+
+if importlib.util.find_spec("pcnotes") is None:
+    SOURCE = "git+https://github.com/pcnotes/pcnotes"  # the repository: pcnotes.util.paths.REPOSITORY
+    print(f"pcnotes is not installed in this Python: installing it from {SOURCE} ...")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", f"pcnotes @ {SOURCE}"], check=True)
+    importlib.invalidate_caches()
+
+# %%
 # %matplotlib inline
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from scipy.spatial.distance import cdist
 
-from pcnotes import coreset, exercises
-from pcnotes.data.mvtec import list_categories
-from pcnotes.app.evaluation import load_split
-from pcnotes.config import PatchCoreConfig
-from pcnotes.model import PatchCore
-from pcnotes.data.synth import ensure_default_dataset
+from pcnotes import PatchCore, PatchCoreConfig, course, ensure_default_dataset, list_categories, load_split
 from pcnotes.app.plots import pca_scatter
+from pcnotes.stages import s5_coreset as coreset
 
 SEED = 0
 torch.manual_seed(SEED)
@@ -85,7 +94,7 @@ def coreset_size(num_points: int, ratio: float) -> int:
 
 # %%
 # NBVAL_CHECK_OUTPUT
-exercises.check_coreset_size(coreset_size)
+course.check_coreset_size(coreset_size)
 
 # %% [markdown]
 # ## Real patch features
@@ -170,7 +179,7 @@ def greedy_k_center(points: np.ndarray, m: int) -> np.ndarray:
 
 # %%
 # NBVAL_CHECK_OUTPUT
-exercises.check_greedy_k_center(greedy_k_center)
+course.check_greedy_k_center(greedy_k_center)
 
 # %% [markdown]
 # On 800 real patches your loop picks the same points as the library's, with its projection

@@ -31,35 +31,55 @@
 # ```
 
 # %%
+# Colab, Binder or any Python without pcnotes: install it first (a no-op where pcnotes is installed).
+import importlib
+import importlib.util
+import subprocess
+import sys
+
+if importlib.util.find_spec("pcnotes") is None:
+    SOURCE = "git+https://github.com/pcnotes/pcnotes"  # the repository: pcnotes.util.paths.REPOSITORY
+    print(f"pcnotes is not installed in this Python: installing it from {SOURCE} ...")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", f"pcnotes @ {SOURCE}"], check=True)
+    importlib.invalidate_caches()
+
+# %%
 # %matplotlib inline
 # JPEG: photos of textures stay small in the .ipynb (as PNG, one figure is ~1 MB)
 # %config InlineBackend.figure_formats = ["jpeg"]
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
 
-from pcnotes import exercises
-from pcnotes.data.mvtec import list_categories, list_defects
-from pcnotes.app.evaluation import load_split, stack
-from pcnotes.stages.s7_maps import anomaly_map, normalize_maps, upsample_scores
-from pcnotes.stages.s8_metrics import image_auroc, pixel_auroc
-from pcnotes.config import PatchCoreConfig
-from pcnotes.model import PatchCore
-from pcnotes.stages.s6_scoring import NearestNeighbours, image_scores, patch_scores, reweighted_image_scores, score_grid
-from pcnotes.data.synth import ensure_default_dataset, read_manifest
-from pcnotes.app.plots import draw_mask_contour, overlay_heatmap, shared_scale, show_image
+from pcnotes import (
+    PatchCore,
+    PatchCoreConfig,
+    course,
+    ensure_default_dataset,
+    list_categories,
+    list_defects,
+    load_split,
+    read_manifest,
+    stack,
+)
+from pcnotes.app.plots import add_colorbar, draw_mask_contour, overlay_heatmap, shared_scale, show_image
+from pcnotes.stages import (
+    NearestNeighbours,
+    anomaly_map,
+    image_auroc,
+    image_scores,
+    normalize_maps,
+    patch_scores,
+    pixel_auroc,
+    reweighted_image_scores,
+    score_grid,
+    upsample_scores,
+)
 
 SEED = 0
 torch.manual_seed(SEED)
 plt.rcParams["figure.dpi"] = 80
 SCORE_LABEL = "anomaly score (Euclidean distance in feature space)"
-
-
-def add_colorbar(fig, axes, vmin: float, vmax: float, label: str) -> None:
-    """One opaque colour bar for ``axes`` drawn with ``cmap="jet"`` on ``[vmin, vmax]``."""
-    fig.colorbar(ScalarMappable(Normalize(vmin, vmax), cmap="jet"), ax=axes, shrink=0.85, label=label)
 
 
 # %% [markdown]
@@ -119,7 +139,7 @@ def image_score(features: np.ndarray, bank: np.ndarray, batch_size: int) -> np.n
 
 # %%
 # NBVAL_CHECK_OUTPUT
-exercises.check_image_score(image_score)
+course.check_image_score(image_score)
 
 # %% [markdown]
 # ## Nearest neighbours: faiss and torch agree
@@ -195,7 +215,7 @@ for ax, (image, title) in zip(axes[1:], [(score_grids[1], "patch scores 28×28")
     ax.imshow(image, cmap="jet", vmin=vmin, vmax=vmax, interpolation="nearest")
     ax.set_title(title)
     ax.set_axis_off()
-add_colorbar(fig, axes[1:], vmin, vmax, SCORE_LABEL)
+_ = add_colorbar(fig, axes[1:], vmin, vmax, SCORE_LABEL)
 
 # %% [markdown]
 # ## The reference's squared-L2 quirk
@@ -242,7 +262,7 @@ for column, kind in enumerate(kinds):
     overlay_heatmap(axes[1, column], test_images[i], maps[i], vmin=vmin, vmax=vmax)
     draw_mask_contour(axes[1, column], masks[i])
     axes[1, column].set_title(f"image score {scores[i]:.2f}")
-add_colorbar(fig, axes[1, :], vmin, vmax, SCORE_LABEL)
+_ = add_colorbar(fig, axes[1, :], vmin, vmax, SCORE_LABEL)
 
 # %% [markdown]
 # ## Eq. 7: re-weighting the image score
@@ -285,7 +305,7 @@ def reweighted_score(features: np.ndarray, bank: np.ndarray, batch_size: int, b:
 
 # %%
 # NBVAL_CHECK_OUTPUT
-exercises.check_reweighting(reweighted_score)
+course.check_reweighting(reweighted_score)
 
 # %% [markdown]
 # ## Does eq. 7 help? Measured on every category
@@ -352,7 +372,7 @@ for row, (i, name) in enumerate(((good, "good"), (example, test.defects[example]
     for column, (normalised, how) in enumerate(((whole_set, "whole test set"), (per_image_maps, "per image")), 1):
         overlay_heatmap(axes[row, column], test_images[i], normalised[i], vmin=0, vmax=1)
         axes[row, column].set_title(f"{how}: max {normalised[i].max():.2f}")
-add_colorbar(fig, axes[:, 1:], 0, 1, "normalised score")
+_ = add_colorbar(fig, axes[:, 1:], 0, 1, "normalised score")
 
 # %%
 # NBVAL_CHECK_OUTPUT

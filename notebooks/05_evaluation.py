@@ -36,6 +36,19 @@
 #   against the false-positive rate on good pixels up to FPR = 0.3 and the area divided by 0.3.
 
 # %%
+# Colab, Binder or any Python without pcnotes: install it first (a no-op where pcnotes is installed).
+import importlib
+import importlib.util
+import subprocess
+import sys
+
+if importlib.util.find_spec("pcnotes") is None:
+    SOURCE = "git+https://github.com/pcnotes/pcnotes"  # the repository: pcnotes.util.paths.REPOSITORY
+    print(f"pcnotes is not installed in this Python: installing it from {SOURCE} ...")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", f"pcnotes @ {SOURCE}"], check=True)
+    importlib.invalidate_caches()
+
+# %%
 # %matplotlib inline
 # JPEG: photos of textures stay small in the .ipynb
 # %config InlineBackend.figure_formats = ["jpeg"]
@@ -44,24 +57,35 @@ import json
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Normalize
 from scipy import ndimage
 
-from pcnotes import exercises
-from pcnotes.stages.s5_coreset import coreset_size, select_coreset
-from pcnotes.data.mvtec import list_categories
-from pcnotes.stages.s4_mean_mapped import embed
-from pcnotes.app.evaluation import compute_metrics, load_split, stack
-from pcnotes.stages.s7_maps import anomaly_map
-from pcnotes.stages.s8_metrics import label_regions, pro_curve, roc_curve_points
-from pcnotes.config import PatchCoreConfig
-from pcnotes.model import PatchCore
-from pcnotes.util.paths import REPO_ROOT, display_path
-from pcnotes.stages.s4_pooled_concat import pooled_concat
-from pcnotes.stages.s6_scoring import NearestNeighbours, image_scores, score_grid
-from pcnotes.data.synth import ensure_default_dataset, read_manifest
-from pcnotes.app.plots import draw_mask_contour, overlay_heatmap, shared_scale, show_image
+from pcnotes import (
+    PatchCore,
+    PatchCoreConfig,
+    course,
+    display_path,
+    ensure_default_dataset,
+    list_categories,
+    load_split,
+    read_manifest,
+    results_dir,
+    stack,
+)
+from pcnotes.app.plots import add_colorbar, draw_mask_contour, overlay_heatmap, shared_scale, show_image
+from pcnotes.stages import (
+    NearestNeighbours,
+    anomaly_map,
+    compute_metrics,
+    coreset_size,
+    embed,
+    image_scores,
+    label_regions,
+    pooled_concat,
+    pro_curve,
+    roc_curve_points,
+    score_grid,
+    select_coreset,
+)
 
 SEED = 0
 torch.manual_seed(SEED)
@@ -167,7 +191,7 @@ def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 # %%
 # NBVAL_CHECK_OUTPUT
-exercises.check_auroc(auroc)
+course.check_auroc(auroc)
 
 # %% [markdown]
 # ## ROC curves
@@ -222,7 +246,7 @@ def pro(masks: np.ndarray, maps: np.ndarray, threshold: float) -> float:
 
 # %%
 # NBVAL_CHECK_OUTPUT
-exercises.check_pro(pro)
+course.check_pro(pro)
 
 # %% [markdown]
 # PRO(t) over all thresholds, against the FPR on good pixels:
@@ -348,8 +372,7 @@ for row, category in enumerate(categories):
                                     fontsize=9)
         overlay_heatmap(axes[row, column + 1], d["images"][i], result["maps"][i], vmin=vmin, vmax=vmax)
         axes[row, column + 1].set_title("anomaly map", fontsize=9)
-    fig.colorbar(ScalarMappable(Normalize(vmin, vmax), cmap="jet"), ax=axes[row, :], shrink=0.9,
-                 label="anomaly score\n(Euclidean distance\nin feature space)")
+    add_colorbar(fig, axes[row, :], vmin, vmax, "anomaly score\n(Euclidean distance\nin feature space)", shrink=0.9)
 
 # %% [markdown]
 # A positive margin means every defective image outscores every good one. The lowest defects
@@ -382,7 +405,7 @@ for height, width in ((224, 224), (320, 320), (256, 608)):
           f"memory bank of {coreset_size(NUM_TRAIN * patches, config.coreset_ratio)} for {NUM_TRAIN} images at 10 %")
 
 # %%
-files = sorted((REPO_ROOT / "benchmarks" / "results").glob("real_data_*.json"))
+files = sorted(results_dir().glob("real_data_*.json"))
 if not files:
     print("no benchmarks/results/real_data_*.json yet: run benchmarks/real_data.py --data-root DIR")
 for path in files:

@@ -25,6 +25,19 @@
 # 4. explain why a bigger bank can rank images worse.
 
 # %%
+# Colab, Binder or any Python without pcnotes: install it first (a no-op where pcnotes is installed).
+import importlib
+import importlib.util
+import subprocess
+import sys
+
+if importlib.util.find_spec("pcnotes") is None:
+    SOURCE = "git+https://github.com/pcnotes/pcnotes"  # the repository: pcnotes.util.paths.REPOSITORY
+    print(f"pcnotes is not installed in this Python: installing it from {SOURCE} ...")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", f"pcnotes @ {SOURCE}"], check=True)
+    importlib.invalidate_caches()
+
+# %%
 # %matplotlib inline
 import time
 
@@ -32,10 +45,9 @@ import numpy as np
 import torch
 from IPython.display import display
 
-from pcnotes.stages.s5_coreset import approximate_greedy_coreset, random_coreset
+from pcnotes import PatchCoreConfig
 from pcnotes.app.explorer import ExplorerFigure, build_explorer, prepare, stats_rows, update
-from pcnotes.stages.s8_metrics import image_auroc
-from pcnotes.config import PatchCoreConfig
+from pcnotes.stages import approximate_greedy_coreset, image_auroc, random_coreset
 
 torch.manual_seed(0)
 

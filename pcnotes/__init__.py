@@ -33,6 +33,7 @@ _PUBLIC = {
     "PatchCore": "pcnotes.model",
     "Prediction": "pcnotes.model",
     "PatchCoreConfig": "pcnotes.config",
+    "DEFAULT_PATCH_FEATURE": "pcnotes.config",
     "ConfigError": "pcnotes.config",
     "DataError": "pcnotes.data.mvtec",
     "MVTecDataset": "pcnotes.data.mvtec",
@@ -50,6 +51,8 @@ _PUBLIC = {
     "read_manifest": "pcnotes.data.synth",
     "evaluate_category": "pcnotes.app.evaluation",
     "display_path": "pcnotes.util.paths",
+    "results_dir": "pcnotes.util.paths",
+    "results_file": "pcnotes.util.paths",
 }
 _SUBPACKAGES = ("stages", "data", "app", "course", "fast", "util")
 

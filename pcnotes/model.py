@@ -46,7 +46,13 @@ from pcnotes.stages.s1_features import FeatureExtractor, load_backbone
 from pcnotes.stages.s4_mean_mapped import embed
 from pcnotes.stages.s4_pooled_concat import pooled_concat
 from pcnotes.stages.s5_coreset import coreset_size, select_coreset
-from pcnotes.stages.s6_scoring import NearestNeighbours, image_scores, reweighted_image_scores, score_grid
+from pcnotes.stages.s6_scoring import (
+    NearestNeighbours,
+    image_scores,
+    reweighted_image_scores,
+    scores_to_grid,
+    unpatch_scores,
+)
 from pcnotes.stages.s7_maps import anomaly_map
 from pcnotes.util.folders import replace_folder
 
@@ -216,9 +222,10 @@ class PatchCore:
         total = -(-len(images) // cfg.batch_size) if isinstance(images, torch.Tensor) else None
         for batch in tqdm(self._batches(images), total=total, desc="scoring", disable=_quiet(), leave=False):
             features, grid = self.embed(batch)
-            grid_scores = score_grid(self.index, features, len(batch), grid, cfg.num_neighbors)
+            nearest = self.index.search(features, cfg.num_neighbors)  # every patch searched once
+            grid_scores = scores_to_grid(unpatch_scores(nearest[0].mean(axis=1), len(batch)), grid)
             if cfg.reweight:
-                scores.append(reweighted_image_scores(self.index, features, len(batch), cfg.reweight))
+                scores.append(reweighted_image_scores(self.index, features, len(batch), cfg.reweight, nearest))
             else:
                 scores.append(image_scores(grid_scores))
             maps.append(anomaly_map(grid_scores, size=batch.shape[-2:], sigma=cfg.sigma))

@@ -60,7 +60,7 @@ def test_every_checker_is_in_the_guide_and_the_conventions_with_its_notebook():
 def test_checker_calls_in_the_notebooks_sit_where_the_checkers_say():
     for stem in CORE:
         for cell in jupytext.read(ROOT / "notebooks" / f"{stem}.py").cells:
-            for name in re.findall(r"exercises\.(check_\w+)\(", cell.source):
+            for name in re.findall(r"course\.(check_\w+)\(", cell.source):
                 checker = getattr(exercises, name)
                 assert any(c is checker and notebook == stem for c, notebook in exercises.CHECKERS.values()), \
                     f"{stem} calls {name}, which pcnotes.course.CHECKERS puts elsewhere"

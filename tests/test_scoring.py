@@ -86,3 +86,13 @@ def test_eq7_crowded_neighbourhood_gets_a_lower_weight_than_an_isolated_one():
     assert s_crowded[0] < s_isolated[0] < 2.0
     with pytest.raises(ValueError, match="b=3"):
         reweighted_image_scores(NearestNeighbours(crowded), test_patch, 1, b=3)
+
+
+def test_eq7_from_a_search_already_done_equals_searching_again():
+    rng = np.random.default_rng(11)
+    bank, features = rng.normal(size=(200, 8)).astype(np.float32), rng.normal(size=(3 * 16, 8)).astype(np.float32)
+    index = NearestNeighbours(bank)
+    again = reweighted_image_scores(index, features, 3, b=4)
+    np.testing.assert_array_equal(reweighted_image_scores(index, features, 3, b=4, nearest=index.search(features, 3)),
+                                  again)
+    assert again.shape == (3,) and (again > 0).all()

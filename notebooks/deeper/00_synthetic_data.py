@@ -25,14 +25,27 @@
 # 4. say what the pipeline receives from a file: the resize, the crop and the mask's treatment.
 
 # %%
+# Colab, Binder or any Python without pcnotes: install it first (a no-op where pcnotes is installed).
+import importlib
+import importlib.util
+import subprocess
+import sys
+
+if importlib.util.find_spec("pcnotes") is None:
+    SOURCE = "git+https://github.com/pcnotes/pcnotes"  # the repository: pcnotes.util.paths.REPOSITORY
+    print(f"pcnotes is not installed in this Python: installing it from {SOURCE} ...")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", f"pcnotes @ {SOURCE}"], check=True)
+    importlib.invalidate_caches()
+
+# %%
 # %matplotlib inline
 # JPEG: photos of textures stay small in the .ipynb
 # %config InlineBackend.figure_formats = ["jpeg"]
 import matplotlib.pyplot as plt
 import numpy as np
 
-from pcnotes.data.mvtec import MVTecDataset, list_categories, load_mask, load_rgb
-from pcnotes.data.synth import add_defect, ensure_default_dataset, read_manifest, render_sample, render_texture
+from pcnotes import MVTecDataset, ensure_default_dataset, list_categories, load_mask, load_rgb, read_manifest
+from pcnotes.data.synth import add_defect, render_sample, render_texture
 
 plt.rcParams["figure.dpi"] = 80
 

@@ -25,6 +25,19 @@
 # 4. regenerate and read the full layer benchmark, `benchmarks/mobilenet_layers.py`.
 
 # %%
+# Colab, Binder or any Python without pcnotes: install it first (a no-op where pcnotes is installed).
+import importlib
+import importlib.util
+import subprocess
+import sys
+
+if importlib.util.find_spec("pcnotes") is None:
+    SOURCE = "git+https://github.com/pcnotes/pcnotes"  # the repository: pcnotes.util.paths.REPOSITORY
+    print(f"pcnotes is not installed in this Python: installing it from {SOURCE} ...")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", f"pcnotes @ {SOURCE}"], check=True)
+    importlib.invalidate_caches()
+
+# %%
 # %matplotlib inline
 import json
 from contextlib import contextmanager
@@ -32,16 +45,28 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from pcnotes.stages.s1_features import DEFAULT_LAYERS, FeatureExtractor, load_backbone
-from pcnotes.stages.s5_coreset import select_coreset
-from pcnotes.data.mvtec import list_categories
-from pcnotes.stages.s4_mean_mapped import embed
-from pcnotes.app.evaluation import compute_metrics, load_split, stack
-from pcnotes.stages.s7_maps import anomaly_map
-from pcnotes.config import PatchCoreConfig
-from pcnotes.util.paths import REPO_ROOT, display_path
-from pcnotes.stages.s6_scoring import NearestNeighbours, image_scores, score_grid
-from pcnotes.data.synth import ensure_default_dataset, read_manifest
+from pcnotes import (
+    PatchCoreConfig,
+    display_path,
+    ensure_default_dataset,
+    list_categories,
+    load_split,
+    read_manifest,
+    results_dir,
+    stack,
+)
+from pcnotes.stages import (
+    DEFAULT_LAYERS,
+    FeatureExtractor,
+    NearestNeighbours,
+    anomaly_map,
+    compute_metrics,
+    embed,
+    image_scores,
+    load_backbone,
+    score_grid,
+    select_coreset,
+)
 
 _ = torch.manual_seed(0)
 
@@ -197,7 +222,7 @@ if read_manifest(root) is not None:  # a claim about the embedded data set
 # compare them only within one file.
 
 # %%
-RESULTS = REPO_ROOT / "benchmarks" / "results" / "mobilenet_layers.json"
+RESULTS = results_dir() / "mobilenet_layers.json"
 record = json.loads(RESULTS.read_text()) if RESULTS.is_file() else None
 if record is None:
     print(f"{display_path(RESULTS)} does not exist yet: run benchmarks/mobilenet_layers.py to write it.")

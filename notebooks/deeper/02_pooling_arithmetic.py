@@ -29,6 +29,19 @@
 # set, layers `layer2` + `layer3`.
 
 # %%
+# Colab, Binder or any Python without pcnotes: install it first (a no-op where pcnotes is installed).
+import importlib
+import importlib.util
+import subprocess
+import sys
+
+if importlib.util.find_spec("pcnotes") is None:
+    SOURCE = "git+https://github.com/pcnotes/pcnotes"  # the repository: pcnotes.util.paths.REPOSITORY
+    print(f"pcnotes is not installed in this Python: installing it from {SOURCE} ...")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", f"pcnotes @ {SOURCE}"], check=True)
+    importlib.invalidate_caches()
+
+# %%
 # %matplotlib inline
 import math
 
@@ -36,12 +49,16 @@ import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 
-from pcnotes.stages.s3_align import align_patches
-from pcnotes.stages.s1_features import FeatureExtractor, load_backbone
-from pcnotes.data.mvtec import image_transform, list_categories, list_defects, load_images
-from pcnotes.stages.s4_mean_mapped import aggregate, embed, mean_map
-from pcnotes.stages.s2_patches import patchify
-from pcnotes.data.synth import ensure_default_dataset
+from pcnotes import ensure_default_dataset, image_transform, list_categories, list_defects, load_images
+from pcnotes.stages import (
+    FeatureExtractor,
+    aggregate,
+    align_patches,
+    embed,
+    load_backbone,
+    mean_map,
+    patchify,
+)
 
 _ = torch.manual_seed(0)
 plt.rcParams["figure.dpi"] = 80

@@ -29,6 +29,19 @@
 # its own module, `pcnotes/fast/coreset.py`; nothing in it is needed to understand PatchCore.
 
 # %%
+# Colab, Binder or any Python without pcnotes: install it first (a no-op where pcnotes is installed).
+import importlib
+import importlib.util
+import subprocess
+import sys
+
+if importlib.util.find_spec("pcnotes") is None:
+    SOURCE = "git+https://github.com/pcnotes/pcnotes"  # the repository: pcnotes.util.paths.REPOSITORY
+    print(f"pcnotes is not installed in this Python: installing it from {SOURCE} ...")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", f"pcnotes @ {SOURCE}"], check=True)
+    importlib.invalidate_caches()
+
+# %%
 import json
 import time
 
@@ -37,13 +50,16 @@ import torch
 from IPython.display import Markdown, display
 from scipy.spatial.distance import cdist
 
-from pcnotes import coreset, coreset_fast
-from pcnotes.data.mvtec import list_categories
-from pcnotes.app.evaluation import load_split
-from pcnotes.config import PatchCoreConfig
-from pcnotes.model import PatchCore
-from pcnotes.util.paths import REPO_ROOT
-from pcnotes.data.synth import ensure_default_dataset
+from pcnotes import (
+    PatchCore,
+    PatchCoreConfig,
+    ensure_default_dataset,
+    list_categories,
+    load_split,
+    results_dir,
+)
+from pcnotes.fast import coreset as coreset_fast
+from pcnotes.stages import s5_coreset as coreset
 
 SEED = 0
 torch.manual_seed(SEED)
@@ -209,7 +225,7 @@ for name, value in seconds.items():
 # the prose quotes no number of its own.
 
 # %%
-RESULTS = REPO_ROOT / "benchmarks" / "results" / "coreset.json"
+RESULTS = results_dir() / "coreset.json"
 results = json.loads(RESULTS.read_text()) if RESULTS.exists() else None
 if results is None:
     print("benchmarks/results/coreset.json is missing: run `make benchmark` from the repository root.")

@@ -24,19 +24,33 @@
 # 3. read an image AUROC difference in units of wrongly ordered pairs.
 
 # %%
+# Colab, Binder or any Python without pcnotes: install it first (a no-op where pcnotes is installed).
+import importlib
+import importlib.util
+import subprocess
+import sys
+
+if importlib.util.find_spec("pcnotes") is None:
+    SOURCE = "git+https://github.com/pcnotes/pcnotes"  # the repository: pcnotes.util.paths.REPOSITORY
+    print(f"pcnotes is not installed in this Python: installing it from {SOURCE} ...")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", f"pcnotes @ {SOURCE}"], check=True)
+    importlib.invalidate_caches()
+
+# %%
 import numpy as np
 import torch
 
-from pcnotes.stages.s5_coreset import select_coreset
-from pcnotes.stages.s4_mean_mapped import embed
-from pcnotes.data.mvtec import list_categories
-from pcnotes.app.evaluation import compute_metrics, load_split, stack
-from pcnotes.stages.s7_maps import anomaly_map
-from pcnotes.config import PatchCoreConfig
-from pcnotes.model import PatchCore
-from pcnotes.stages.s4_pooled_concat import pooled_concat
-from pcnotes.stages.s6_scoring import NearestNeighbours, image_scores, score_grid
-from pcnotes.data.synth import ensure_default_dataset
+from pcnotes import PatchCore, PatchCoreConfig, ensure_default_dataset, list_categories, load_split, stack
+from pcnotes.stages import (
+    NearestNeighbours,
+    anomaly_map,
+    compute_metrics,
+    embed,
+    image_scores,
+    pooled_concat,
+    score_grid,
+    select_coreset,
+)
 
 SEED = 0
 torch.manual_seed(SEED)

@@ -28,15 +28,27 @@
 # (the exact fast paths, each tested against the plain library function).
 
 # %%
+# Colab, Binder or any Python without pcnotes: install it first (a no-op where pcnotes is installed).
+import importlib
+import importlib.util
+import subprocess
+import sys
+
+if importlib.util.find_spec("pcnotes") is None:
+    SOURCE = "git+https://github.com/pcnotes/pcnotes"  # the repository: pcnotes.util.paths.REPOSITORY
+    print(f"pcnotes is not installed in this Python: installing it from {SOURCE} ...")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", f"pcnotes @ {SOURCE}"], check=True)
+    importlib.invalidate_caches()
+
+# %%
 import time
 
 import numpy as np
 import torch
 
-from pcnotes.stages.s5_coreset import select_coreset
+from pcnotes import PatchCoreConfig
 from pcnotes.app.explorer import prepare, update
-from pcnotes.config import PatchCoreConfig
-from pcnotes.stages.s6_scoring import NearestNeighbours
+from pcnotes.stages import NearestNeighbours, select_coreset
 
 torch.manual_seed(0)
 

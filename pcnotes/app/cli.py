@@ -400,7 +400,6 @@ def _evaluate_into(root: Path, category: str, config, out: Path, *, keep: int = 
 
     from pcnotes.app import plots as viz
     from pcnotes.app.evaluation import evaluate_category
-    from pcnotes.data.mvtec import load_split
 
     _, result = evaluate_category(root, category, config)
     metrics = {
@@ -423,12 +422,10 @@ def _evaluate_into(root: Path, category: str, config, out: Path, *, keep: int = 
     order = np.argsort(-result.scores, kind="stable").tolist()
     picked = dict.fromkeys(order[:keep] + order[len(order) - keep:]) if keep else {}
     kept = {}
-    test = load_split(root, category, "test", config)  # re-read for display only
     writer = viz.PanelWriter(vmin, vmax, with_mask=True, size=result.maps.shape[1:])
     names = unique_names([f"{d}_{Path(p).stem}" for d, p in zip(result.defects, result.paths)])
-    for i in range(len(test)):
-        item = test[i]
-        rgb = viz.to_rgb(item["image"], config.mean, config.std)
+    for i, image in enumerate(result.images):
+        rgb = viz.to_rgb(image, config.mean, config.std)
         defect, name = result.defects[i], Path(result.paths[i]).stem
         truth = "good" if result.labels[i] == 0 else "defective"
         writer.save(out / "heatmaps" / f"{names[i]}.png", rgb, result.maps[i], result.masks[i],
@@ -502,16 +499,8 @@ def _expand_images(inputs: Sequence[Path]) -> list[Path]:
     return paths
 
 
-def _batches(paths: Sequence[Path], transform, size: int):
-    """Load images lazily, ``size`` at a time: ``-> (B, 3, H, W)`` tensors."""
-    from pcnotes.data.mvtec import load_images
-
-    for start in range(0, len(paths), size):
-        yield load_images(paths[start : start + size], transform)
-
-
 def cmd_fit(args) -> int:
-    from pcnotes.data.mvtec import DataError, image_transform, list_images, load_rgb
+    from pcnotes.data.mvtec import DataError, image_transform, list_images, load_images
     from pcnotes.model import PatchCore
 
     config = _config(args)
@@ -522,11 +511,10 @@ def cmd_fit(args) -> int:
     folders.check_target(args.model, "fit", inputs=[train_dir])  # PatchCore.save replaces it
     model = PatchCore(config)
     model.check_fit(len(paths))
-    for path in paths:  # every image decoded once before the fit: a bad one fails now
-        load_rgb(path)
-    print(f"backbone {config.backbone}, weights loaded: {model.weights}", flush=True)
     transform = image_transform(config.resize, config.crop, config.mean, config.std)
-    model.fit(_batches(paths, transform, config.batch_size))
+    images = load_images(paths, transform)  # every image decoded once, before the fit: a bad one fails now
+    print(f"backbone {config.backbone}, weights loaded: {model.weights}", flush=True)
+    model.fit(images)
     model.save(args.model)
     print(f"fitted on {len(paths)} images from {train_dir}: memory bank {model.memory_bank.shape[0]} "
           f"x {model.memory_bank.shape[1]}")
@@ -554,10 +542,8 @@ def unique_names(wanted: Sequence[str]) -> list[str]:
 
 
 def cmd_predict(args) -> int:
-    import numpy as np
-
     from pcnotes.app import plots as viz
-    from pcnotes.data.mvtec import image_transform, load_rgb
+    from pcnotes.data.mvtec import image_transform, load_images
     from pcnotes.model import PatchCore
 
     for option, value in (("--vmin", args.vmin), ("--vmax", args.vmax)):
@@ -570,19 +556,10 @@ def cmd_predict(args) -> int:
     folders.check_target(args.output, "predict", inputs=inputs)
     model = PatchCore.load(args.model)
     config = model.config
-    for path in paths:  # every image decoded once before scoring: a bad one fails now
-        load_rgb(path)
-    print(f"model {args.model}: backbone {config.backbone}, weights loaded: {model.weights}", flush=True)
     transform = image_transform(config.resize, config.crop, config.mean, config.std)
-    # Chunks of whole batches, so each image is scored in the same batch as
-    # by model.predict() on all images at once (bit-identical scores).
-    chunk = 4 * config.batch_size
-    scores, maps = [], []
-    for images in _batches(paths, transform, chunk):
-        prediction = model.predict(images)
-        scores.append(prediction.scores)
-        maps.append(prediction.maps)
-    scores, maps = np.concatenate(scores), np.concatenate(maps)
+    images = load_images(paths, transform)  # every image decoded once, before scoring: a bad one fails now
+    print(f"model {args.model}: backbone {config.backbone}, weights loaded: {model.weights}", flush=True)
+    scores, maps = model.predict(images)
 
     low, high = viz.shared_scale(maps)
     vmin = low if args.vmin is None else args.vmin
@@ -594,20 +571,14 @@ def cmd_predict(args) -> int:
             for path, score in zip(paths, scores):
                 table.writerow([str(path), repr(float(score))])  # repr: exact round trip
         writer = viz.PanelWriter(vmin, vmax, with_mask=False, size=maps.shape[1:])
-        for path, name, score, amap, images in zip(
-                paths, unique_names([p.stem for p in paths]), scores, maps, _each_image(paths, transform)):
-            writer.save(staging / f"{name}.png", viz.to_rgb(images, config.mean, config.std), amap,
+        for path, name, score, amap, image in zip(paths, unique_names([p.stem for p in paths]), scores, maps, images):
+            writer.save(staging / f"{name}.png", viz.to_rgb(image, config.mean, config.std), amap,
                         title=f"{path.name}   score {score:.3f}")
         writer.close()
         written = len(list(staging.glob("*.png")))
     print(f"scored {len(paths)} images; colour scale {vmin:.3f}..{vmax:.3f}")
     print(f"wrote {args.output / 'scores.csv'} and {written} heat maps in {args.output}")
     return 0
-
-
-def _each_image(paths, transform):
-    for batch in _batches(paths, transform, 1):
-        yield batch[0]
 
 
 def cmd_demo(args) -> int:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from pcnotes.data.mvtec import DataError, load_split, stack
 from pcnotes.stages.s8_metrics import compute_metrics
@@ -25,6 +26,7 @@ class Evaluation:
     category: str
     scores: np.ndarray  # (N,)
     maps: np.ndarray  # (N, H, W): the model's input size, like the masks
+    images: torch.Tensor = field(repr=False)  # (N, 3, H, W): the test images as the model saw them
     labels: np.ndarray  # (N,) 0 good, 1 defective
     masks: np.ndarray  # (N, H, W) bool
     defects: list[str]
@@ -37,10 +39,11 @@ def evaluate_category(
 ) -> tuple[PatchCore, Evaluation]:
     """Fit PatchCore on ``train/good`` and evaluate it on ``test``.
 
-    Everything that can be checked is checked before the fit: every image and
-    mask of both splits is opened and decoded, the test set must hold good
-    and defective images (image AUROC needs both), and the model's k and b
-    must fit the memory bank that the coreset ratio will give.
+    Everything that can be checked is checked before the fit: the test set
+    must hold good and defective images (image AUROC needs both), the model's
+    k and b must fit the memory bank that the coreset ratio will give, and
+    every image and mask of both splits is decoded (once: the fit and the
+    scoring use those very tensors).
     """
     config = config or PatchCoreConfig()
     train = load_split(root, category, "train", config)
@@ -51,21 +54,23 @@ def evaluate_category(
                         "AUPRO need good and defective test images: add test/good or a defect folder")
     model = PatchCore(config)
     model.check_fit(len(train))
-    train.validate()
-    test.validate()
-
     start = time.perf_counter()
     train_images, _ = stack(train)
-    model.fit(train_images)
-    fit_seconds = time.perf_counter() - start
+    decode_train_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    test_images, masks = stack(test)  # decoded before the fit too, so a bad file stops the run first
+    decode_test_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
-    test_images, masks = stack(test)
+    model.fit(train_images)
+    fit_seconds = time.perf_counter() - start + decode_train_seconds
+
+    start = time.perf_counter()
     scores, maps = model.predict(test_images)
-    predict_seconds = time.perf_counter() - start
+    predict_seconds = time.perf_counter() - start + decode_test_seconds
 
     labels = np.asarray(test.labels)
-    result = Evaluation(category, scores, maps, labels, masks, list(test.defects), list(test.paths))
+    result = Evaluation(category, scores, maps, test_images, labels, masks, list(test.defects), list(test.paths))
     result.metrics = {
         **compute_metrics(labels, scores, masks, maps),
         "n_train": len(train),

@@ -43,6 +43,7 @@ from pcnotes.data.mvtec import IMAGENET_MEAN, IMAGENET_STD, unnormalize
 from pcnotes.util.folders import write_file
 
 __all__ = [
+    "add_colorbar",
     "to_rgb",
     "shared_scale",
     "show_image",
@@ -111,6 +112,17 @@ def overlay_heatmap(ax, image, amap, *, vmin=None, vmax=None, alpha=0.5, cmap="j
     show_image(ax, image)
     ax.imshow(amap, cmap=cmap, alpha=alpha, vmin=vmin, vmax=vmax, interpolation="nearest")
     return ax
+
+
+def add_colorbar(fig, axes, vmin: float, vmax: float, label: str, *, cmap: str = "jet", shrink: float = 0.85):
+    """One opaque colour bar beside ``axes`` (an Axes or an array of them) for ``cmap`` on ``[vmin, vmax]``.
+
+    The heat maps are drawn half-transparent over the photograph; the bar
+    shows their colours at full strength, with the scale's meaning as ``label``.
+    """
+    from matplotlib.colors import Normalize
+
+    return fig.colorbar(ScalarMappable(Normalize(vmin, vmax), cmap=cmap), ax=axes, shrink=shrink, label=label)
 
 
 def draw_mask_contour(ax, mask, color="white"):
@@ -190,7 +202,7 @@ class PanelWriter:
 
     Building a figure costs far more than drawing into it, so the layout is
     made once and each image only swaps the pixel data, the contour and the
-    title before saving (about 3x faster than one figure per image). All
+    title before saving (much faster than one figure per image). All
     images share the colour scale ``vmin``/``vmax`` fixed here::
 
         writer = PanelWriter(vmin, vmax, with_mask=True)

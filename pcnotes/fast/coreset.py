@@ -88,9 +88,7 @@ only the speed, never an index.
 Threads follow one rule: the flat pass of a bank of at least
 ``_PARALLEL_MIN_POINTS`` points is split over all of numba's threads
 (``numba.set_num_threads`` or ``NUMBA_NUM_THREADS`` sets how many), and the
-walk runs on one.  (An earlier version also timed the flat pass on one
-thread as a third way; on idle cores it changed the run time by less than
-5 %, so it went.)
+walk runs on one.  benchmarks/results/coreset.md has the timings.
 """
 
 from __future__ import annotations

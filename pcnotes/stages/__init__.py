@@ -20,7 +20,14 @@ never here. ``from pcnotes.stages import patchify, greedy_k_center, ...``
 gives every stage's public names.
 """
 
-from pcnotes.stages.s1_features import DEFAULT_LAYERS, FeatureExtractor, load_backbone
+from pcnotes.stages.s1_features import (
+    DEFAULT_LAYERS,
+    MOBILENET_SHA256,
+    MOBILENET_WEIGHTS,
+    FeatureExtractor,
+    load_backbone,
+    sha256sum,
+)
 from pcnotes.stages.s2_patches import patchify
 from pcnotes.stages.s3_align import align_patches
 from pcnotes.stages.s4_mean_mapped import aggregate, embed, mean_map
@@ -56,7 +63,7 @@ from pcnotes.stages.s8_metrics import (
 )
 
 __all__ = [
-    "DEFAULT_LAYERS", "FeatureExtractor", "load_backbone",
+    "DEFAULT_LAYERS", "FeatureExtractor", "load_backbone", "MOBILENET_WEIGHTS", "MOBILENET_SHA256", "sha256sum",
     "patchify",
     "align_patches",
     "mean_map", "aggregate", "embed",

@@ -136,7 +136,7 @@ def image_scores(score_grid) -> np.ndarray:
 
 
 def reweighted_image_scores(
-    index: NearestNeighbours, features, batch_size: int, b: int
+    index: NearestNeighbours, features, batch_size: int, b: int, nearest=None
 ) -> np.ndarray:
     """Eq. 7 of the paper: damp the image score when its nearest bank entry is crowded.
 
@@ -150,23 +150,31 @@ def reweighted_image_scores(
     a large distance is more telling).
 
     ``(B*H*W, D) -> (B,)``. The raw score s* is in the index's metric
-    (Euclidean, or squared with ``squared=True``).
+    (Euclidean, or squared with ``squared=True``). ``nearest``, the
+    ``(distances, indices)`` that ``index.search(features, k)`` already
+    returned, spares searching every patch a second time.
+
+    Conventions differ on what the ``b`` neighbours are. The paper sums over
+    ``N_b(m*)``, m*'s b nearest bank entries; anomalib counts m* itself among
+    its b = 9. pcnotes uses ``{m*} ∪ N_b(m*)``: b + 1 entries, m* first.
     """
     if b < 1:
         raise ValueError(f"eq. 7 re-weighting needs b >= 1 neighbours, got {b}")
     if b + 1 > len(index):
         raise ValueError(f"b={b} needs a memory bank of at least {b + 1} entries, got {len(index)}")
     features = _as_float32(features, "features").reshape(batch_size, -1, index.bank.shape[1])
+    distances, indices = nearest if nearest is not None else index.search(features.reshape(-1, features.shape[2]), 1)
+    distances = np.asarray(distances)[:, 0].reshape(batch_size, -1)  # (B, H*W): each patch's 1-NN
+    indices = np.asarray(indices)[:, 0].reshape(batch_size, -1)
     scores = np.empty(batch_size, dtype=np.float32)
     for i, patches in enumerate(features):
-        distances, nearest = index.search(patches, 1)
-        worst = int(np.argmax(distances[:, 0]))
-        test_patch, m_star = patches[worst], int(nearest[worst, 0])
+        worst = int(np.argmax(distances[i]))
+        test_patch, m_star = patches[worst], int(indices[i, worst])
         # m*'s b nearest bank neighbours, leaving m* itself out.
         _, around = index.search(index.bank[m_star][None], b + 1)
         around = [j for j in around[0] if j != m_star][:b]
         support = index.bank[[m_star, *around]]
         d = np.sqrt(((support - test_patch) ** 2).sum(axis=1, dtype=np.float64))
         softmax = np.exp(d - d.max()) / np.exp(d - d.max()).sum()
-        scores[i] = (1.0 - softmax[0]) * distances[worst, 0]
+        scores[i] = (1.0 - softmax[0]) * distances[i, worst]
     return scores
