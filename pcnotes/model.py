@@ -98,7 +98,7 @@ class PatchCore:
         self.grid: tuple[int, int] | None = None
         self.index: NearestNeighbours | None = None
         self.timings: dict[str, float] = {}
-        self._feature_dim: int | None = None
+        self._probed: tuple[tuple[int, int], int] | None = None  # (grid, D) of one model input
 
     def __repr__(self) -> str:
         bank = None if self.memory_bank is None else self.memory_bank.shape
@@ -123,15 +123,22 @@ class PatchCore:
             patch_size=self.config.patch_size,
         )
 
+    def _probe(self) -> tuple[tuple[int, int], int]:
+        """The patch grid ``(h, w)`` and ``D`` of one model input (the crop, or the whole
+        resized image): one forward pass of zeros, made once per model."""
+        if self._probed is None:
+            size = self.config.crop if self.config.crop is not None else self.config.resize
+            height, width = size if isinstance(size, tuple) else (size, size)
+            features, grid = self.embed(torch.zeros(1, 3, height, width))
+            self._probed = tuple(grid), int(features.shape[1])
+        return self._probed
+
     @property
     def feature_dim(self) -> int:
-        """``D``, the length of one patch feature (one small forward pass finds the channels)."""
+        """``D``, the length of one patch feature."""
         if self.config.patch_feature == "mean_mapped":
             return self.config.target_dim
-        if self._feature_dim is None:
-            features, _ = self.embed(torch.zeros(1, 3, 64, 64))
-            self._feature_dim = int(features.shape[1])
-        return self._feature_dim
+        return self._probe()[1]
 
     def _batches(self, images) -> Iterable[torch.Tensor]:
         """Accept a tensor (B, 3, H, W), or any iterable of such tensors or of dicts."""
@@ -180,14 +187,9 @@ class PatchCore:
         """Memory bank entries that a fit on ``num_images`` images will keep.
 
         ``coreset_size(num_images * h * w, coreset_ratio)``, with the patch grid
-        ``(h, w)`` of one model input (the crop, or the whole resized image)
-        found by one forward pass.
+        ``(h, w)`` of one model input (the crop, or the whole resized image).
         """
-        size = self.config.crop if self.config.crop is not None else self.config.resize
-        height, width = size if isinstance(size, tuple) else (size, size)
-        with torch.no_grad():
-            _, grid = self.embed(torch.zeros(1, 3, height, width))
-        return self._bank_size(num_images * math.prod(grid))
+        return self._bank_size(num_images * math.prod(self._probe()[0]))
 
     def check_fit(self, num_images: int) -> None:
         """Raise before any work if ``num_neighbors`` or ``reweight`` cannot work on the bank a fit gives."""
@@ -206,7 +208,6 @@ class PatchCore:
                                           f"{cfg.reweight + 1} entries, not the {size}{source}: {advice}")
 
     def _set_bank(self, bank: np.ndarray) -> None:
-        self._check_bank_size(len(bank))
         self.memory_bank = np.ascontiguousarray(bank, dtype=np.float32)
         self.index = NearestNeighbours(
             self.memory_bank, backend=self.config.knn_backend, squared=self.config.squared
@@ -281,6 +282,7 @@ class PatchCore:
                 raise ValueError(f"{bank_path}: {bank.shape[1]} values per patch, but {meta_path}'s "
                                  f"{config.patch_feature!r} patch feature gives {model.feature_dim}")
             model.grid = tuple(meta["grid"])
+            model._check_bank_size(len(bank))
             model._set_bank(bank)
         except ConfigError as error:
             raise ValueError(f"{meta_path}: {error}: fit the model again") from None
