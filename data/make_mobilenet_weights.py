@@ -1,4 +1,4 @@
-"""Rebuild data/mobilenet_v2_imagenet_features.pt from its public source.
+"""Rebuild pcnotes/data/weights/mobilenet_v2_imagenet_features.pt from its public source.
 
 The shipped file holds ImageNet-1k MobileNetV2 weights laid out as the
 ``state_dict`` of ``torchvision.models.mobilenet_v2().features`` (keys
@@ -52,7 +52,7 @@ N_TENSORS = 312
 SAVE_STEM = "mnv2_tv"
 EXPECTED_SHA256 = "7214ce7a2d9f4cc1f7712172a032fe6329799f2b4ecc2ea14beeb6b65339f9ce"
 
-DEFAULT_OUT = Path(__file__).resolve().parent / "mobilenet_v2_imagenet_features.pt"
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "pcnotes" / "data" / "weights" / "mobilenet_v2_imagenet_features.pt"
 
 
 def sha256_of(data: bytes) -> str:
