@@ -55,6 +55,9 @@ _PUBLIC = {
     "results_file": "pcnotes.util.paths",
 }
 _SUBPACKAGES = ("stages", "data", "app", "course", "fast", "util")
+#: Old names kept for one release: learner editions written before the layout changed
+#: do ``from pcnotes import exercises``.
+_RENAMED = {"exercises": "pcnotes.course"}
 
 __all__ = [*_PUBLIC, *_SUBPACKAGES, "__version__"]
 
@@ -64,6 +67,8 @@ def __getattr__(name: str):
         value = getattr(importlib.import_module(_PUBLIC[name]), name)
     elif name in _SUBPACKAGES:
         value = importlib.import_module(f"pcnotes.{name}")
+    elif name in _RENAMED:
+        value = importlib.import_module(_RENAMED[name])
     else:
         raise AttributeError(f"module 'pcnotes' has no attribute {name!r}")
     globals()[name] = value  # the next lookup is a plain attribute

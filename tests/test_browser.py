@@ -63,7 +63,7 @@ def _get(url: str, timeout: float = 5) -> bytes:
 
 
 def _request(method: str, url: str, timeout: float = 10) -> None:
-    urllib.request.urlopen(urllib.request.Request(url, loop=loop), timeout=timeout).read()
+    urllib.request.urlopen(urllib.request.Request(url, method=method), timeout=timeout).read()
 
 
 def _fresh_notebook_copy(folder: Path) -> Path:

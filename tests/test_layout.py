@@ -75,3 +75,9 @@ def test_every_notebook_imports_pcnotes_from_at_most_four_modules():
     for path in sources:
         modules = pcnotes_modules(path.read_text(encoding="utf-8"))  # percent cells and magics are comments
         assert modules and len(modules) <= 4, (path.name, sorted(modules))
+
+
+def test_learner_editions_written_before_the_new_layout_still_find_their_checkers():
+    from pcnotes import course, exercises
+
+    assert exercises is course and exercises.check_patchify is course.check_patchify
