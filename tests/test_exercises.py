@@ -1,10 +1,14 @@
 """The exercise checkers: a right answer passes with one line, each typical wrong answer is named."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
-from scipy import ndimage
+from scipy import ndimage, stats
+from scipy.special import softmax
 from scipy.spatial.distance import cdist
 
 from pcnotes import course as exercises
@@ -116,6 +120,169 @@ def test_a_right_answer_passes_with_one_success_line(checker, solution, capsys):
     assert checker(solution) is True
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 1 and lines[0].startswith("✓ ") and "correct on all" in lines[0]
+
+
+# ---------------------------------------------------------------------------
+# Right answers written other ways: every one passes
+# ---------------------------------------------------------------------------
+
+
+def patchify_transpose_reshape(features, p):
+    batch, channels, height, width = features.shape
+    return F.unfold(features, p, padding=p // 2).transpose(1, 2).reshape(batch, height * width, channels, p, p)
+
+
+def patchify_tensor_unfold(features, p):
+    batch, channels, height, width = features.shape
+    q = p // 2
+    windows = F.pad(features, (q, q, q, q)).unfold(2, p, 1).unfold(3, p, 1)  # (B, C, H, W, p, p)
+    return windows.permute(0, 2, 3, 1, 4, 5).reshape(batch, height * width, channels, p, p)
+
+
+def patchify_module(features, p):
+    batch, channels = features.shape[:2]
+    columns = nn.Unfold(kernel_size=(p, p), padding=p // 2, stride=1)(features)
+    return columns.view(batch, channels, p, p, -1).permute(0, 4, 1, 2, 3).contiguous()
+
+
+def align_single_permute(patches, grid, target_grid):
+    batch, _, channels, p, _ = patches.shape
+    maps = patches.permute(0, 2, 3, 4, 1).reshape(batch, channels * p * p, *grid)
+    resized = F.interpolate(maps, size=target_grid, mode="bilinear", align_corners=False)
+    return resized.reshape(batch, channels, p, p, -1).permute(0, 4, 1, 2, 3)
+
+
+def align_upsample_module(patches, grid, target_grid):
+    batch, _, channels, p, _ = patches.shape
+    maps = patches.reshape(batch, *grid, channels * p * p).permute(0, 3, 1, 2)
+    resized = nn.Upsample(size=tuple(target_grid), mode="bilinear")(maps)
+    return resized.flatten(2).transpose(1, 2).reshape(batch, -1, channels, p, p)
+
+
+def pool_by_hand(flat, dim):
+    length = flat.shape[1]
+    return torch.stack([flat[:, i * length // dim: -(-(i + 1) * length // dim)].mean(1) for i in range(dim)], 1)
+
+
+def greedy_first_pick_then_loop(points, m):
+    distances = np.sqrt(((points[:, None] - points[None]) ** 2).sum(-1))
+    selected = [int(np.argmax(np.sqrt((distances**2).sum(1))))]
+    min_dist = distances[selected[0]].copy()
+    while len(selected) < m:
+        selected.append(int(np.argmax(min_dist)))
+        min_dist = np.minimum(min_dist, distances[selected[-1]])
+        min_dist[selected[-1]] = 0
+    return np.asarray(selected, dtype=np.int64)
+
+
+def greedy_torch(points, m):
+    x = torch.from_numpy(np.asarray(points, dtype=np.float64))
+    distances = torch.cdist(x, x)
+    min_dist, selected = torch.linalg.norm(distances, dim=1), []
+    for _ in range(m):
+        selected.append(int(torch.argmax(min_dist)))
+        min_dist = torch.minimum(min_dist, distances[:, selected[-1]])
+    return np.array(selected)
+
+
+def image_score_float32_expansion(features, bank, batch_size):
+    f, b = features.astype(np.float32), bank.astype(np.float32)
+    squared = (f**2).sum(1)[:, None] - 2 * f @ b.T + (b**2).sum(1)[None]
+    return np.sqrt(np.clip(squared, 0, None)).min(1).reshape(batch_size, -1).max(1)
+
+
+def image_score_torch_float32(features, bank, batch_size):
+    distances = torch.cdist(torch.from_numpy(features), torch.from_numpy(bank))
+    return distances.min(1).values.reshape(batch_size, -1).max(1).values
+
+
+def image_score_per_image(features, bank, batch_size):
+    return np.array([cdist(image, bank).min(1).max() for image in np.split(features, batch_size)])
+
+
+def reweighting_torch_topk_m_star_last(features, bank, batch_size, b):
+    bank_t, scores = torch.from_numpy(bank), []
+    for patches in torch.from_numpy(features).reshape(batch_size, -1, features.shape[1]):
+        distances = torch.cdist(patches, bank_t)
+        nearest, index = distances.min(1)
+        worst = int(nearest.argmax())
+        m_star = int(index[worst])
+        _, around = torch.topk(torch.cdist(bank_t[m_star][None], bank_t)[0], b + 1, largest=False)
+        around = [j for j in around.tolist() if j != m_star][:b]
+        d = distances[worst, [*around, m_star]].double().numpy()  # m* last this time
+        scores.append((1 - softmax(d)[-1]) * float(nearest[worst]))
+    return torch.tensor(scores)
+
+
+def reweighting_sorted_bank(features, bank, batch_size, b):
+    bank, scores = np.asarray(bank, dtype=np.float64), []
+    for patches in np.asarray(features, dtype=np.float64).reshape(batch_size, -1, bank.shape[1]):
+        distances = cdist(patches, bank)
+        worst = int(np.argmax(distances.min(axis=1)))
+        m_star = int(np.argmin(distances[worst]))
+        order = np.argsort(np.linalg.norm(bank - bank[m_star], axis=1), kind="stable")
+        d = distances[worst, [m_star, *order[order != m_star][:b]]]
+        scores.append((1.0 - np.exp(d[0] - d.max()) / np.exp(d - d.max()).sum()) * distances[worst, m_star])
+    return np.array(scores)
+
+
+def auroc_by_ranks(labels, scores):
+    labels = np.asarray(labels).astype(bool)
+    ranks = stats.rankdata(scores)
+    n_bad, n_good = labels.sum(), (~labels).sum()
+    return float((ranks[labels].sum() - n_bad * (n_bad + 1) / 2) / (n_bad * n_good))
+
+
+def auroc_loop(labels, scores):
+    bad = [s for s, y in zip(scores, labels) if y]
+    good = [s for s, y in zip(scores, labels) if not y]
+    return sum(1.0 if a > g else 0.5 if a == g else 0.0 for a in bad for g in good) / (len(bad) * len(good))
+
+
+def pro_stack_with_flat_structure(masks, maps, threshold):
+    structure = np.zeros((3, 3, 3))
+    structure[1] = 1  # 8-connected within an image, never across two
+    labeled, count = ndimage.label(masks, structure=structure)
+    hits = np.bincount(labeled[maps >= threshold], minlength=count + 1)[1:]
+    return float((hits / np.bincount(labeled.ravel(), minlength=count + 1)[1:]).mean())
+
+
+RIGHT_VARIANTS = [
+    (exercises.check_patchify, patchify_transpose_reshape),
+    (exercises.check_patchify, patchify_tensor_unfold),
+    (exercises.check_patchify, patchify_module),
+    (exercises.check_align, align_single_permute),
+    (exercises.check_align, align_upsample_module),
+    (exercises.check_mean_mapper, lambda x, dim: F.adaptive_avg_pool1d(x.flatten(1)[:, None], dim)[:, 0]),
+    (exercises.check_mean_mapper, lambda x, dim: F.adaptive_avg_pool1d(x.flatten(1), dim)),  # unbatched (C, L)
+    (exercises.check_mean_mapper, lambda x, dim: nn.AdaptiveAvgPool1d(dim)(x.reshape(len(x), 1, -1)).squeeze(1)),
+    (exercises.check_mean_mapper, lambda x, dim: F.interpolate(x.reshape(len(x), 1, -1), size=dim, mode="area")[:, 0]),
+    (exercises.check_mean_mapper, lambda x, dim: pool_by_hand(x.reshape(len(x), -1), dim)),
+    (exercises.check_aggregator, lambda x, dim: F.adaptive_avg_pool1d(x.flatten(1), dim)),
+    (exercises.check_aggregator, lambda x, dim: pool_by_hand(x.flatten(1), dim)),
+    (exercises.check_aggregator, lambda x, dim: mean_mapper(torch.cat(x.unbind(1), dim=1), dim)),
+    (exercises.check_coreset_size, lambda n, r: int(n * r) or 1),
+    (exercises.check_coreset_size, lambda n, r: max(1, math.floor(n * r))),
+    (exercises.check_coreset_size, lambda n, r: max(1, int(r * n))),
+    (exercises.check_greedy_k_center, greedy_first_pick_then_loop),
+    (exercises.check_greedy_k_center, greedy_torch),
+    (exercises.check_image_score, image_score_float32_expansion),
+    (exercises.check_image_score, image_score_torch_float32),
+    (exercises.check_image_score, image_score_per_image),
+    (exercises.check_reweighting, reweighting_sorted_bank),
+    (exercises.check_reweighting, reweighting_torch_topk_m_star_last),
+    (exercises.check_auroc, auroc_by_ranks),
+    (exercises.check_auroc, auroc_loop),
+    (exercises.check_pro, pro_stack_with_flat_structure),
+]
+
+
+@pytest.mark.parametrize("checker, solution", RIGHT_VARIANTS,
+                         ids=[f"right-{i:02d}" for i in range(1, len(RIGHT_VARIANTS) + 1)])
+def test_a_right_answer_written_another_way_passes(checker, solution, capsys):
+    assert checker(solution) is True, capsys.readouterr().out
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("✓ ")
 
 
 # ---------------------------------------------------------------------------
@@ -369,3 +536,222 @@ def test_the_reference_greedy_picks_what_pcnotes_greedy_coreset_picks(seed, n, m
     library = coreset.greedy_coreset(points, min(1.0, (m + 0.5) / n), projection_dim=None, loop="plain")
     assert len(library) == m
     assert np.array_equal(coreset.greedy_k_center(points, m), library)
+
+
+# ---------------------------------------------------------------------------
+# More wrong answers, under neutral names: what a learner might write, and the words its line must hold
+# ---------------------------------------------------------------------------
+
+
+def _patches(columns, batch, channels, p):
+    return columns.reshape(batch, channels, p, p, -1).permute(0, 4, 1, 2, 3)
+
+
+def patchify_padded(mode):
+    def answer(features, p):
+        batch, channels = features.shape[:2]
+        return _patches(F.unfold(F.pad(features, (p // 2,) * 4, mode=mode), p), batch, channels, p)
+    return answer
+
+
+def patchify_unfold(**unfold):
+    def answer(features, p):
+        batch, channels = features.shape[:2]
+        return _patches(F.unfold(features, p, **{"padding": p // 2, **unfold}), batch, channels, p)
+    return answer
+
+
+def patchify_columns_first(features, p):
+    batch, channels, height, width = features.shape
+    q = p // 2
+    windows = F.pad(features, (q, q, q, q)).unfold(2, p, 1).unfold(3, p, 1)
+    return windows.permute(0, 3, 2, 1, 4, 5).reshape(batch, height * width, channels, p, p)
+
+
+def align_resized(size=lambda target: tuple(target), read=lambda grid: tuple(grid), **interpolate):
+    def answer(patches, grid, target_grid):
+        batch, _, channels, p, _ = patches.shape
+        maps = patches.reshape(batch, *read(grid), channels, p, p).permute(0, 3, 4, 5, 1, 2)
+        resized = F.interpolate(maps.reshape(-1, 1, *read(grid)), size=size(target_grid), **interpolate)
+        return resized.reshape(batch, channels, p, p, -1).permute(0, 4, 1, 2, 3)
+    return answer
+
+
+def fixed_window_pool(round_up=False):
+    def answer(x, dim):
+        flat = x.reshape(len(x), 1, -1)
+        kernel = -(-flat.shape[-1] // dim) if round_up else flat.shape[-1] // dim
+        return F.avg_pool1d(flat, kernel, ceil_mode=round_up).squeeze(1)
+    return answer
+
+
+def greedy_loop(update=np.minimum, first=None, drop=False):
+    def answer(points, m):
+        distances = cdist(points, points)
+        min_dist = np.linalg.norm(distances, axis=1)
+        start, selected = int(first(min_dist)) if first else None, []
+        for step in range(m):
+            selected.append(start if step == 0 and first else int(np.argmax(min_dist)))
+            if drop:
+                min_dist[selected[-1]] = -np.inf
+            else:
+                min_dist = update(min_dist, distances[:, selected[-1]])
+        return np.array(selected)
+    return answer
+
+
+def top_share_of_patches(share):
+    def answer(features, bank, batch_size):
+        scores = cdist(features, bank).min(1).reshape(batch_size, -1)
+        k = max(1, int(share * scores.shape[1]))
+        return np.sort(scores, axis=1)[:, -k:].mean(1)
+    return answer
+
+
+def image_score_with(k=1, metric="euclidean", patches=np.max, percentile=None):
+    def answer(features, bank, batch_size):
+        per_patch = np.sort(cdist(features, bank, metric), axis=1)[:, :k].mean(1).reshape(batch_size, -1)
+        return np.percentile(per_patch, percentile, axis=1) if percentile else patches(per_patch, axis=1)
+    return answer
+
+
+def reweighting_variant(kind):
+    def answer(features, bank, batch_size, b):
+        shape = (-1, batch_size, features.shape[1]) if kind == "order" else (batch_size, -1, features.shape[1])
+        images = features.reshape(shape).transpose(1, 0, 2) if kind == "order" else features.reshape(shape)
+        scores = []
+        for patches in images:
+            distances = cdist(patches, bank)
+            worst = distances.min(1).argmax()
+            m_star = distances[worst].argmin()
+            order = np.argsort(np.linalg.norm(bank - bank[m_star], axis=1), kind="stable")
+            others = order[order != m_star][:b]
+            origin = bank[m_star] if kind == "origin" else patches[worst]
+            to = lambda entries: np.linalg.norm(bank[entries] - origin, axis=1)  # noqa: E731
+            if kind == "b entries":
+                d = to(order[:b])
+                weight = 1 - np.exp(d[0]) / np.exp(d).sum()
+            elif kind == "literal":
+                weight = 1 - np.exp(distances[worst, m_star]) / np.exp(to(others)).sum()
+            elif kind == "everything":
+                d = to(np.arange(len(bank)))
+                weight = 1 - np.exp(d[m_star]) / np.exp(d).sum()
+            else:
+                d = to([m_star, *others])
+                weight = 1 - np.exp(d[0]) / np.exp(d).sum()
+            s_star = distances[worst, m_star]
+            scores.append(weight * (s_star**2 if kind == "power" else s_star))
+        return np.array(scores)
+    return answer
+
+
+def auroc_indexed(complement):
+    def answer(labels, scores):
+        labels = np.asarray(labels)
+        difference = scores[labels][:, None] - scores[complement(labels)][None, :]
+        return float(((difference > 0).sum() + 0.5 * (difference == 0).sum()) / difference.size)
+    return answer
+
+
+def auroc_pairs(scale=1.0, divide=True, ties_leave=False):
+    def answer(labels, scores):
+        labels = np.asarray(labels).astype(bool)
+        difference = scores[labels][:, None] - scores[~labels][None, :]
+        if ties_leave:
+            return float((difference > 0).sum() / (difference != 0).sum())
+        total = (difference > 0).sum() + 0.5 * (difference == 0).sum()
+        return float(scale * total / difference.size if divide else total)
+    return answer
+
+
+def pro_regions(detect=lambda values, t: values >= t, regions=lambda count: range(1, count + 1), iou=False):
+    def answer(masks, maps, threshold):
+        overlaps = []
+        for mask, values in zip(masks, maps):
+            labeled, count = ndimage.label(mask, structure=np.ones((3, 3)))
+            found = detect(values, threshold)
+            for r in regions(count):
+                region = labeled == r
+                overlaps.append((found & region).sum() / (found | region).sum() if iou else found[region].mean())
+        return float(np.mean(overlaps))
+    return answer
+
+
+def pro_of_found_regions(masks, maps, threshold):
+    overlaps = []
+    for mask, values in zip(masks, maps):
+        labeled, count = ndimage.label(values >= threshold, structure=np.ones((3, 3)))
+        overlaps += [mask[labeled == r].mean() for r in range(1, count + 1)]
+    return float(np.mean(overlaps)) if overlaps else 0.0
+
+
+MORE_WRONG = [
+    (exercises.check_patchify, patchify_padded("reflect"), ["mode='reflect'", "pads with zeros"]),
+    (exercises.check_patchify, patchify_padded("replicate"), ["mode='replicate'", "pads with zeros"]),
+    (exercises.check_patchify, patchify_unfold(stride=3), ["stride=3", "only 4 of the 30", "stride 1"]),
+    (exercises.check_patchify, patchify_unfold(padding=3), ["padding=3", "9x10 grid instead of 5x6"]),
+    (exercises.check_patchify, patchify_columns_first, ["run down the columns"]),
+    (exercises.check_patchify, lambda f, p: patchify(f, p).reshape(len(f), *f.shape[2:], *patchify(f, p).shape[2:]),
+     ["(B, H, W, C, p, p)", "flatten"]),
+    (exercises.check_align, align_resized(size=lambda t: (t[1], t[0]), mode="bilinear"),
+     ["height and width are swapped", "size=target_grid"]),
+    (exercises.check_align, align_resized(mode="bicubic", align_corners=False), ["mode='bicubic'", "bilinear"]),
+    (exercises.check_align, align_resized(mode="area"), ["'area'", "bilinear"]),
+    (exercises.check_align, align_resized(read=lambda g: (g[1], g[0]), mode="bilinear"),
+     ["you read the grid as 4x3"]),
+    (exercises.check_align, lambda patches, grid, target: patches, ["own 3x4 grid", "resize"]),
+    (exercises.check_mean_mapper, fixed_window_pool(), ["fixed window (kernel_size=4", "9 values", "adaptive"]),
+    (exercises.check_mean_mapper, fixed_window_pool(round_up=True), ["fixed window (kernel_size=5", "adaptive"]),
+    (exercises.check_mean_mapper, lambda x, dim: mean_mapper(x.transpose(2, 3), dim), ["column by column"]),
+    (exercises.check_aggregator, lambda x, dim: mean_mapper(x.sum(1), dim), ["summed the layers"]),
+    (exercises.check_aggregator, lambda x, dim: x.sum(1), ["summed the layers"]),
+    (exercises.check_aggregator, lambda x, dim: F.adaptive_avg_pool1d(x, dim), ["pooled each layer on its own"]),
+    (exercises.check_aggregator, lambda x, dim: F.adaptive_avg_pool1d(x, dim).flatten(1), ["did not pool"]),
+    (exercises.check_aggregator, lambda x, dim: mean_mapper(x[:, -1], dim), ["only the last layer"]),
+    (exercises.check_aggregator, lambda x, dim: x.mean(1), ["averaged over the layers"]),
+    (exercises.check_coreset_size, lambda n, r: n // round(1 / r), ["round(1 / ratio) = 3", "multiply"]),
+    (exercises.check_coreset_size, lambda n, r: max(1, int(n // (1 / r))), ["N // (1 / ratio)", "multiply"]),
+    (exercises.check_coreset_size, lambda n, r: max(1, int(n * (1 - r))), ["1 - ratio"]),
+    (exercises.check_greedy_k_center, greedy_loop(update=lambda old, new: new),
+     ["point 29 was already chosen at step 1", "fold the new centre's distances into min_dist"]),
+    (exercises.check_greedy_k_center, greedy_loop(first=np.argmin), ["most central", "np.argmax"]),
+    (exercises.check_greedy_k_center, greedy_loop(drop=True), ["order of their row norms", "np.minimum"]),
+    (exercises.check_image_score, top_share_of_patches(0.1), ["6 largest patch scores", "max"]),
+    (exercises.check_image_score, top_share_of_patches(0.05), ["3 largest patch scores", "max"]),
+    (exercises.check_image_score, image_score_with(k=3), ["3 nearest bank entries", "k = 1"]),
+    (exercises.check_image_score, image_score_with(k=5), ["5 nearest bank entries"]),
+    (exercises.check_image_score, image_score_with(metric="cosine"), ["cosine distance", "Euclidean"]),
+    (exercises.check_image_score, image_score_with(metric="cityblock"), ["L1", "Euclidean"]),
+    (exercises.check_image_score, image_score_with(metric="chebyshev"), ["Chebyshev", "Euclidean"]),
+    (exercises.check_image_score, image_score_with(percentile=99), ["99th percentile"]),
+    (exercises.check_image_score, image_score_with(patches=np.min), ["smallest patch score"]),
+    (exercises.check_image_score, image_score_with(k=None), ["every bank entry"]),
+    (exercises.check_reweighting, reweighting_variant("b entries"),
+     ["m* counted among its b neighbours (anomalib's convention)", "{m*} ∪ N_b(m*)", "leave m* out"]),
+    (exercises.check_reweighting, reweighting_variant("literal"),
+     ["N_b(m*) only, without m*", "read literally", "{m*} ∪ N_b(m*)"]),
+    (exercises.check_reweighting, reweighting_variant("everything"), ["whole bank"]),
+    (exercises.check_reweighting, reweighting_variant("origin"), ["distances from m*", "test patch"]),
+    (exercises.check_reweighting, reweighting_variant("power"), ["s* is squared"]),
+    (exercises.check_reweighting, reweighting_variant("order"), ["wrong images"]),
+    (exercises.check_auroc, auroc_indexed(lambda y: 1 - y), ["as integers", "boolean mask"]),
+    (exercises.check_auroc, auroc_indexed(lambda y: ~y), ["as integers", "boolean mask"]),
+    (exercises.check_auroc, auroc_pairs(scale=100), ["percentage"]),
+    (exercises.check_auroc, auroc_pairs(divide=False), ["the count", "divide"]),
+    (exercises.check_auroc, auroc_pairs(ties_leave=True), ["tied pairs out of the denominator"]),
+    (exercises.check_pro, pro_regions(detect=lambda values, t: values < t), ["below the threshold"]),
+    (exercises.check_pro, pro_regions(iou=True), ["IoU"]),
+    (exercises.check_pro, pro_regions(regions=lambda count: range(1, count)), ["skipped the last region"]),
+    (exercises.check_pro, pro_regions(regions=range), ["range(count)", "range(1, count + 1)"]),
+    (exercises.check_pro, pro_of_found_regions, ["regions of the thresholded map"]),
+]
+
+
+@pytest.mark.parametrize("checker, wrong, words", MORE_WRONG,
+                         ids=[f"wrong-{i:02d}" for i in range(1, len(MORE_WRONG) + 1)])
+def test_a_wrong_answer_is_told_what_to_fix(checker, wrong, words, capsys):
+    assert checker(wrong) is False
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("✗ "), lines
+    for word in words:
+        assert word in lines[0], f"{word!r} not in {lines[0]!r}"

@@ -10,10 +10,14 @@ line** and returns True or False::
     ✓ patchify: correct on all 5 inputs (...).
 
 A wrong answer is never an exception. The checker also computes the answers
-that the typical mistakes give (the missing padding, the wrong permute,
-``align_corners=True``, squared distances, ties counted as 0, ...). When the
-learner's result equals one of them, the line names that mistake and says how
-to fix it; otherwise it says where the result differs. An exception raised by
+that the typical mistakes give (the missing or reflected padding, the wrong
+permute, ``align_corners=True`` or bicubic, a fixed pooling window, squared,
+cosine or L1 distances, the mean of the top k patch scores, another eq. 7
+convention, ties counted as 0, ...) on inputs large enough to tell them apart
+(images of 64 patches and more, so that a top-10 % mean is not the max). When
+the learner's result equals one of them, the line names that mistake and says
+how to fix it. A greedy loop that picks a point it already chose is told so.
+Otherwise the line says where the result differs. An exception raised by
 the learner's function is reported in one line with its type and message.
 The one exception that passes through is the learner edition's stub
 (``NotImplementedError("... write your solution here ...")``), so that a
@@ -67,6 +71,38 @@ class _Answer:
     covers: str = ""  # the inputs tried, for the success line
     atol: float = 1e-5
     rtol: float = 1e-4
+    tuple_hint: str = ""  # added to the message for a tuple, e.g. "not (patches, grid)"
+
+
+def _attempt(compute: Callable[[], Any]) -> Any:
+    """The answer a mistake gives on one input, or None where that mistake cannot run on it.
+
+    Some mistakes fail on an edge case (reflect padding of a 1x1 grid, a reshape
+    that does not divide): there the learner's function would have raised, and
+    the checker reports that error instead.
+    """
+    try:
+        return compute()
+    except Exception:  # noqa: BLE001 - a mistake that cannot run here names nothing here
+        return None
+
+
+def _repick(values: np.ndarray, step: int) -> str | None:
+    """The message for a greedy loop whose first wrong pick (at ``step``) is a point it already chose."""
+    if values.ndim != 1 or not 0 <= step < len(values):
+        return None
+    earlier = np.flatnonzero(values[:step] == values[step])
+    if not len(earlier):
+        return None
+    return (f"point {values[step]} was already chosen at step {earlier[0] + 1}, and your step {step + 1} picks it "
+            f"again: after each pick, fold the new centre's distances into min_dist, "
+            f"min_dist = np.minimum(min_dist, distances[:, centre]), so that a chosen point's entry drops to 0")
+
+
+def _first_difference(values: np.ndarray, expected: np.ndarray) -> int:
+    """Where two 1-D index arrays of the same length first differ (their length where they do not)."""
+    differ = np.flatnonzero(values != expected)
+    return int(differ[0]) if len(differ) else len(values)
 
 
 def _to_numpy(value) -> np.ndarray | None:
@@ -117,7 +153,8 @@ def _type_problem(answer, expected, expect: _Answer) -> str | None:
 def _verdict(answer, case: _Case, expect: _Answer) -> str | None:
     """None when ``answer`` is right, else one sentence (or two) saying what is wrong."""
     if isinstance(answer, tuple):
-        return f"you returned a tuple of {len(answer)} items; return only {expect.what}"
+        hint = f", {expect.tuple_hint}" if expect.tuple_hint else ""
+        return f"you returned a tuple of {len(answer)} items; return only {expect.what}{hint}"
     values = _to_numpy(answer)
     if values is None or values.dtype.kind not in "biuf":
         kind = type(answer).__name__ if values is None else f"{type(answer).__name__} of {values.dtype}"
@@ -125,7 +162,7 @@ def _verdict(answer, case: _Case, expect: _Answer) -> str | None:
     if _same(values, case.expected, expect):
         return _type_problem(answer, case.expected, expect)
     for message, wrong in case.mistakes:
-        if _same(values, wrong, expect):
+        if wrong is not None and _same(values, wrong, expect):
             return message
     expected = _to_numpy(case.expected)
     if values.shape != expected.shape:
@@ -136,7 +173,10 @@ def _verdict(answer, case: _Case, expect: _Answer) -> str | None:
     if expected.ndim == 0:
         return f"you returned {values.item():.6g}, {expect.reference} gives {expected.item():.6g}"
     if expect.kind == "indices":
-        step = int(np.argmax(values != expected))
+        step = _first_difference(values, expected)
+        repicked = _repick(values, step)
+        if repicked:
+            return repicked
         if step == 0:
             return (f"your first pick is point {values[0]}, expected point {expected[0]}: start from the point "
                     f"whose row of the distance matrix has the largest norm")

@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from pcnotes.course.checking import _Case, _Answer, _check, _generator
+from pcnotes.course.checking import _Case, _Answer, _Shape, _attempt, _check, _generator
 from pcnotes.stages.s2_patches import patchify
 from pcnotes.stages.s3_align import align_patches
 from pcnotes.stages.s4_mean_mapped import aggregate, mean_map
@@ -50,11 +50,40 @@ def _patchify_case(label: str, features: torch.Tensor, p: int) -> _Case:
             padding_one = _unfold_to_patches(F.unfold(features, kernel_size=p, padding=1), batch, channels, p)
             mistakes.append((f"padding=1 is right only for p=3: use padding=patch_size // 2 ({p // 2} here)",
                              padding_one))
-    return _Case(label, (features, p), patchify(features, p)[0], mistakes)
+    half = p // 2
+    for mode, what in [("reflect", "mirrors the values next to the border"), ("replicate", "repeats the border"),
+                       ("circular", "wraps the opposite border around")]:
+        padded = _attempt(lambda: F.pad(features, (half,) * 4, mode=mode))
+        mistakes.append((f"you padded with mode='{mode}', which {what}; PatchCore pads with zeros: "
+                         f"F.unfold(features, kernel_size=p, padding=p // 2) (no F.pad needed)",
+                         None if padded is None else _unfold_to_patches(F.unfold(padded, p), batch, channels, p)))
+    for padding in (half, 0):
+        strided = _attempt(lambda: _unfold_to_patches(F.unfold(features, kernel_size=p, padding=padding, stride=p),
+                                                      batch, channels, p))
+        if strided is not None:
+            mistakes.append((f"you cut the windows with stride={p} (the patch size), so only {strided.shape[1]} of "
+                             f"the {height * width} grid positions get a patch; use stride 1 (unfold's default) "
+                             f"with padding=p // 2: one patch per grid position, the windows overlap", strided))
+    for padding in sorted({p - 1, p} - {half, 0, 1}):
+        rows, cols = height + 2 * padding - p + 1, width + 2 * padding - p + 1
+        mistakes.append((f"padding={padding} gives a {rows}x{cols} grid instead of {height}x{width}: "
+                         f"use padding=patch_size // 2 ({half} here), which keeps the grid's size",
+                         _attempt(lambda: _unfold_to_patches(F.unfold(features, kernel_size=p, padding=padding),
+                                                             batch, channels, p))))
+    expected = patchify(features, p)[0]
+    mistakes += [
+        ("your positions run down the columns (grid flattened as (W, H)); unfold's columns run row by row, "
+         "position i * W + j: keep the (H, W) order when you flatten",
+         expected.reshape(batch, height, width, channels, p, p).transpose(1, 2).reshape(expected.shape)),
+        ("you kept the grid as two axes, (B, H, W, C, p, p); flatten it to (B, H*W, C, p, p)",
+         expected.reshape(batch, height, width, channels, p, p)),
+    ]
+    return _Case(label, (features, p), expected, mistakes)
 
 
-_PATCHIFY = _Answer("tensor", "the patches tensor (B, H*W, C, p, p), not (patches, grid)",
-                    "pcnotes.stages.s2_patches.patchify", covers="random maps, a single image, p=5, p=1 and a 1x1 grid")
+_PATCHIFY = _Answer("tensor", "the patches tensor (B, H*W, C, p, p)", "pcnotes.stages.s2_patches.patchify",
+                    covers="random maps, a single image, p=5, p=1 and a 1x1 grid",
+                    tuple_hint="not (patches, grid) as the library's patchify does")
 
 
 def check_patchify(fn: Callable[[torch.Tensor, int], torch.Tensor]) -> bool:
@@ -92,11 +121,27 @@ def _align_case(label: str, features: torch.Tensor, target: tuple[int, int]) -> 
     corners = flat(_resize(patches, grid, target, mode="bilinear", align_corners=True))
     mixed = F.interpolate(patches.reshape(-1, 1, *grid), size=target, mode="bilinear", align_corners=False)
     resized = _resize(patches, grid, target, mode="bilinear", align_corners=False)
+    height, width = target
+    swapped = F.interpolate(patches.reshape(batch, *grid, -1).permute(0, 3, 1, 2), size=(width, height),
+                            mode="bilinear", align_corners=False)
     mistakes = [
         ("you resized with align_corners=True; PatchCore resizes with align_corners=False, which lines up "
          "the pixel centres instead of the corner pixels", corners),
-        ("you resized with nearest neighbours; use mode='bilinear' (align_corners=False)",
-         flat(_resize(patches, grid, target, mode="nearest"))),
+        ("you resized with nearest neighbours (mode='nearest', or 'area', which copies too when it enlarges); "
+         "use mode='bilinear' (align_corners=False)", flat(_resize(patches, grid, target, mode="nearest"))),
+        ("you resized with nearest neighbours (mode='nearest-exact'); use mode='bilinear' (align_corners=False)",
+         flat(_resize(patches, grid, target, mode="nearest-exact"))),
+        *[("you resized with mode='bicubic'; PatchCore resizes bilinearly: mode='bilinear', align_corners=False",
+           flat(_resize(patches, grid, target, mode="bicubic", align_corners=corners_too)))
+          for corners_too in (False, True)],
+        (f"the target's height and width are swapped: you resized to {width}x{height}, but F.interpolate's "
+         f"size is (height, width), rows first; pass size=target_grid = {tuple(target)} as it comes",
+         swapped.flatten(2).permute(0, 2, 1).reshape(batch, -1, *patches.shape[2:])),
+        (f"you read the grid as {grid[1]}x{grid[0]}; the patches run row by row over grid = (h, w) = "
+         f"{tuple(grid)}: reshape to (B, h, w, C, p, p)",
+         _attempt(lambda: flat(_resize(patches, grid[::-1], target, mode="bilinear", align_corners=False)))),
+        (f"you returned the patches on their own {grid[0]}x{grid[1]} grid: resize every map to the target grid "
+         f"{tuple(target)}", _Shape(patches.shape) if tuple(grid) != tuple(target) else None),
         ("each resized map mixes entries of different positions: reshape to (B, h, w, C, p, p) and "
          "permute(0, 3, 4, 5, 1, 2) so that the grid axes are last before you interpolate",
          mixed.reshape(batch, -1, channels, 3, 3)),
@@ -156,8 +201,30 @@ def _mean_mapper_case(label: str, patches: torch.Tensor, dim: int) -> _Case:
         ("you interpolated; the mean mapper averages windows with F.adaptive_avg_pool1d",
          F.interpolate(flat[:, None], size=dim, mode="linear", align_corners=False).squeeze(1)),
         ("you kept the pooling axis, (N, 1, dim); squeeze(1) it to (N, dim)", expected[:, None]),
+        ("you flattened each p x p window column by column (transposed); flatten the patch as it comes, "
+         "(C, p, p)", pool(patches.transpose(2, 3))),
     ]
+    mistakes += _fixed_window_mistakes(flat, dim)
     return _Case(label, (patches, dim), expected, mistakes)
+
+
+def _fixed_window_mistakes(flat: torch.Tensor, dim: int) -> list[tuple[str, torch.Tensor]]:
+    """avg_pool1d with one window size for all: the usual stand-in for the adaptive pool."""
+    length = flat.shape[1]
+    mistakes = []
+    for kernel in sorted({max(1, length // dim), -(-length // dim)}):
+        for stride in sorted({kernel, max(1, length // dim)}):
+            for ceil_mode in (False, True):
+                pooled = _attempt(lambda: F.avg_pool1d(flat[:, None], kernel, stride, ceil_mode=ceil_mode)[:, 0])
+                if pooled is None:
+                    continue
+                size = pooled.shape[1]
+                gives = f"{size} values here, not dim = {dim}" if size != dim else "other windows than the adaptive pool"
+                mistakes.append((
+                    f"F.avg_pool1d with a fixed window (kernel_size={kernel}, stride={stride}) gives {gives}; "
+                    f"F.adaptive_avg_pool1d(x, dim) picks window i from floor(i*L/dim) to ceil((i+1)*L/dim), "
+                    f"exactly dim of them, overlapping where needed", pooled))
+    return mistakes
 
 
 _MEAN_MAPPER = _Answer("tensor", "one vector per patch (N, dim)", "pcnotes.stages.s4_mean_mapped.mean_map",
@@ -195,15 +262,30 @@ def _aggregator_case(label: str, stacked: torch.Tensor, dim: int) -> _Case:
          pool(stacked.mean(dim=1))),
         ("you flattened as (D, L), interleaving the layers; flatten the stack (N, L, D) as it comes",
          pool(stacked.transpose(1, 2))),
-        ("you concatenated the layers (N, L*D) but did not pool them down to dim",
-         stacked.reshape(n, -1)),
+        ("you concatenated the layers (N, L*D) but did not pool them down to dim"
+         + (" (pooling each layer on its own to dim = D changes nothing)" if stacked.shape[2] == dim else "")
+         + "; flatten them into one row, reshape(N, 1, L*D), and pool that to dim", stacked.reshape(n, -1)),
         ("you took the maximum of each window; the aggregator averages (adaptive_avg_pool1d)",
          F.adaptive_max_pool1d(stacked.reshape(n, 1, -1), dim).reshape(n, -1)),
         ("you kept the pooling axis, (N, 1, dim); reshape to (N, dim)", expected[:, None]),
+        ("you summed the layers; the aggregator does not add them up, it flattens the L layer vectors one "
+         "after the other (N, 1, L*D) and average-pools that to dim", pool(stacked.sum(dim=1))),
+        ("you summed the layers; the aggregator does not add them up, it flattens the L layer vectors one "
+         "after the other (N, 1, L*D) and average-pools that to dim", stacked.sum(dim=1)),
+        ("you averaged over the layers (axis 1) and did not pool; the aggregator flattens the L layer vectors "
+         "one after the other (N, 1, L*D) and average-pools that to dim", stacked.mean(dim=1)),
+        ("you pooled each layer on its own, (N, L, dim): adaptive_avg_pool1d pools the last axis of every "
+         "row, so flatten the layers into one row first, reshape(N, 1, L*D), then pool to dim",
+         F.adaptive_avg_pool1d(stacked, dim)),
+        ("you pooled each layer on its own to dim and kept them all, (N, L*dim): flatten the layers into one "
+         "row first, reshape(N, 1, L*D), then pool that to dim", F.adaptive_avg_pool1d(stacked, dim).reshape(n, -1)),
     ]
     if layers > 1:
         mistakes.append(("you kept only the first layer; flatten all L layers before pooling",
                          pool(stacked[:, 0])))
+        mistakes.append(("you kept only the last layer; flatten all L layers before pooling",
+                         pool(stacked[:, -1])))
+    mistakes += _fixed_window_mistakes(stacked.reshape(n, -1), dim)
     return _Case(label, (stacked, dim), expected, mistakes)
 
 

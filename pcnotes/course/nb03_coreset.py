@@ -8,7 +8,7 @@ from typing import Callable
 import numpy as np
 from scipy.spatial.distance import cdist
 
-from pcnotes.course.checking import _Case, _Shape, _Answer, _check
+from pcnotes.course.checking import _Case, _Shape, _Answer, _check, _first_difference, _repick
 from pcnotes.stages.s5_coreset import coreset_size, greedy_k_center
 
 
@@ -21,6 +21,22 @@ def _coreset_size_case(num_points: int, ratio: float) -> _Case:
         ("you rounded up (math.ceil); PatchCore keeps int(N * ratio), which rounds down",
          max(1, math.ceil(num_points * ratio))),
         ("you keep 0 points when N * ratio < 1; keep at least one: max(1, int(N * ratio))", exact),
+    ]
+    for whole, how in [(round(1 / ratio), "round(1 / ratio)"), (int(1 / ratio), "int(1 / ratio)")]:
+        for kept in (num_points // whole, max(1, num_points // whole)):
+            mistakes.append((
+                f"you divided N by {how} = {whole}: that is N * ratio only when 1 / ratio is a whole number "
+                f"(1 / {ratio!r} is {1 / ratio:.6g}); multiply instead, max(1, int(N * ratio))", kept))
+    for how, value in [("N // (1 / ratio)", num_points // (1 / ratio)), ("N / (1 / ratio)", num_points / (1 / ratio))]:
+        for kept in (int(value), max(1, int(value))):
+            mistakes.append((
+                f"you divided N by 1 / ratio: 1 / {ratio!r} is rounded in floating point, and {how} is {value!r} "
+                f"here; multiply instead, max(1, int(N * ratio)) = {expected}", kept))
+    dropped = int(num_points * (1 - ratio))
+    for kept in (dropped, max(1, dropped)):
+        mistakes.append((f"you kept int(N * (1 - ratio)) = {dropped}; the ratio is the fraction of the points a "
+                         f"coreset keeps: max(1, int(N * ratio)) = {expected}", kept))
+    mistakes += [  # last: an answer off by one for a reason named above gets that reason
         (f"off by one: you keep {expected + 1}, one more than max(1, int(N * ratio)) = {expected}", expected + 1),
         (f"off by one: you keep {expected - 1}, one fewer than max(1, int(N * ratio)) = {expected}", expected - 1),
     ]
@@ -60,10 +76,18 @@ def _greedy_variant(points: np.ndarray, m: int, *, start: np.ndarray | None = No
     return np.array(selected, dtype=np.int64)
 
 
+def _replaced_message(replaced: np.ndarray, expected: np.ndarray) -> str:
+    """min_dist = distances[:, centre]: the running minimum forgets every pick but the last."""
+    repicked = _repick(replaced, _first_difference(replaced, expected))
+    return repicked or ("min_dist = distances[:, centre] forgets every pick but the last: fold the new centre's "
+                        "distances into min_dist, min_dist = np.minimum(min_dist, distances[:, centre])")
+
+
 def _greedy_case(label: str, points: np.ndarray, m: int) -> _Case:
     expected = greedy_k_center(points, m)
     distances = cdist(points, points)
     first = int(expected[0])
+    replaced = _greedy_variant(points, m, update=lambda old, new: new)  # min_dist = distances[:, centre]
     mistakes = [
         (f"your first pick is point 0; start from the point whose row of the distance matrix has the largest "
          f"norm, np.linalg.norm(distances, axis=1) (point {first} here)", _greedy_variant(points, m, first=0)),
@@ -77,6 +101,13 @@ def _greedy_case(label: str, points: np.ndarray, m: int) -> _Case:
          _greedy_variant(points, m, update=np.maximum)),
         ("np.argmin picks the best-covered point; greedy k-center adds the worst-covered one, np.argmax",
          _greedy_variant(points, m, pick=np.argmin)),
+        (f"your first pick is the most central point, the smallest row norm (np.argmin); start from the most "
+         f"remote one, the largest norm of its distance-matrix row, np.argmax (point {first} here)",
+         _greedy_variant(points, m, first=int(np.argmin(np.linalg.norm(distances, axis=1))))),
+        ("you picked the points in the order of their row norms: min_dist never learns about the chosen "
+         "points. After each pick, min_dist = np.minimum(min_dist, distances[:, centre])",
+         np.argsort(-np.linalg.norm(distances, axis=1), kind="stable")[:m]),
+        (_replaced_message(replaced, expected), replaced),
         ("on a tie you pick the later point; np.argmax picks the lowest index, and so should you",
          len(points) - 1 - greedy_k_center(points[::-1], m)),
         ("your indices are sorted; return them in the order they were selected", np.sort(expected)),

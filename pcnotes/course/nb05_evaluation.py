@@ -31,8 +31,28 @@ def _auroc_case(label: str, labels: np.ndarray, scores: np.ndarray) -> _Case:
          (wins + 0.5 * ties) / (n * n)),
         (f"wrong denominator: divide by n_defective * n_good = {pairs} pairs, not N * (N - 1) / 2",
          (wins + 0.5 * ties) / (n * (n - 1) / 2)),
+        (f"you returned the count, {wins + 0.5 * ties:g} winning pairs; divide it by the number of "
+         f"(defective, good) pairs, n_defective * n_good = {pairs}", wins + 0.5 * ties),
+        ("you returned a percentage; return the fraction of pairs, between 0 and 1",
+         100 * (wins + 0.5 * ties) / pairs),
     ]
+    if pairs > ties:
+        mistakes += [("you left the tied pairs out of the denominator; a tie counts 1/2 and stays among the "
+                      "n_defective * n_good pairs", won / (pairs - ties)) for won in (wins, wins + 0.5 * ties)]
+    if labels.dtype != bool:  # 0/1 integers used as indices pick scores[0] and scores[1]
+        as_indices = np.asarray(labels)
+        for good in (1 - as_indices, ~as_indices):
+            won, tied = _index_counts(scores[as_indices], scores[good])
+            mistakes.append((
+                "you indexed the scores with the 0/1 labels as integers (scores[labels] gives scores[0] and "
+                "scores[1] over and over); index with a boolean mask, labels == 1 and labels == 0 "
+                "(or labels.astype(bool))", (won + 0.5 * tied) / (len(as_indices) ** 2)))
     return _Case(label, (labels, scores), metrics.image_auroc(labels, scores), mistakes)
+
+
+def _index_counts(bad: np.ndarray, good: np.ndarray) -> tuple[int, int]:
+    difference = bad[:, None] - good[None, :]
+    return int((difference > 0).sum()), int((difference == 0).sum())
 
 
 _AUROC = _Answer("number", "the AUROC, a float", "pcnotes.stages.s8_metrics.image_auroc", atol=1e-9, rtol=1e-9,
@@ -53,7 +73,8 @@ def _auroc_cases() -> list[_Case]:
     rng = np.random.default_rng(7)
     labels = np.array([0, 1, 0, 1, 1, 0, 0, 1])
     cases = [
-        _auroc_case("8 images, no ties", labels, rng.normal(size=8) + labels),
+        # No ties, not separable, and no two mistakes give the same number here.
+        _auroc_case("8 images, no ties", labels, np.array([0.35, 0.9, 0.6, 0.4, 0.75, 0.1, 0.8, 0.55])),
         _auroc_case("ties between good and defective images", labels,
                     np.array([0.1, 0.5, 0.5, 0.9, 0.2, 0.2, 0.3, 0.3])),
         _auroc_case("every score equal", labels, np.full(8, 0.7)),
@@ -76,6 +97,28 @@ def _overlaps(labeled: np.ndarray, detected: np.ndarray, regions) -> list[float]
     return [float(detected[labeled == r].mean()) for r in regions]
 
 
+def _mean_or_none(values: list[float]) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
+def _per_image_overlaps(masks: np.ndarray, detected: np.ndarray, regions) -> list[float]:
+    """Each image labelled on its own, 8-connected, over the labels ``regions(count)`` names."""
+    overlaps = []
+    for mask, found in zip(masks, detected):
+        labeled, count = ndimage.label(mask, structure=np.ones((3, 3)))
+        overlaps += [float(found[labeled == r].mean()) for r in regions(count) if (labeled == r).any()]
+    return overlaps
+
+
+def _overlaps_of_detections(masks: np.ndarray, detected: np.ndarray) -> list[float]:
+    """The roles swapped: every 8-connected region of the detected pixels, and the part of it inside a mask."""
+    overlaps = []
+    for mask, found in zip(masks, detected):
+        labeled, count = ndimage.label(found, structure=np.ones((3, 3)))
+        overlaps += [float(mask[labeled == r].mean()) for r in range(1, count + 1)]
+    return overlaps
+
+
 def _pro_case(label: str, masks: np.ndarray, maps: np.ndarray, threshold: float) -> _Case:
     masks = masks.astype(bool)
     detected = maps >= threshold
@@ -96,8 +139,24 @@ def _pro_case(label: str, masks: np.ndarray, maps: np.ndarray, threshold: float)
          np.mean(_overlaps(eight, maps > threshold, range(1, count + 1)))),
         ("you counted the background (label 0) as a region; average over the defect regions only",
          np.mean(_overlaps(eight, detected, range(0, count + 1)))),
+        ("you counted the background (label 0) as a region; average over the defect regions only",
+         _mean_or_none(_per_image_overlaps(masks, detected, lambda n: range(0, n + 1)))),
         ("you averaged per image; PRO averages over all regions of all images, each region once",
          float(np.mean(per_image))),
+        ("you counted the pixels below the threshold; a region's overlap counts its pixels with map >= t",
+         np.mean(_overlaps(eight, maps < threshold, range(1, count + 1)))),
+        ("you computed each region's IoU with the detected pixels; PRO's overlap is the fraction of the "
+         "region's pixels that are detected, |region ∩ detected| / |region|",
+         _mean_or_none([(detected[i] & (eight[i] == r)).sum() / (detected[i] | (eight[i] == r)).sum()
+                        for i in range(len(masks)) for r in np.unique(eight[i][eight[i] > 0])])),
+        ("you skipped the last region of each image: ndimage.label numbers the regions 1 to count, so loop "
+         "over range(1, count + 1)", _mean_or_none(_per_image_overlaps(masks, detected, lambda n: range(1, n)))),
+        ("your regions run over range(count): label 0 is the background, and the last region, label count, is "
+         "missed; loop over range(1, count + 1)",
+         _mean_or_none(_per_image_overlaps(masks, detected, lambda n: range(0, n)))),
+        ("you labelled the regions of the thresholded map; PRO labels the defect regions of the masks and "
+         "measures how much of each one the map >= t detects",
+         _mean_or_none(_overlaps_of_detections(masks, detected))),
     ]
     return _Case(label, (masks, maps, threshold), _pro_at(masks, maps, threshold), mistakes)
 
