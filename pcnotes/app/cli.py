@@ -196,7 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--data-root", type=Path, default=None, metavar="ROOT",
                           help="data set in the MVTec AD layout (default: the embedded synthetic "
-                               "set, $PCNOTES_DATA or data/synthetic, generated on first use)")
+                               "set in $PCNOTES_DATA, a clone's data/synthetic or the user data folder, "
+                               "generated on first use)")
     evaluate.add_argument("--category", required=True, help="category folder under ROOT")
     evaluate.add_argument("--output", type=Path, default=None, metavar="DIR",
                           help="output folder (default: runs/CATEGORY)")
