@@ -56,6 +56,7 @@ def _type_problem(value, default) -> str | None:
                 return "items " + problem.replace("must be a", "must each be a")
     return None
 
+
 #: The patch features (stage 4): the reference's mean mappers + aggregator
 #: (:func:`pcnotes.stages.s4_mean_mapped.embed`) and the pooled channels, concatenated
 #: (:func:`pcnotes.stages.s4_pooled_concat.pooled_concat`).

@@ -1,7 +1,7 @@
 """Fit on a category's good images, score its test set, compute the three metrics.
 
-Shared by the CLI, the evaluation notebook and the explorer, so that all of
-them report the same numbers for the same configuration.
+Shared by the CLI (``evaluate``, ``demo``) and the benchmarks, so that both
+report the same numbers for the same configuration.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pcnotes.data.mvtec import DataError, load_split, stack
-from pcnotes.stages.s8_metrics import compute_metrics
 from pcnotes.config import PatchCoreConfig
+from pcnotes.data.mvtec import DataError, load_split, stack
 from pcnotes.model import PatchCore
+from pcnotes.stages.s8_metrics import compute_metrics
 
 
 @dataclass
