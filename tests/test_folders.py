@@ -7,6 +7,7 @@ the guard.
 """
 
 import errno
+import hashlib
 import json
 import os
 import random
@@ -71,7 +72,8 @@ def test_replaces_only_on_success_and_keeps_nothing_else(place):
     assert sorted(p.name for p in target.iterdir()) == [MARKER, "new.txt"]
     assert sorted(p.name for p in place.iterdir()) == ["home", "out"]
     marker = json.loads((target / MARKER).read_text())
-    assert marker == {"tool": "pcnotes", "kind": "predict", "format": 1, "files": ["new.txt"]}
+    new_hash = hashlib.sha256(b"new").hexdigest()
+    assert marker == {"tool": "pcnotes", "kind": "predict", "format": 2, "files": {"new.txt": new_hash}}
 
 
 def test_parent_folders_made_for_a_failed_run_are_removed(place):
@@ -93,7 +95,7 @@ def test_parent_folders_made_for_a_failed_run_are_removed(place):
     (lambda p: p / "mine", f"has no {MARKER} marker"),
     (lambda p: p / "fit_output", "is a pcnotes 'fit' output, not a 'evaluate' one"),
     (lambda p: p / "tampered", "holds files pcnotes did not write there (sub/notes.txt)"),
-    (lambda p: p / "future", "in format 2, which this pcnotes does not read"),
+    (lambda p: p / "future", "in format 3, which this pcnotes does not read"),
 ])
 def test_refusals_name_the_folder_and_change_nothing(place, where, message):
     (place / "data").mkdir()
@@ -105,7 +107,7 @@ def test_refusals_name_the_folder_and_change_nothing(place, where, message):
     write_output(place / "tampered", "evaluate", ["sub/heat.png"])
     (place / "tampered" / "sub" / "notes.txt").write_text("added by the user")
     (place / "future").mkdir()
-    (place / "future" / MARKER).write_text(json.dumps({"tool": "pcnotes", "kind": "evaluate", "format": 2}))
+    (place / "future" / MARKER).write_text(json.dumps({"tool": "pcnotes", "kind": "evaluate", "format": 3}))
     before = snapshot(place)
     target = where(place)
     with pytest.raises(UnsafeTargetError, match="refusing to replace it") as info:

@@ -14,10 +14,16 @@ The rules, each one a case that once lost a user's files:
   is decided, so ``V/nonexistent/..`` is V and is judged as V.
 * **Replace only what is provably ours.** A target may be missing, an empty
   folder, or a folder holding the marker ``.pcnotes-output.json``
-  (``{"tool": "pcnotes", "kind": KIND, "format": 1, "files": [...]}``) of the
-  same kind, and nothing that the marker does not list. A generic name such
-  as ``config.json`` or ``metrics.json`` proves nothing; a file the user
-  added to an old output (notes, a spreadsheet) makes it theirs again.
+  (``{"tool": "pcnotes", "kind": KIND, "format": 2, "files": {PATH: SHA256}}``)
+  of the same kind, and nothing that the marker does not list, each file with
+  the content pcnotes wrote. A generic name such as ``config.json`` or
+  ``metrics.json`` proves nothing; a file the user added to an old output
+  (notes, a spreadsheet), or a line they appended to one pcnotes wrote, makes
+  it theirs again. Only the files an operating system adds by itself
+  (``.DS_Store``, ``._*``, ``Thumbs.db``, ``desktop.ini``: :data:`OS_JUNK`)
+  are ignored in that check, and removed with the old folder. ``force=True``
+  (the CLI's ``--force``) replaces a pcnotes output of the same kind even when
+  it was edited; it never replaces a folder without the marker.
 * **Some folders are never targets:** a filesystem root, the home folder, the
   working folder and anything above them; the inputs of the run (the data
   root, a training folder, a model), anything above them, and anything inside
@@ -66,7 +72,10 @@ __all__ = ["MARKER", "KINDS", "UnsafeTargetError", "DiskFullError", "check_targe
 
 #: The file that proves a folder was written by pcnotes; hidden, with pcnotes' own name.
 MARKER = ".pcnotes-output.json"
-MARKER_FORMAT = 1
+MARKER_FORMAT = 2  # format 1 listed names only, so edits to a file could not be seen
+#: Files that operating systems add to folders by themselves (Finder, Explorer):
+#: they never make an output the user's. ``._*`` are macOS resource forks.
+OS_JUNK = (".DS_Store", "Thumbs.db", "desktop.ini")
 KINDS = ("evaluate", "fit", "predict", "demo", "dataset")
 
 _HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
@@ -185,6 +194,22 @@ def _entries(folder: Path) -> set[str]:
     return found
 
 
+def _is_os_junk(relative: str) -> bool:
+    name = relative.rsplit("/", 1)[-1]
+    return name in OS_JUNK or name.startswith("._")
+
+
+def _file_hash(path: Path) -> str | None:
+    """sha256 of a regular file; ``None`` for a folder or a link."""
+    if path.is_symlink() or not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _read_marker(folder: Path) -> dict | None:
     try:
         marker = json.loads((folder / MARKER).read_text())
@@ -195,30 +220,44 @@ def _read_marker(folder: Path) -> dict | None:
     return marker
 
 
-def _why_not_ours(folder: Path, kind: str) -> str | None:
-    """``None`` if ``folder`` may be replaced by a ``kind`` output, else the reason."""
+def _why_not_ours(folder: Path, kind: str, force: bool = False) -> str | None:
+    """``None`` if ``folder`` may be replaced by a ``kind`` output, else the reason.
+
+    With ``force``, only a missing marker or one of another kind is a reason.
+    """
     if not any(folder.iterdir()):
         return None
     marker = _read_marker(folder)
     if marker is None:
         return f"has no {MARKER} marker, so pcnotes did not write it"
-    if marker.get("format") != MARKER_FORMAT:
-        return f"has a {MARKER} marker in format {marker.get('format')!r}, which this pcnotes does not read"
     if marker.get("kind") != kind:
         return f"is a pcnotes '{marker.get('kind')}' output, not a '{kind}' one"
+    if force:
+        return None
+    if marker.get("format") == 1:
+        return (f"has a {MARKER} marker in format 1, which does not record what its files held, "
+                "so edits to them cannot be ruled out")
+    if marker.get("format") != MARKER_FORMAT:
+        return f"has a {MARKER} marker in format {marker.get('format')!r}, which this pcnotes does not read"
     listed = marker.get("files")
-    if not isinstance(listed, list):
+    if not isinstance(listed, dict):
         return f"has a {MARKER} marker without its file list"
-    extra = sorted(_entries(folder) - set(listed))
+    extra = sorted(name for name in _entries(folder) - set(listed) if not _is_os_junk(name))
     if extra:
         return f"holds files pcnotes did not write there ({', '.join(extra[:3])}{' ...' if len(extra) > 3 else ''})"
+    changed = sorted(name for name, digest in listed.items()
+                     if digest is not None and _file_hash(folder / name) != digest)
+    if changed:
+        return f"holds {changed[0]}, which was changed since pcnotes wrote it" + (
+            f" (and {len(changed) - 1} more)" if len(changed) > 1 else "")
     return None
 
 
-def check_target(target: str | os.PathLike, kind: str, *, inputs: Sequence[str | os.PathLike] = ()) -> Path:
+def check_target(target: str | os.PathLike, kind: str, *, inputs: Sequence[str | os.PathLike] = (),
+                 force: bool = False) -> Path:
     """Refuse, before any work starts, a ``target`` that :func:`replace_folder` must not replace.
 
-    Returns the resolved target. Raises :class:`UnsafeTargetError` naming the
+    ``force`` allows an edited pcnotes output of the same ``kind``. Returns the resolved target. Raises :class:`UnsafeTargetError` naming the
     folder, the reason and what to do (see the module docstring for the rules).
     """
     if kind not in KINDS:
@@ -252,9 +291,12 @@ def check_target(target: str | os.PathLike, kind: str, *, inputs: Sequence[str |
             raise refuse("exists and is not a folder")
         if os.path.ismount(resolved):
             raise refuse("is a mount point, which cannot be renamed", "choose a subfolder of it")
-        reason = _why_not_ours(resolved, kind)
+        reason = _why_not_ours(resolved, kind, force)
         if reason is not None:
-            raise refuse(reason, "choose another folder, or move its files away first")
+            advice = "choose another folder, or move its files away first"
+            if (_read_marker(resolved) or {}).get("kind") == kind:  # an edited pcnotes output
+                advice = "choose another folder, move that file away, or pass --force (force=True) to replace it"
+            raise refuse(reason, advice)
     return resolved
 
 
@@ -304,10 +346,12 @@ def write_marker(folder: Path, kind: str, files: Sequence[str] | None = None) ->
     """Write the marker that proves ``folder`` is a pcnotes ``kind`` output.
 
     It lists ``files`` (POSIX paths relative to ``folder``), by default
-    everything now in the folder.
+    everything now in the folder, each with the sha256 of its content
+    (``null`` for a folder), so that a later edit shows.
     """
     listed = sorted(_entries(folder) if files is None else files)
-    marker = {"tool": "pcnotes", "kind": kind, "format": MARKER_FORMAT, "files": listed}
+    hashes = {name: _file_hash(folder / name) for name in listed}
+    marker = {"tool": "pcnotes", "kind": kind, "format": MARKER_FORMAT, "files": hashes}
     (folder / MARKER).write_text(json.dumps(marker, indent=1) + "\n")
 
 
@@ -345,7 +389,7 @@ def _same_content(a: Path, b: Path) -> bool:
     return not mismatch and not errors
 
 
-def _swap_in(staging: Path, target: Path, kind: str, inputs) -> None:
+def _swap_in(staging: Path, target: Path, kind: str, inputs, force: bool = False) -> None:
     """Put ``staging`` at ``target``; the old target is removed only after the new one is in place."""
     for _ in range(3):  # a concurrent run may create or replace the target meanwhile
         if not os.path.lexists(target):
@@ -356,7 +400,7 @@ def _swap_in(staging: Path, target: Path, kind: str, inputs) -> None:
                 if error.errno not in (errno.EEXIST, errno.ENOTEMPTY):
                     raise
                 continue
-        check_target(target, kind, inputs=inputs)  # again: the folder may have changed during the work
+        check_target(target, kind, inputs=inputs, force=force)  # again: the folder may have changed meanwhile
         if _same_content(staging, target):
             shutil.rmtree(staging)
             return
@@ -381,7 +425,7 @@ def _disk_full(error: OSError, target: Path) -> DiskFullError:
 
 @contextlib.contextmanager
 def replace_folder(target: str | os.PathLike, kind: str, *,
-                   inputs: Sequence[str | os.PathLike] = ()) -> Iterator[Path]:
+                   inputs: Sequence[str | os.PathLike] = (), force: bool = False) -> Iterator[Path]:
     """Yield an empty staging folder; when the block succeeds it replaces ``target``.
 
     ``kind`` is one of :data:`KINDS` and is written into the marker;
@@ -392,7 +436,7 @@ def replace_folder(target: str | os.PathLike, kind: str, *,
     folders made for it are removed and ``target`` is untouched. A full disk
     raises :class:`DiskFullError`, whose message has no byte counts.
     """
-    resolved = check_target(target, kind, inputs=inputs)
+    resolved = check_target(target, kind, inputs=inputs, force=force)
     with interrupts_on_signals():
         made = _mkdirs(resolved.parent)
         _remove_stale(resolved.parent)
@@ -402,7 +446,7 @@ def replace_folder(target: str | os.PathLike, kind: str, *,
             yield staging
             write_marker(staging, kind)
             with _signals_held():
-                _swap_in(staging, resolved, kind, inputs)
+                _swap_in(staging, resolved, kind, inputs, force)
         except BaseException as error:
             with _signals_held():
                 shutil.rmtree(staging, ignore_errors=True)
