@@ -471,7 +471,7 @@ def _start_evaluate(tiny, output, signal_dispositions, dispositions):
             [sys.executable, "-m", "pcnotes", "evaluate", "--data-root", str(tiny), "--category", CATEGORY,
              "--output", str(output), "--weights", "random"],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "PYTHONPATH": str(Path(cli.__file__).parents[1])})
+            env={**os.environ, "PYTHONPATH": str(Path(cli.__file__).parents[2])})
     _wait_for(lambda: any(".pcnotes-tmp-" in p.name for p in output.parent.iterdir()), "staging folder", process)
     return process
 
@@ -519,7 +519,7 @@ def _dead_run_staging(target: Path) -> Path:
             "    (staging / 'partial.png').write_bytes(b'half')\n"
             "    print(staging, flush=True); sys.stdin.read()\n")
     process = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               text=True, env={"PYTHONPATH": str(Path(cli.__file__).parents[1])})
+                               text=True, env={"PYTHONPATH": str(Path(cli.__file__).parents[2])})
     staging = Path(process.stdout.readline().strip())
     process.kill()
     process.wait(timeout=60)
@@ -780,6 +780,6 @@ def test_help_imports_no_torch():
             "        assert cli.main(argv) == 0\n"
             "print(sorted(m for m in ('torch', 'numpy', 'faiss', 'matplotlib') if m in sys.modules))\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          env={"PYTHONPATH": str(Path(cli.__file__).parents[1])})
+                          env={"PYTHONPATH": str(Path(cli.__file__).parents[2])})
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"

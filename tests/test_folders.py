@@ -21,7 +21,7 @@ import pytest
 from pcnotes.util import folders
 from pcnotes.util.folders import MARKER, DiskFullError, Interrupted, UnsafeTargetError, check_target, replace_folder
 
-SOURCE_ROOT = str(Path(folders.__file__).parents[1])
+SOURCE_ROOT = str(Path(folders.__file__).parents[2])  # the folder that holds pcnotes/
 
 
 def snapshot(folder: Path) -> dict[str, object]:
