@@ -27,6 +27,7 @@ without a word.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -34,7 +35,7 @@ import warnings
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
@@ -44,6 +45,9 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "DataError",
     "MaskValuesWarning",
+    "DataWarning",
+    "collect_notes",
+    "skipped_files",
     "load_rgb",
     "load_mask",
     "image_transform",
@@ -62,8 +66,15 @@ __all__ = [
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-#: File name endings accepted as images (compared case-insensitively).
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+#: File name endings accepted as images (compared case-insensitively). WEBP
+#: and GIF are accepted because Pillow reads both and phones and web exports
+#: produce them; of an animated GIF the first frame is used, as a viewer's
+#: thumbnail shows it. Every other file in an image folder is counted and
+#: named in one warning line (see :func:`skipped_files`), never skipped silently.
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+ACCEPTED = ", ".join(IMAGE_EXTENSIONS)
+#: Files that operating systems add to folders by themselves: never images, never worth a warning.
+_OS_JUNK = (".DS_Store", "Thumbs.db", "desktop.ini")
 
 
 class DataError(ValueError):
@@ -72,6 +83,68 @@ class DataError(ValueError):
 
 class MaskValuesWarning(UserWarning):
     """A mask file is not binary; the message names it and the values seen."""
+
+
+class DataWarning(UserWarning):
+    """Files of one kind that loading met (skipped, rotated, empty masks ...): a count and an example."""
+
+
+# --------------------------------------------------------------------------
+# One warning line per kind of problem
+# --------------------------------------------------------------------------
+
+#: kind -> the line shown for it, from the count and one example file.
+_NOTE_LINES = {
+    "skipped": lambda n, example, extra: (
+        f"{n} file{'s' * (n > 1)} skipped, not an image format pcnotes reads (extensions: {extra}; "
+        f"e.g. {example}); accepted: {ACCEPTED}"),
+    "rotated": lambda n, example, extra: (
+        f"{n} image or mask file{'s' * (n > 1)} turned upright as their EXIF orientation says, as a "
+        f"viewer shows them (e.g. {example})"),
+    "large": lambda n, example, extra: (
+        f"{n} image{'s' * (n > 1)} larger than Pillow's decompression-bomb limit of "
+        f"{Image.MAX_IMAGE_PIXELS} pixels read anyway (e.g. {example}, {extra}); check that they are "
+        "the photographs you meant"),
+    "empty_mask": lambda n, example, extra: (
+        f"{n} defective test image{'s' * (n > 1)} have an all-zero mask, no defect pixel (e.g. {example}): "
+        "they count in image AUROC but add no defective pixel; draw the defect or move the image to test/good"),
+}
+_notes: dict[str, list[tuple[str, str]]] | None = None  # kind -> [(file, detail)] while collecting
+
+
+def _note(kind: str, path: str | Path, detail: str = "") -> None:
+    """Count one file of ``kind``; outside :func:`collect_notes` its line is shown at once."""
+    if _notes is None:
+        with collect_notes():
+            _note(kind, path, detail)
+        return
+    _notes.setdefault(kind, []).append((str(path), detail))
+
+
+@contextlib.contextmanager
+def collect_notes():
+    """Gather the files of each kind met inside the block; at its end, one :class:`DataWarning` per kind.
+
+    Nested blocks report with the outermost one.
+    """
+    global _notes
+    if _notes is not None:
+        yield
+        return
+    _notes = {}
+    try:
+        yield
+    finally:
+        notes, _notes = _notes, None
+        for kind, found in notes.items():
+            details = ", ".join(sorted({detail for _, detail in found if detail}))
+            warnings.warn(_NOTE_LINES[kind](len(found), _printable(found[0][0]), details),
+                          DataWarning, stacklevel=3)
+
+
+def _printable(text: str | Path) -> str:
+    """A file name as text that any terminal and UTF-8 file can hold (undecodable bytes as \\xNN)."""
+    return str(text).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 # --------------------------------------------------------------------------
@@ -99,14 +172,38 @@ def _open_loaded(path: Path) -> Image.Image:
     if path.stat().st_size == 0:
         raise DataError(f"{path}: file is empty")
     try:
-        with Image.open(path) as img:
-            img.load()
-            # ``copy`` detaches the pixels from the file handle we close here.
-            return img.copy()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
+                # exif_transpose copies, which detaches the pixels from the file handle we close here.
+                upright = _upright(img, path)
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, zlib.error ...
         raise DataError(
-            f"{path}: cannot read image ({type(exc).__name__}: {exc})"
+            f"{_printable(path)}: cannot read image ({type(exc).__name__}: {_one_line(exc)})"
         ) from exc
+    for warning in caught:
+        if issubclass(warning.category, Image.DecompressionBombWarning):
+            _note("large", path, "{} x {}".format(*upright.size))
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return upright
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
+
+
+def _upright(img: Image.Image, path: Path) -> Image.Image:
+    """The image as a viewer shows it: turned by its EXIF orientation (2 to 8), the same for images and masks.
+
+    Phones store photographs as the sensor saw them and record in EXIF how to
+    turn them; a mask drawn on the photograph as displayed matches only the
+    turned image.
+    """
+    if img.getexif().get(0x0112, 1) not in (1, None):  # 0x0112: Orientation
+        _note("rotated", path)
+    return ImageOps.exif_transpose(img)
 
 
 def _sixteen_bit_to_uint8(array: np.ndarray) -> np.ndarray:
@@ -340,6 +437,26 @@ def _is_image_file(path: Path) -> bool:
     )
 
 
+def skipped_files(folder: str | Path) -> list[Path]:
+    """Files directly in ``folder`` that :func:`list_images` skips for their extension.
+
+    Hidden files and the files operating systems add (``.DS_Store``,
+    ``Thumbs.db``, ``desktop.ini``) are not counted: nobody meant them as images.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted((p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
+                   and p.name not in _OS_JUNK and not _is_image_file(p)), key=lambda p: p.name)
+
+
+def note_skipped(folder: str | Path) -> None:
+    """Count the files of ``folder`` that are not read as images, for the one warning line of their kind."""
+    with collect_notes():
+        for path in skipped_files(folder):
+            _note("skipped", path, path.suffix.lower() or "(none)")
+
+
 def list_images(folder: str | Path) -> list[Path]:
     """Image files directly in ``folder`` (not recursive), sorted by name.
 
@@ -352,6 +469,13 @@ def list_images(folder: str | Path) -> list[Path]:
         what = "is a file, not a folder" if folder.exists() else "folder does not exist"
         raise DataError(f"{folder}: {what}")
     return sorted((p for p in folder.iterdir() if _is_image_file(p)), key=lambda p: p.name)
+
+
+def no_images(folder: str | Path, what: str = "images") -> DataError:
+    """The error for a folder without images: it names the extensions that count and those it found."""
+    found = sorted({p.suffix.lower() or "(none)" for p in skipped_files(folder)})
+    seen = f"; it holds only {', '.join(found)} files" if found else ""
+    return DataError(f"no {what} in {folder} (pcnotes reads {ACCEPTED}{seen})")
 
 
 def _check_root(root: Path) -> None:
@@ -398,6 +522,19 @@ def _mask_path(category_dir: Path, image_path: Path) -> Path:
     if same_ext.is_file():
         return same_ext
     return canonical
+
+
+def _near_misses(mask_path: Path) -> list[str]:
+    """Files next to a missing ``NAME_mask.png`` that were probably meant as it.
+
+    ``NAME.png``, ``NAME_mask.PNG``, ``NAME_mask.jpg``: the image's own name, or
+    the mask name with another case or extension.
+    """
+    if not mask_path.parent.is_dir():
+        return []
+    stem = mask_path.stem.removesuffix("_mask").casefold()
+    return sorted(p.name for p in mask_path.parent.iterdir()
+                  if p.is_file() and p.stem.casefold() in (stem, f"{stem}_mask") and p.name != mask_path.name)
 
 
 class MVTecDataset(Dataset):
@@ -448,7 +585,8 @@ class MVTecDataset(Dataset):
         self.transform = image_transform(resize, crop, mean, std)
         self.target_transform = mask_transform(resize, crop)
         # Each sample: (image path, label, defect name, mask path or None).
-        self._samples = self._collect()
+        with collect_notes():  # skipped files: one line for the whole split
+            self._samples = self._collect()
 
     # -- construction-time validation ------------------------------------
 
@@ -465,8 +603,9 @@ class MVTecDataset(Dataset):
         if not train:
             # Checked for both splits: a category without training images is
             # unusable, and saying so early beats failing after the test pass.
-            raise DataError(f"no training images in {train_good}")
+            raise no_images(train_good, "training images")
         if self.split == "train":
+            note_skipped(train_good)
             return [(p, 0, "good", None) for p in train]
         return self._collect_test()
 
@@ -481,6 +620,7 @@ class MVTecDataset(Dataset):
         missing: list[Path] = []
         for folder in folders:
             defect = folder.name
+            note_skipped(folder)
             for image_path in list_images(folder):
                 if defect == "good":
                     samples.append((image_path, 0, defect, None))
@@ -492,9 +632,11 @@ class MVTecDataset(Dataset):
         if missing:
             shown = ", ".join(str(p) for p in missing[:5])
             more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-            raise DataError(f"missing ground-truth mask: {shown}{more}")
+            near = _near_misses(missing[0])
+            hint = f" ({', '.join(near)} is there: rename it to {missing[0].name})" if near else ""
+            raise DataError(f"missing ground-truth mask: {shown}{more}{hint}")
         if not samples:
-            raise DataError(f"no test images in {test_dir}")
+            raise no_images(test_dir, "test images (in its good and defect folders)")
         return samples
 
     # -- metadata (no decoding) -------------------------------------------
@@ -579,7 +721,8 @@ def load_images(
     if not paths:
         raise DataError("no image paths given")
     transform = transform or image_transform()
-    return torch.stack([transform(load_rgb(p)) for p in paths])
+    with collect_notes():
+        return torch.stack([transform(load_rgb(p)) for p in paths])
 
 
 def load_split(root: str | Path, category: str, split: str, config) -> MVTecDataset:
@@ -591,7 +734,12 @@ def load_split(root: str | Path, category: str, split: str, config) -> MVTecData
 def stack(dataset: MVTecDataset) -> tuple[torch.Tensor, np.ndarray]:
     """Load a whole (small) split: images ``(N, 3, H, W)`` and masks ``(N, H, W)`` bool."""
     images, masks = [], []
-    for batch in DataLoader(dataset, batch_size=16):
-        images.append(batch["image"])
-        masks.append(batch["mask"][:, 0].numpy() > 0.5)
-    return torch.cat(images), np.concatenate(masks)
+    with collect_notes():
+        for batch in DataLoader(dataset, batch_size=16):
+            images.append(batch["image"])
+            masks.append(batch["mask"][:, 0].numpy() > 0.5)
+        masks = np.concatenate(masks)
+        for i, (label, mask_path) in enumerate(zip(dataset.labels, dataset.mask_paths)):
+            if label == 1 and not masks[i].any():
+                _note("empty_mask", mask_path)
+    return torch.cat(images), masks
