@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import os
 from dataclasses import dataclass
 
 from pcnotes.stages.s1_features import DEFAULT_LAYERS
@@ -80,7 +81,7 @@ class PatchCoreConfig:
     """Everything that decides what a PatchCore model computes; saved with it."""
 
     backbone: str = "mobilenet_v2"
-    weights: str = "imagenet"  # "imagenet", "random" or a state_dict path
+    weights: str = "imagenet"  # "imagenet", "random" or a state_dict path (stored absolute)
     layers: tuple[str, ...] = ()  # empty: the backbone's stride-8 and stride-16 layers
     patch_feature: str = ""  # "mean_mapped" or "pooled_concat"; empty: the backbone's default
     pretrain_dim: int = 1024  # mean_mapped: mean mapper output per layer
@@ -108,6 +109,9 @@ class PatchCoreConfig:
         if self.patch_feature not in PATCH_FEATURES:
             raise ConfigError("patch_feature", f"must be one of {PATCH_FEATURES}, got {self.patch_feature!r}")
         self.mean, self.std = tuple(self.mean), tuple(self.std)
+        if isinstance(self.weights, (str, os.PathLike)) and os.fspath(self.weights) not in ("imagenet", "random"):
+            # a weights file is stored absolute, so that a saved model finds it from any folder
+            self.weights = os.path.abspath(os.fspath(self.weights))
         try:
             self.resize, self.crop = _image_size(self.resize, self.crop)
         except ValueError as error:

@@ -42,7 +42,7 @@ from tqdm import tqdm
 
 from pcnotes import __version__
 from pcnotes.config import ConfigError, PatchCoreConfig, is_int
-from pcnotes.stages.s1_features import FeatureExtractor, load_backbone
+from pcnotes.stages.s1_features import FeatureExtractor, load_backbone, sha256sum
 from pcnotes.stages.s4_mean_mapped import embed
 from pcnotes.stages.s4_pooled_concat import pooled_concat
 from pcnotes.stages.s5_coreset import coreset_size, select_coreset
@@ -56,7 +56,8 @@ from pcnotes.stages.s6_scoring import (
 from pcnotes.stages.s7_maps import anomaly_map
 from pcnotes.util.folders import replace_folder
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: config.json under the model's hash, the weights file's sha256
+_LOAD_TRIES = 6  # a model replaced while it is read is read again, waiting 0.05, 0.1, ... 1.6 s
 
 
 def _quiet() -> bool:
@@ -143,11 +144,10 @@ class PatchCore:
     def _batches(self, images) -> Iterable[torch.Tensor]:
         """Accept a tensor (B, 3, H, W), or any iterable of such tensors or of dicts."""
         if isinstance(images, torch.Tensor):
-            if images.ndim != 4:
-                raise ValueError(f"expected images (B, 3, H, W), got {tuple(images.shape)}")
+            check_images(images)
             step = self.config.batch_size
             return [images[i : i + step] for i in range(0, len(images), step)]
-        return ((b["image"] if isinstance(b, dict) else b) for b in images)
+        return (check_images(b["image"] if isinstance(b, dict) else b) for b in images)
 
     def extract(self, images, desc: str = "features") -> tuple[np.ndarray, tuple[int, int]]:
         """Patch features of all images: ``-> (N*h*w, D)`` float32 numpy and the grid."""
@@ -167,6 +167,9 @@ class PatchCore:
         """Build the memory bank from normal images (a tensor or a DataLoader)."""
         start = time.perf_counter()
         features, self.grid = self.extract(images, desc="train features")
+        if not np.isfinite(features).all():
+            raise ValueError(f"{np.count_nonzero(~np.isfinite(features).all(axis=1))} patch features are "
+                             "not finite (NaN or inf): check the backbone weights")
         self.timings["extract_train"] = time.perf_counter() - start
         start = time.perf_counter()
         cfg = self.config
@@ -223,6 +226,7 @@ class PatchCore:
         total = -(-len(images) // cfg.batch_size) if isinstance(images, torch.Tensor) else None
         for batch in tqdm(self._batches(images), total=total, desc="scoring", disable=_quiet(), leave=False):
             features, grid = self.embed(batch)
+            self._check_grid(tuple(grid), batch.shape[-2:])
             nearest = self.index.search(features, cfg.num_neighbors)  # every patch searched once
             grid_scores = scores_to_grid(unpatch_scores(nearest[0].mean(axis=1), len(batch)), grid)
             if cfg.reweight:
@@ -231,16 +235,30 @@ class PatchCore:
                 scores.append(image_scores(grid_scores))
             maps.append(anomaly_map(grid_scores, size=batch.shape[-2:], sigma=cfg.sigma))
             grids.append(grid_scores)
+        if not scores:
+            raise ValueError("no images given to predict()")
         self.timings["predict"] = time.perf_counter() - start
         return Prediction(np.concatenate(scores), np.concatenate(maps), np.concatenate(grids))
 
+    def _check_grid(self, grid: tuple[int, int], size) -> None:
+        """Scores mean something only on the patch grid the bank was built on."""
+        if self.grid is not None and tuple(self.grid) != grid:
+            raise ValueError(f"images of {size[0]}x{size[1]} give a {grid[0]}x{grid[1]} patch grid, but the model "
+                             f"was fitted on a {self.grid[0]}x{self.grid[1]} grid: prepare them with the model's "
+                             "own transform (pcnotes.image_transform with its config's resize and crop)")
+
     # -- save / load -------------------------------------------------------------
-    def save(self, directory: str | os.PathLike) -> Path:
+    def save(self, directory: str | os.PathLike, *, force: bool = False) -> Path:
         """Write ``config.json`` and ``memory_bank.npy`` to ``directory``, all or nothing.
 
         ``directory`` may be new, empty or an earlier saved model; any other
         folder (the working folder, a project) is refused before anything is
-        written (:class:`pcnotes.util.folders.UnsafeTargetError`).
+        written (:class:`pcnotes.util.folders.UnsafeTargetError`); ``force``
+        replaces a saved model even when its files were edited.
+
+        ``config.json`` records the sha256 of a weights file, and
+        ``model_sha256`` covers the whole config and the bank, so that
+        :meth:`load` notices a replaced weights file or an edited config.
         """
         if self.memory_bank is None:
             raise RuntimeError("nothing to save: call fit() first")
@@ -254,16 +272,40 @@ class PatchCore:
             "grid": list(self.grid),
             "memory_bank_shape": list(self.memory_bank.shape),
             "memory_bank_sha256": hashlib.sha256(self.memory_bank.tobytes()).hexdigest(),
+            "weights_sha256": _weights_sha256(self.config.weights),
         }
-        with replace_folder(directory, "fit") as staging:
+        meta["model_sha256"] = _model_sha256(meta, self.memory_bank)
+        with replace_folder(directory, "fit", force=force) as staging:
             (staging / "memory_bank.npy").write_bytes(bank.getbuffer())
             (staging / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
         return Path(directory)
 
     @classmethod
     def load(cls, directory: str | os.PathLike, expect: PatchCoreConfig | None = None) -> "PatchCore":
-        """Rebuild a saved model. With ``expect``, its config must match exactly."""
+        """Rebuild a saved model. With ``expect``, its config must match exactly.
+
+        A model that another process replaces meanwhile (:meth:`save` renames a
+        complete new folder into place) is read again once the new folder is
+        there; if it keeps changing, the error says that it is being written.
+        """
         directory = Path(directory)
+        for attempt in range(_LOAD_TRIES):
+            before = _identity(directory)
+            try:
+                model = cls._load_once(directory, expect)
+            except (ValueError, FileNotFoundError):
+                if _identity(directory) == before and not _being_written(directory):
+                    raise
+            else:
+                if _identity(directory) == before:
+                    return model
+            time.sleep(0.05 * 2**attempt)  # the writer's two renames are microseconds apart
+        raise ValueError(f"{directory}: the model is being written by another process; load it when "
+                         "that process is done")
+
+    @classmethod
+    def _load_once(cls, directory: Path, expect: PatchCoreConfig | None) -> "PatchCore":
+        """One read of a saved model, see :meth:`load`."""
         meta_path, bank_path = directory / "config.json", directory / "memory_bank.npy"
         for path in (meta_path, bank_path):
             if not path.is_file():
@@ -276,6 +318,13 @@ class PatchCore:
         bank = _read_bank(bank_path, tuple(meta["memory_bank_shape"]))
         if hashlib.sha256(bank.tobytes()).hexdigest() != meta["memory_bank_sha256"]:
             raise ValueError(f"{bank_path}: checksum mismatch, the file is corrupt")
+        if _model_sha256(meta, bank) != meta["model_sha256"]:
+            raise ValueError(f"{meta_path}: was changed since the model was saved (model_sha256 no longer "
+                             "matches): fit the model again")
+        if not np.isfinite(bank).all():
+            raise ValueError(f"{bank_path}: {np.count_nonzero(~np.isfinite(bank).all(axis=1))} memory bank "
+                             "entries are not finite (NaN or inf): fit the model again")
+        _check_weights_file(meta_path, config.weights, meta["weights_sha256"])
         try:  # a bad saved value is the file's problem, not an option's
             model = cls(config)
             if bank.shape[1] != model.feature_dim:
@@ -305,7 +354,7 @@ def _read_meta(path: Path) -> tuple[dict, PatchCoreConfig]:
             f"{FORMAT_VERSION}: fit the model again"
         )
     expected = {"config": dict, "weights": str, "grid": list, "memory_bank_shape": list,
-                "memory_bank_sha256": str}
+                "memory_bank_sha256": str, "weights_sha256": (str, type(None)), "model_sha256": str}
     missing = [key for key in expected if key not in meta]
     wrong = [key for key, kind in expected.items() if key in meta and not isinstance(meta[key], kind)]
     for key in ("grid", "memory_bank_shape"):
@@ -351,3 +400,62 @@ def _read_bank(path: Path, shape: tuple[int, int]) -> np.ndarray:
     except (ValueError, EOFError) as error:
         raise ValueError(f"{path}: not the memory bank of this model ({error}): fit the model again") from None
     return bank.reshape(shape)
+
+
+def check_images(images) -> torch.Tensor:
+    """Refuse, in one line, what cannot be a batch of model inputs: ``(B, 3, H, W)`` float, finite, B >= 1."""
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor (B, 3, H, W), got {type(images).__name__}")
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must have the shape (B, 3, H, W), got {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise TypeError(f"images must be a float tensor normalised like pcnotes.image_transform gives, "
+                        f"got {images.dtype}; e.g. (images / 255 - mean) / std")
+    if len(images) == 0:
+        raise ValueError(f"no images given: the tensor's shape is {tuple(images.shape)}")
+    finite = torch.isfinite(images).flatten(1).all(dim=1)
+    if not finite.all():
+        bad = torch.nonzero(~finite).flatten().tolist()
+        raise ValueError(f"images {bad[:5]}{' ...' if len(bad) > 5 else ''} hold NaN or inf values")
+    return images
+
+
+def _weights_sha256(weights: str) -> str | None:
+    """The sha256 of a weights file; ``None`` for ``imagenet`` and ``random``."""
+    return None if weights in ("imagenet", "random") else sha256sum(weights)
+
+
+def _check_weights_file(meta_path: Path, weights: str, expected: str | None) -> None:
+    """The weights file named in ``config.json`` must be there, with the content the model was fitted with."""
+    if weights in ("imagenet", "random"):
+        return
+    if not Path(weights).is_file():
+        raise ValueError(f"{meta_path}: the model was fitted with the weights file {weights}, which is gone: "
+                         "put it back there or fit the model again")
+    if sha256sum(weights) != expected:
+        raise ValueError(f"{weights}: is not the weights file the model in {meta_path.parent} was fitted with "
+                         "(its sha256 differs): put the original back or fit the model again")
+
+
+def _model_sha256(meta: dict, bank: np.ndarray) -> str:
+    """sha256 of everything a saved model is: ``config.json`` (but this hash) and the bank's bytes."""
+    described = {key: value for key, value in meta.items() if key != "model_sha256"}
+    digest = hashlib.sha256(json.dumps(described, sort_keys=True).encode())
+    digest.update(np.ascontiguousarray(bank, dtype=np.float32).tobytes())
+    return digest.hexdigest()
+
+
+def _identity(directory: Path) -> tuple[int, int] | None:
+    """(device, inode) of the folder now at ``directory``: :meth:`PatchCore.save` renames a new one into place."""
+    try:
+        status = os.stat(directory)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
+
+def _being_written(directory: Path) -> bool:
+    """A save of ``directory`` is under way: its staging or moved-aside sibling exists."""
+    prefix = f".{Path(os.path.abspath(directory)).name[:160]}.pcnotes-"
+    parent = Path(os.path.abspath(directory)).parent
+    return parent.is_dir() and any(p.name.startswith(prefix) for p in parent.iterdir())

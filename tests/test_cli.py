@@ -600,7 +600,7 @@ def model_copy(model_dir, tmp_path):
 @pytest.mark.parametrize("config_text, message", [
     ("[]", "holds a JSON list"),
     ("null", "holds a JSON NoneType"),
-    ('{"format_version": 1}', "lacks config, weights, grid"),
+    ('{"format_version": 2}', "lacks config, weights, grid"),
 ])
 def test_case7_a_bad_config_json_is_one_line(tiny, model_copy, tmp_path, config_text, message):
     (model_copy / "config.json").write_text(config_text)

@@ -8,7 +8,12 @@ import torch
 
 import pcnotes.config
 from pcnotes.config import PatchCoreConfig
-from pcnotes.model import PatchCore
+from pcnotes.model import PatchCore, _model_sha256
+
+
+def resealed(meta, bank_path):
+    """``meta`` with its model_sha256 made again: a config saved this way, not edited afterwards."""
+    return {**meta, "model_sha256": _model_sha256(meta, np.load(bank_path))}
 
 
 def images(n, height, width, seed=0):
@@ -50,7 +55,7 @@ def test_an_old_config_without_the_new_keys_is_the_reference_at_256_224(tmp_path
     meta = json.loads((path / "config.json").read_text())
     for key in ("patch_feature", "resize", "crop"):
         del meta["config"][key]
-    (path / "config.json").write_text(json.dumps(meta))
+    (path / "config.json").write_text(json.dumps(resealed(meta, path / "memory_bank.npy")))
     loaded = PatchCore.load(path)
     assert (loaded.config.patch_feature, loaded.config.resize, loaded.config.crop) == ("mean_mapped", 256, 224)
     assert loaded.config == old.config
@@ -64,7 +69,7 @@ def test_a_bank_of_the_wrong_width_for_the_feature_is_refused(whole_image_model,
     meta = json.loads((path / "config.json").read_text())
     meta["config"]["patch_feature"] = "mean_mapped"  # a 128-d bank under a 1024-d feature
     (path.parent / "edited").mkdir()
-    (path.parent / "edited" / "config.json").write_text(json.dumps(meta))
+    (path.parent / "edited" / "config.json").write_text(json.dumps(resealed(meta, path / "memory_bank.npy")))
     (path.parent / "edited" / "memory_bank.npy").write_bytes((path / "memory_bank.npy").read_bytes())
     with pytest.raises(ValueError, match=r"128 values per patch.*'mean_mapped' patch feature gives 1024"):
         PatchCore.load(path.parent / "edited")
