@@ -42,7 +42,7 @@ from tqdm import tqdm
 
 from pcnotes import __version__
 from pcnotes.config import ConfigError, PatchCoreConfig, is_int
-from pcnotes.stages.s1_features import FeatureExtractor, load_backbone, sha256sum
+from pcnotes.stages.s1_features import FeatureExtractor, feature_layers, load_backbone, sha256sum
 from pcnotes.stages.s4_mean_mapped import embed
 from pcnotes.stages.s4_pooled_concat import pooled_concat
 from pcnotes.stages.s5_coreset import coreset_size, select_coreset
@@ -91,10 +91,12 @@ class PatchCore:
             config = dataclasses.replace(config, **overrides)
         self.config = config
         backbone, self.weights = load_backbone(config.backbone, config.weights, seed=config.seed)
-        try:
-            self.extractor = FeatureExtractor(backbone, config.layers)
-        except ValueError as error:
-            raise ConfigError("layers", f"must be layers of {config.backbone}: {error}") from None
+        valid = feature_layers(backbone)
+        unknown = [layer for layer in config.layers if layer not in valid]
+        if unknown:
+            raise ConfigError("layers", f"must be feature layers of {config.backbone} ({valid[0]} to {valid[-1]}), "
+                                        f"got {', '.join(unknown)}")
+        self.extractor = FeatureExtractor(backbone, config.layers)
         self.memory_bank: np.ndarray | None = None
         self.grid: tuple[int, int] | None = None
         self.index: NearestNeighbours | None = None
@@ -195,8 +197,42 @@ class PatchCore:
         return self._bank_size(num_images * math.prod(self._probe()[0]))
 
     def check_fit(self, num_images: int) -> None:
-        """Raise before any work if ``num_neighbors`` or ``reweight`` cannot work on the bank a fit gives."""
+        """Raise before any work if the input size, ``num_neighbors`` or ``reweight`` cannot work."""
+        self.check_input_size()
         self._check_bank_size(self.planned_bank_size(num_images), num_images)
+
+    # -- the input size, checked before any image is read ------------------------
+    def deepest_stride(self) -> tuple[str, int]:
+        """The deepest requested layer and its stride (input pixels per feature-map cell)."""
+        side = 224
+        maps = self.extractor(torch.zeros(1, 3, side, side))
+        layer = max(maps, key=lambda name: side / maps[name].shape[-1])
+        return layer, round(side / maps[layer].shape[-1])
+
+    def check_input_size(self) -> None:
+        """Refuse an input size below one patch of the deepest layer, or above what memory holds.
+
+        The smallest side is the deepest layer's stride times ``patch_size``
+        (48 pixels for the default layers: 16 x 3); smaller inputs give
+        feature maps of one or two cells, with patches of nothing but padding.
+        The largest is an estimate (:func:`memory_estimate`) against this
+        machine's physical memory, so that ``resize=100000`` fails at once
+        instead of asking Pillow for 30 GB.
+        """
+        cfg = self.config
+        option, size = ("crop", cfg.crop) if cfg.crop is not None else ("resize", cfg.resize)
+        height, width = size if isinstance(size, tuple) else (size, size)
+        needed, available = memory_estimate(cfg), _physical_memory()
+        if available is not None and needed > available:
+            raise ConfigError("resize", f"{_size_text(cfg.resize)} (crop {_size_text(cfg.crop)}) needs about "
+                                        f"{needed / 2**30:.0f} GiB of memory, an estimate, more than this "
+                                        f"machine's {available / 2**30:.0f} GiB: use a smaller size")
+        layer, stride = self.deepest_stride()
+        smallest = stride * cfg.patch_size
+        if min(height, width) < smallest:
+            raise ConfigError(option, f"{_size_text(size)} gives {height}x{width} inputs, smaller than one "
+                                      f"{cfg.patch_size}x{cfg.patch_size} patch of {layer} (stride {stride}): "
+                                      f"use at least {smallest} pixels a side")
 
     def _check_bank_size(self, size: int, num_images: int | None = None) -> None:
         cfg = self.config
@@ -459,3 +495,31 @@ def _being_written(directory: Path) -> bool:
     prefix = f".{Path(os.path.abspath(directory)).name[:160]}.pcnotes-"
     parent = Path(os.path.abspath(directory)).parent
     return parent.is_dir() and any(p.name.startswith(prefix) for p in parent.iterdir())
+
+
+def _size_text(size) -> str:
+    return "none" if size is None else "{}x{}".format(*size) if isinstance(size, tuple) else str(size)
+
+
+def memory_estimate(config: PatchCoreConfig) -> int:
+    """Bytes a batch needs, roughly: the resized images (8-bit and float) and the backbone's activations.
+
+    15 bytes per resized pixel (3 for Pillow's copy, 12 for the float
+    tensor); 256 bytes per model-input pixel for the backbone's early
+    activations (mobilenet_v2's 96 channels at stride 2 take 96; a ResNet's
+    64 channels at stride 2 and 256 at stride 4 take 128), doubled for what
+    autograd-free inference still keeps alive. An ``int`` resize fixes the
+    shorter side only: a square is the least it can be.
+    """
+    resize = config.resize if isinstance(config.resize, tuple) else (config.resize, config.resize)
+    size = config.crop if config.crop is not None else resize
+    size = size if isinstance(size, tuple) else (size, size)
+    return config.batch_size * (math.prod(resize) * 15 + math.prod(size) * 256)
+
+
+def _physical_memory() -> int | None:
+    """This machine's physical memory in bytes; ``None`` where the OS does not say."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None

@@ -662,7 +662,8 @@ def test_case7_weights_that_are_not_a_state_dict_are_one_line(tiny, tmp_path):
     (["--seed", str(2**70)], "error: --seed must be an integer from 0 to 4294967295, got 1180591620717411303424"),
     (["--layers", ""], "error: --layers must be layer names such as ('features.6', 'features.13'), got ''"),
     (["--layers", "features.6", "features.6"], "error: --layers must each be named once, got features.6 twice"),
-    (["--layers", "features.99"], "error: --layers must be layers of mobilenet_v2: unknown layer(s) "),
+    (["--layers", "features.99"], "error: --layers must be feature layers of mobilenet_v2 (features.0 to features.18), got features.99"),
+    (["--layers", "features.6", "classifier.1"], "error: --layers must be feature layers of mobilenet_v2 (features.0 to features.18), got classifier.1"),
 ])
 def test_case9_bad_options_are_usage_errors(tiny, tmp_path, no_fit, argv, message):
     code, _, err = run(["fit", "--train-dir", tiny / CATEGORY / "train" / "good", "--model",

@@ -156,7 +156,7 @@ def test_config_values_are_checked_when_made(overrides, message):
 
 
 def test_an_unknown_layer_is_a_config_error():
-    with pytest.raises(ConfigError, match=r"layers must be layers of resnet18: unknown layer"):
+    with pytest.raises(ConfigError, match=r"layers must be feature layers of resnet18 \(layer1 to layer4\), got layer9"):
         PatchCore(backbone="resnet18", weights="random", layers=("layer9",))
 
 

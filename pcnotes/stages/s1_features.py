@@ -169,6 +169,18 @@ def _load_torchvision_imagenet(model: nn.Module, name: str) -> LoadedWeights:
     return LoadedWeights("imagenet", str(cached))
 
 
+def feature_layers(backbone: nn.Module) -> list[str]:
+    """The layers whose outputs are spatial feature maps ``(B, C, H, W)``, in forward order.
+
+    The blocks of ``features`` for MobileNet (``features.0`` ... ``features.18``),
+    ``layer1`` ... ``layer4`` for the ResNets; the classifier's layers give
+    ``(B, classes)`` and cannot be cut into patches.
+    """
+    if hasattr(backbone, "features"):
+        return [f"features.{name}" for name, _ in backbone.features.named_children()]
+    return [name for name, _ in backbone.named_children() if name.startswith("layer")]
+
+
 class _LastLayerDone(Exception):
     """Raised inside a hook to end the forward pass early."""
 
