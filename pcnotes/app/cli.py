@@ -33,8 +33,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import hashlib
 import json
 import math
+import os
 import signal
 import sys
 import traceback
@@ -43,6 +45,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from pcnotes.util import folders  # standard library only
+from pcnotes.util.paths import printable
 
 # Kept here (not imported from pcnotes.stages.s5_coreset / pcnotes.stages.s1_features) so that
 # --help does not import torch; tests/test_cli.py checks they match.
@@ -108,8 +111,18 @@ def _int_at_least(minimum: int, what: str):
 class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose usage errors are one line: ``error: ...``, exit 2."""
 
+    argv: Sequence[str] = ()  # the arguments being parsed, for the hint below
+
     def error(self, message: str):
-        self.exit(2, f"error: {self.prog}: {message} (see '{self.prog} --help')\n")
+        self.exit(2, f"error: {self.prog}: {message}{_dash_hint(self.argv)} (see '{self.prog} --help')\n")
+
+
+def _dash_hint(argv: Sequence[str]) -> str:
+    """A file whose name starts with '-' reads as an option: say how to pass it."""
+    files = [arg for arg in argv if arg.startswith("-") and arg != "-" and os.path.exists(arg)]
+    if not files:
+        return ""
+    return f"; {files[0]} is a file, not an option: write ./{files[0]}, or put -- before the file names"
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -153,6 +166,13 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                             "maximum patch score (default: %(default)s)")
     group.add_argument("--seed", type=int, default=0,
                        help="seed for the coreset (and random weights) (default: %(default)s)")
+
+
+def _add_force(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--force", action="store_true",
+                        help=f"replace {what} even when files in it were changed since pcnotes wrote them "
+                             "(an earlier output is otherwise replaced only as pcnotes left it; files that "
+                             "operating systems add, .DS_Store, ._*, Thumbs.db, desktop.ini, are ignored)")
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -200,7 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
                                "generated on first use)")
     evaluate.add_argument("--category", required=True, help="category folder under ROOT")
     evaluate.add_argument("--output", type=Path, default=None, metavar="DIR",
-                          help="output folder (default: runs/CATEGORY)")
+                          help="output folder (default: runs/CATEGORY-HASH, HASH the first 8 hex digits of "
+                               "the sha256 of the category folder's full path, so that categories of the "
+                               "same name in other data sets never share an output)")
+    _add_force(evaluate, "an earlier evaluate output")
     _add_model_options(evaluate)
     _add_common(evaluate)
     evaluate.set_defaults(run=cmd_evaluate)
@@ -216,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="folder of good images, e.g. ROOT/CATEGORY/train/good")
     fit.add_argument("--model", type=Path, required=True, metavar="MODEL",
                      help="folder to save the model in")
+    _add_force(fit, "an earlier saved model")
     _add_model_options(fit)
     _add_common(fit)
     fit.set_defaults(run=cmd_fit)
@@ -235,8 +259,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("images", nargs="+", type=Path, metavar="IMAGE",
                          help="image files, or folders (their images, sorted by name)")
     predict.add_argument("--output", type=Path, required=True, metavar="DIR", help="output folder")
-    predict.add_argument("--vmin", type=float, default=None, help="low end of the colour scale")
-    predict.add_argument("--vmax", type=float, default=None, help="high end of the colour scale")
+    predict.add_argument("--vmin", type=float, default=None,
+                         help="low end of the colour scale (alone: it must lie below the highest map value)")
+    predict.add_argument("--vmax", type=float, default=None,
+                         help="high end of the colour scale (alone: it must lie above the lowest map value)")
+    _add_force(predict, "an earlier predict output")
     _add_common(predict)
     predict.set_defaults(run=cmd_predict)
 
@@ -256,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="evaluate this MVTec-layout data set instead of the embedded one")
     demo.add_argument("--output", type=Path, default=Path("runs/demo"), metavar="DIR",
                       help="output folder (default: %(default)s)")
+    _add_force(demo, "an earlier demo output")
     _add_model_options(demo)
     _add_common(demo)
     demo.set_defaults(run=cmd_demo)
@@ -330,6 +358,8 @@ def _warnings_as_lines() -> Iterator[None]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit status (0 ok, 1 data/model error, 2 usage error)."""
     parser = build_parser()
+    argv = [str(arg) for arg in (sys.argv[1:] if argv is None else argv)]
+    _Parser.argv = argv
     try:
         args = parser.parse_args(argv)
     except SystemExit as stop:  # --help (0) or a usage error (2)
@@ -430,14 +460,14 @@ def _evaluate_into(root: Path, category: str, config, out: Path, *, keep: int = 
         defect, name = result.defects[i], Path(result.paths[i]).stem
         truth = "good" if result.labels[i] == 0 else "defective"
         writer.save(out / "heatmaps" / f"{names[i]}.png", rgb, result.maps[i], result.masks[i],
-                    title=f"{category} / {defect} / {name}   score {result.scores[i]:.3f}   "
-                          f"(true: {truth})")
+                    title=f"{printable(category)} / {printable(defect)} / {printable(name)}   "
+                          f"score {result.scores[i]:.3f}   (true: {truth})")
         if i in picked:
             rank = "highest" if order.index(i) < keep else "lowest"
             kept[i] = dict(image=rgb, amap=result.maps[i], mask=result.masks[i],
                            score=float(result.scores[i]), label=int(result.labels[i]),
                            defect=defect, category=category, vmin=vmin, vmax=vmax,
-                           caption=f"{rank}: {defect}/{name}")
+                           caption=f"{rank}: {printable(defect)}/{printable(name)}")
     writer.close()
     extremes = [kept[i] for i in picked]
     return metrics, len(list((out / "heatmaps").glob("*.png"))), extremes
@@ -446,15 +476,36 @@ def _evaluate_into(root: Path, category: str, config, out: Path, *, keep: int = 
 # -- commands ---------------------------------------------------------------------------------
 
 
+def _category_folder(root: Path, category: str) -> Path:
+    """``ROOT/CATEGORY`` resolved; a category that is empty or names ROOT itself (``.``) is a usage error."""
+    folder = Path(os.path.realpath(root / category))
+    if not category.strip() or folder == Path(os.path.realpath(root)):
+        raise UsageError(f"--category must name a category folder under {root} (e.g. bottle), got {category!r}")
+    return folder
+
+
+def default_output(category_folder: Path) -> Path:
+    """``runs/NAME-HASH``: the category's name and 8 hex digits of the sha256 of its resolved path.
+
+    Categories of the same name in two data sets (``a/cat``, ``b/cat``) get
+    two outputs; the same category always gets the same one.
+    """
+    digest = hashlib.sha256(os.fsencode(category_folder)).hexdigest()[:8]
+    return Path("runs") / f"{category_folder.name}-{digest}"
+
+
 def cmd_evaluate(args) -> int:
     config = _config(args)
-    root = _data_root(args)
-    output = args.output if args.output is not None else Path("runs") / Path(args.category).name
-    inputs = [root, root / args.category]
-    folders.check_target(output, "evaluate", inputs=inputs)
-    print(f"evaluating {root / args.category}", flush=True)
-    with folders.replace_folder(output, "evaluate", inputs=inputs) as staging:
-        metrics, written, _ = _evaluate_into(root, args.category, config, staging)
+    given_root = _data_root(args)
+    category_folder = _category_folder(given_root, args.category)
+    # an absolute or nested --category: the data root is the folder that holds it
+    root, category = category_folder.parent, category_folder.name
+    output = args.output if args.output is not None else default_output(category_folder)
+    inputs = [given_root, root, category_folder]
+    folders.check_target(output, "evaluate", inputs=inputs, force=args.force)
+    print(f"evaluating {category_folder}", flush=True)
+    with folders.replace_folder(output, "evaluate", inputs=inputs, force=args.force) as staging:
+        metrics, written, _ = _evaluate_into(root, category, config, staging)
     print(f"backbone {metrics['backbone']}, weights loaded: {metrics['weights']}")
     _print_table([(key, metrics[key]) for key in (
         "image_auroc", "pixel_auroc", "aupro", "n_train", "n_test", "memory_bank_size",
@@ -484,14 +535,15 @@ def cmd_course(args) -> int:
 
 def _expand_images(inputs: Sequence[Path]) -> list[Path]:
     """Files as given; folders become their image files, sorted by name."""
-    from pcnotes.data.mvtec import DataError, list_images
+    from pcnotes.data.mvtec import DataError, list_images, no_images, note_skipped
 
     paths = []
     for path in inputs:
         if path.is_dir():
             found = list_images(path)
             if not found:
-                raise DataError(f"{path}: folder has no image files")
+                raise no_images(path, "image files")
+            note_skipped(path)
             paths.extend(found)
         elif path.exists():
             paths.append(path)
@@ -501,26 +553,39 @@ def _expand_images(inputs: Sequence[Path]) -> list[Path]:
 
 
 def cmd_fit(args) -> int:
-    from pcnotes.data.mvtec import DataError, image_transform, list_images, load_images
+    from pcnotes.data.mvtec import image_transform, list_images, load_images, no_images, note_skipped
     from pcnotes.model import PatchCore
 
     config = _config(args)
     train_dir = args.train_dir
     paths = list_images(train_dir)
     if not paths:
-        raise DataError(f"{train_dir}: no training images in the folder")
-    folders.check_target(args.model, "fit", inputs=[train_dir])  # PatchCore.save replaces it
+        raise no_images(train_dir, "training images")
+    note_skipped(train_dir)
+    folders.check_target(args.model, "fit", inputs=[train_dir], force=args.force)  # PatchCore.save replaces it
     model = PatchCore(config)
     model.check_fit(len(paths))
     transform = image_transform(config.resize, config.crop, config.mean, config.std)
     images = load_images(paths, transform)  # every image decoded once, before the fit: a bad one fails now
     print(f"backbone {config.backbone}, weights loaded: {model.weights}", flush=True)
     model.fit(images)
-    model.save(args.model)
+    model.save(args.model, force=args.force)
     print(f"fitted on {len(paths)} images from {train_dir}: memory bank {model.memory_bank.shape[0]} "
           f"x {model.memory_bank.shape[1]}")
     print(f"saved {args.model}")
     return 0
+
+
+#: The longest output file stem, in bytes: room for "_NN.png" and the hidden
+#: staging name's prefix and suffix within the usual 255-byte limit.
+MAX_STEM_BYTES = 100
+
+
+def _shortened(name: str) -> str:
+    """``name`` cut to :data:`MAX_STEM_BYTES` bytes as the file system stores it, whole characters only."""
+    while len(os.fsencode(name)) > MAX_STEM_BYTES:
+        name = name[:-1]
+    return name
 
 
 def unique_names(wanted: Sequence[str]) -> list[str]:
@@ -528,11 +593,12 @@ def unique_names(wanted: Sequence[str]) -> list[str]:
 
     Each name is checked against every name given out before it, ignoring
     case (macOS and Windows folders do), so ``x, x, x_2`` become
-    ``x, x_2, x_2_2``.
+    ``x, x_2, x_2_2``. Longer names are first cut to :data:`MAX_STEM_BYTES`
+    bytes, so that a long input file name never makes an output name too long.
     """
     taken: set[str] = set()
     names = []
-    for name in wanted:
+    for name in map(_shortened, wanted):
         candidate, n = name, 1
         while candidate.casefold() in taken:
             n += 1
@@ -540,6 +606,22 @@ def unique_names(wanted: Sequence[str]) -> list[str]:
         taken.add(candidate.casefold())
         names.append(candidate)
     return names
+
+
+def _colour_scale(data_range: tuple[float, float], vmin: float | None, vmax: float | None) -> tuple[float, float]:
+    """The heat maps' scale: the data's ``(low, high)`` where ``--vmin``/``--vmax`` leave it open.
+
+    One end given alone must stay on its side of the other, data-given end;
+    otherwise every map would be blank. Raises :class:`UsageError` naming it.
+    """
+    low, high = data_range
+    if vmin is not None and vmax is None and not vmin < high:
+        raise UsageError(f"--vmin ({vmin:g}) must be below the highest map value ({high:.3f}), the other end of "
+                         "the scale: lower it, or give --vmax too")
+    if vmax is not None and vmin is None and not low < vmax:
+        raise UsageError(f"--vmax ({vmax:g}) must be above the lowest map value ({low:.3f}), the other end of "
+                         "the scale: raise it, or give --vmin too")
+    return (low if vmin is None else vmin), (high if vmax is None else vmax)
 
 
 def cmd_predict(args) -> int:
@@ -554,7 +636,7 @@ def cmd_predict(args) -> int:
         raise UsageError(f"--vmin ({args.vmin}) must be below --vmax ({args.vmax})")
     paths = _expand_images(args.images)
     inputs = [*args.images, *paths, args.model]
-    folders.check_target(args.output, "predict", inputs=inputs)
+    folders.check_target(args.output, "predict", inputs=inputs, force=args.force)
     model = PatchCore.load(args.model)
     config = model.config
     transform = image_transform(config.resize, config.crop, config.mean, config.std)
@@ -562,11 +644,10 @@ def cmd_predict(args) -> int:
     print(f"model {args.model}: backbone {config.backbone}, weights loaded: {model.weights}", flush=True)
     scores, maps = model.predict(images)
 
-    low, high = viz.shared_scale(maps)
-    vmin = low if args.vmin is None else args.vmin
-    vmax = high if args.vmax is None else args.vmax
-    with folders.replace_folder(args.output, "predict", inputs=inputs) as staging:
-        with open(staging / "scores.csv", "w", newline="") as stream:
+    vmin, vmax = _colour_scale(viz.shared_scale(maps), args.vmin, args.vmax)
+    with folders.replace_folder(args.output, "predict", inputs=inputs, force=args.force) as staging:
+        # surrogateescape: a file name that is not UTF-8 is written as its own bytes, so the row names the file
+        with open(staging / "scores.csv", "w", newline="", encoding="utf-8", errors="surrogateescape") as stream:
             table = csv.writer(stream)
             table.writerow(["path", "score"])
             for path, score in zip(paths, scores):
@@ -574,7 +655,7 @@ def cmd_predict(args) -> int:
         writer = viz.PanelWriter(vmin, vmax, with_mask=False, size=maps.shape[1:])
         for path, name, score, amap, image in zip(paths, unique_names([p.stem for p in paths]), scores, maps, images):
             writer.save(staging / f"{name}.png", viz.to_rgb(image, config.mean, config.std), amap,
-                        title=f"{path.name}   score {score:.3f}")
+                        title=f"{printable(path.name)}   score {score:.3f}")
         writer.close()
         written = len(list(staging.glob("*.png")))
     print(f"scored {len(paths)} images; colour scale {vmin:.3f}..{vmax:.3f}")
@@ -597,11 +678,11 @@ def cmd_demo(args) -> int:
     categories = list_categories(root)
     if not categories:
         raise DataError(f"{root}: no category folders with train/good in it")
-    folders.check_target(args.output, "demo", inputs=[root])
+    folders.check_target(args.output, "demo", inputs=[root], force=args.force)
     print(f"data {root}: {len(categories)} categories ({', '.join(categories)})", flush=True)
 
     rows, items = [], []
-    with folders.replace_folder(args.output, "demo", inputs=[root]) as staging:
+    with folders.replace_folder(args.output, "demo", inputs=[root], force=args.force) as staging:
         for category in categories:
             print(f"[{category}] fitting and scoring ...", flush=True)
             out = staging / category

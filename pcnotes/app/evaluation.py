@@ -60,6 +60,7 @@ def evaluate_category(
     start = time.perf_counter()
     test_images, masks = stack(test)  # decoded before the fit too, so a bad file stops the run first
     decode_test_seconds = time.perf_counter() - start
+    check_defect_pixels(test, masks)
 
     start = time.perf_counter()
     model.fit(train_images)
@@ -85,3 +86,17 @@ def evaluate_category(
         "input_size": "{}x{}".format(*test_images.shape[-2:]),  # H x W the model saw, as maps and masks
     }
     return model, result
+
+
+def check_defect_pixels(test, masks: np.ndarray) -> None:
+    """Refuse, before the fit, a test set whose defect masks hold no defect pixel.
+
+    Pixel AUROC and AUPRO need good and defective pixels; ``masks`` are the
+    decoded ``(N, H, W)`` masks of ``test`` (a test split), as the model sees them.
+    """
+    if masks.any():
+        return
+    defective = [path for path, label in zip(test.mask_paths, test.labels) if label == 1]
+    raise DataError(f"{Path(defective[0]).parent.parent}: every defect mask is empty ({len(defective)} masks, "
+                    f"e.g. {defective[0]}); pixel AUROC and AUPRO need defect pixels: draw the defects in "
+                    "the masks (white on black)")

@@ -39,6 +39,8 @@ from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
+from pcnotes.util.paths import printable
+
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -138,13 +140,8 @@ def collect_notes():
         notes, _notes = _notes, None
         for kind, found in notes.items():
             details = ", ".join(sorted({detail for _, detail in found if detail}))
-            warnings.warn(_NOTE_LINES[kind](len(found), _printable(found[0][0]), details),
+            warnings.warn(_NOTE_LINES[kind](len(found), printable(found[0][0]), details),
                           DataWarning, stacklevel=3)
-
-
-def _printable(text: str | Path) -> str:
-    """A file name as text that any terminal and UTF-8 file can hold (undecodable bytes as \\xNN)."""
-    return str(text).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 # --------------------------------------------------------------------------
@@ -180,7 +177,7 @@ def _open_loaded(path: Path) -> Image.Image:
                 upright = _upright(img, path)
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, zlib.error ...
         raise DataError(
-            f"{_printable(path)}: cannot read image ({type(exc).__name__}: {_one_line(exc)})"
+            f"{printable(path)}: cannot read image ({type(exc).__name__}: {_one_line(exc)})"
         ) from exc
     for warning in caught:
         if issubclass(warning.category, Image.DecompressionBombWarning):
@@ -678,8 +675,9 @@ class MVTecDataset(Dataset):
                 # Different sizes would be resized differently and the mask
                 # would no longer lie on its defect.
                 raise DataError(
-                    f"{mask_path}: mask size {pil_mask.size} differs from "
-                    f"image size {pil_image.size} of {image_path}"
+                    f"{printable(mask_path)}: mask size {pil_mask.size} differs from "
+                    f"image size {pil_image.size} of {printable(image_path)} (both as a viewer shows "
+                    "them, turned by their EXIF orientation)"
                 )
             mask = self.target_transform(pil_mask)
         return {

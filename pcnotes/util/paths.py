@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["PACKAGE_DIR", "REPO_ROOT", "REPOSITORY", "display_path", "course_notebooks", "results_dir", "results_file"]
+__all__ = ["PACKAGE_DIR", "REPO_ROOT", "REPOSITORY", "display_path", "printable", "course_notebooks", "results_dir",
+           "results_file"]
 
 #: The installed (or cloned) ``pcnotes/`` folder.
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -87,3 +88,13 @@ def display_path(path: str | Path) -> str:
     if home != Path(home.anchor) and resolved.is_relative_to(home):
         return "~/" + resolved.relative_to(home).as_posix()
     return str(path)
+
+
+def printable(text: str | Path) -> str:
+    """A file name as text that any font, terminal and UTF-8 file can hold.
+
+    Python reads a name that is not UTF-8 (``b"\\xe9t\\xe9.png"``) with
+    surrogates standing for its bytes; those cannot be drawn or encoded, so
+    they are shown as ``\\xNN`` escapes instead.
+    """
+    return str(text).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
