@@ -181,7 +181,7 @@ def test_help_describes_commands_defaults_and_outputs():
     assert code == 0
     out = " ".join(out.split())  # undo argparse's line wrapping
     for text in ("metrics.json", "heatmaps", "default: 0.1", "default: approximate_greedy",
-                 "default: mobilenet_v2", "runs/CATEGORY"):
+                 "default: mobilenet_v2", "runs/CATEGORY-HASH"):
         assert text in out
     code, out, _ = run(["predict", "--help"])
     assert "scores.csv" in out
@@ -420,7 +420,10 @@ def test_case2_an_absolute_category_keeps_its_data(tiny, tmp_path, monkeypatch):
     code, out, err = run(["evaluate", "--data-root", data, "--category", data / CATEGORY,
                           "--coreset-ratio", RATIO, "--weights", "random", "--sampler", "random"])
     assert code == 0, err
-    assert (tmp_path / "runs" / CATEGORY / "metrics.json").is_file()  # runs/NAME, not the category itself
+    output = cli.default_output((data / CATEGORY).resolve())
+    assert output.parent == Path("runs") and output.name.startswith(f"{CATEGORY}-")  # runs/NAME-HASH
+    metrics = json.loads((tmp_path / output / "metrics.json").read_text())  # not the category itself
+    assert metrics["data_root"] == str(data.resolve()) and metrics["category"] == CATEGORY
     assert snapshot(data) == before
     # and an output inside the data, or one holding it, is refused
     for output in (data / CATEGORY / "runs", data, data / CATEGORY):

@@ -30,6 +30,7 @@ normalising over the whole test set.
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -369,7 +370,9 @@ def pca_scatter(ax, features, selected_indices=None, *, max_points=5000, seed=0,
 def _write_png(fig, path, compress_level: int = 6) -> Path:
     """Render ``fig`` as PNG, then write it to ``path`` at once (:func:`pcnotes.util.folders.write_file`)."""
     stream = io.BytesIO()
-    fig.savefig(stream, format="png", pil_kwargs={"compress_level": compress_level})
+    with warnings.catch_warnings():  # a file name in a script the font lacks: boxes, not a warning per glyph
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        fig.savefig(stream, format="png", pil_kwargs={"compress_level": compress_level})
     return write_file(path, stream.getvalue())
 
 
