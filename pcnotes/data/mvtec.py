@@ -49,6 +49,8 @@ __all__ = [
     "image_transform",
     "mask_transform",
     "whole_image_size",
+    "default_image_size",
+    "photo_sizes",
     "unnormalize",
     "MVTecDataset",
     "list_categories",
@@ -57,6 +59,7 @@ __all__ = [
     "load_images",
     "load_split",
     "stack",
+    "image_batches",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -306,6 +309,38 @@ def whole_image_size(width: int, height: int, shorter: int = 256, multiple: int 
     return side(height), side(width)
 
 
+def default_image_size(sizes: Sequence[tuple[int, int]], shorter: int = 256, multiple: int = 16,
+                       ) -> tuple[int | tuple[int, int], int | None]:
+    """``resize`` and ``crop`` that follow the training photographs' ``(width, height)`` sizes.
+
+    Square photographs keep the reference's resize 256 / centre crop 224.
+    Others get the whole-image mode (no crop) at their median aspect ratio:
+    :func:`whole_image_size` of it, shorter side ``shorter``, both sides
+    multiples of ``multiple``. "Square" means that this whole-image size comes
+    out square, i.e. the median aspect ratio rounds to 1 at that multiple.
+    Photographs of mixed sizes share the median's size (the others are stretched).
+    """
+    if not sizes:
+        raise ValueError("no image sizes given")
+    aspect = float(np.median([width / height for width, height in sizes]))
+    whole = whole_image_size(max(1, round(aspect * 10_000)), 10_000, shorter, multiple)
+    if whole[0] == whole[1]:
+        return 256, 224
+    return whole, None
+
+
+def photo_sizes(paths: Iterable[str | Path]) -> list[tuple[int, int]]:
+    """``(width, height)`` of image files from their headers (no pixel is decoded)."""
+    sizes = []
+    for path in paths:
+        try:
+            with Image.open(path) as img:
+                sizes.append(img.size)
+        except (OSError, ValueError) as error:
+            raise DataError(f"{path}: cannot read image file ({error})") from None
+    return sizes
+
+
 def unnormalize(
     image_tensor: torch.Tensor | np.ndarray,
     mean: Sequence[float] = IMAGENET_MEAN,
@@ -446,7 +481,8 @@ class MVTecDataset(Dataset):
         self.split = split
         self.category_dir = self.root / category
         self.transform = image_transform(resize, crop, mean, std)
-        self.target_transform = mask_transform(resize, crop)
+        self.target_transform = mask_transform(resize, None)  # cropped in __getitem__, to count what is cut
+        self.crop = None if crop is None else transforms.CenterCrop(crop)
         # Each sample: (image path, label, defect name, mask path or None).
         self._samples = self._collect()
 
@@ -540,12 +576,17 @@ class MVTecDataset(Dataset):
                     f"image size {pil_image.size} of {image_path}"
                 )
             mask = self.target_transform(pil_mask)
+        cut = 0  # defect pixels that the centre crop cuts away
+        if self.crop is not None:
+            whole, mask = mask, self.crop(mask)
+            cut = int(whole.sum() - mask.sum())
         return {
             "image": image,
             "mask": mask,
             "label": label,
             "defect": defect,
             "path": str(image_path),
+            "cut": cut,
         }
 
     def validate(self) -> None:
@@ -557,6 +598,18 @@ class MVTecDataset(Dataset):
         """
         for index in range(len(self)):
             self[index]
+
+    def check_files(self) -> None:
+        """Open every image and mask header (nothing decoded): a cheap check before any work.
+
+        Raises :class:`DataError` naming the first unreadable file, or a mask
+        whose size differs from its image's. :meth:`validate` decodes too.
+        """
+        for image_path, _, _, mask_path in self._samples:
+            (size,) = photo_sizes([image_path])
+            if mask_path is not None and photo_sizes([mask_path])[0] != size:
+                raise DataError(f"{mask_path}: mask size {photo_sizes([mask_path])[0]} differs from "
+                                f"image size {size} of {image_path}")
 
     def __repr__(self) -> str:
         return (
@@ -595,3 +648,10 @@ def stack(dataset: MVTecDataset) -> tuple[torch.Tensor, np.ndarray]:
         images.append(batch["image"])
         masks.append(batch["mask"][:, 0].numpy() > 0.5)
     return torch.cat(images), np.concatenate(masks)
+
+
+def image_batches(paths: Sequence[str | Path], transform: Callable[[Image.Image], torch.Tensor],
+                  batch_size: int) -> Iterable[torch.Tensor]:
+    """Image files decoded one batch at a time: yields ``(b, 3, H, W)``, ``b <= batch_size``."""
+    for start in range(0, len(paths), batch_size):
+        yield torch.stack([transform(load_rgb(path)) for path in paths[start : start + batch_size]])
