@@ -50,6 +50,7 @@ SAMPLERS = ("approximate_greedy", "greedy", "random")
 BACKBONES = ("mobilenet_v2", "wide_resnet50_2", "resnet18")
 PATCH_FEATURES = ("mean_mapped", "pooled_concat")
 TARGET_AUROC = 0.95  # the demo's per-category target for image and pixel AUROC
+TOP_PANELS = 10  # evaluate draws full panels for this many highest-scored test images
 
 #: The errors a user can cause with their data or model; anything else is a bug
 #: and keeps its traceback.
@@ -133,13 +134,19 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                             "aggregator, 1024-d) or 'pooled_concat' (3x3 average pool per layer, "
                             "channels concatenated: 128-d for mobilenet_v2) (default: the "
                             "backbone's: pooled_concat for mobilenet_v2, mean_mapped for the ResNets)")
-    group.add_argument("--resize", type=image_size, default=256, metavar="N|HxW",
+    group.add_argument("--resize", type=image_size, default=None, metavar="N|HxW",
                        help="resize the shorter side to N, or every image to exactly H x W "
-                            "(height x width) (default: %(default)s)")
+                            "(height x width) (default: from the training images: square ones "
+                            "256 with a centre crop of 224; others the whole image at their median "
+                            "aspect ratio, shorter side 256, sides multiples of 16)")
     group.add_argument("--crop", type=crop_size, default=None, metavar="N|HxW|none",
                        help="centre crop N x N or H x W; 'none' keeps the whole resized image "
                             "(default: 224 with --resize N, none with --resize HxW: the whole-"
                             "image mode for non-square photographs)")
+    group.add_argument("--index", default="exact", choices=("exact", "hnsw"),
+                       help="nearest-neighbour search: 'exact' (faiss flat) or 'hnsw' (approximate, "
+                            "faster for memory banks of tens of thousands of entries; see "
+                            "benchmarks/results/ann.md) (default: %(default)s)")
     group.add_argument("--coreset-ratio", type=coreset_ratio, default=0.1, metavar="R",
                        help="fraction of training patches kept in the memory bank, in (0, 1] "
                             "(default: %(default)s)")
@@ -153,6 +160,14 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                             "maximum patch score (default: %(default)s)")
     group.add_argument("--seed", type=int, default=0,
                        help="seed for the coreset (and random weights) (default: %(default)s)")
+
+
+def _add_heatmap_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--heatmaps", default="overlay", choices=("overlay", "panels", "none"),
+                        help="per test image: 'overlay' (the image with its map blended in, cheap), "
+                             "'panels' (image | map | ground truth with a colour bar, slow on "
+                             "big test sets) or 'none'; the top-scored images always get panels "
+                             "(default: %(default)s)")
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -189,10 +204,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "  OUTPUT/metrics.json                image_auroc, pixel_auroc, aupro, n_train, n_test,\n"
                     "                                     memory_bank_size, fit_seconds, predict_seconds,\n"
                     "                                     backbone, weights, and the config (one flat object)\n"
-                    "  OUTPUT/heatmaps/DEFECT_NAME.png    per test image: image | anomaly map | ground truth,\n"
-                    "                                     all on one colour scale (the test set's min..max)\n\n"
-                    "It prints the weights loaded and a table of the metrics. An existing OUTPUT\n"
-                    "from an earlier evaluate is replaced only when the run succeeds.",
+                    "  OUTPUT/heatmaps/DEFECT_NAME.png    per test image, as it is scored: the image with its\n"
+                    "                                     anomaly map blended in (--heatmaps panels: image |\n"
+                    "                                     map | ground truth), on one colour scale: the first\n"
+                    "                                     scored batch's min..max (good images come first)\n"
+                    f"  OUTPUT/top/NN_DEFECT_NAME.png     the {TOP_PANELS} highest-scored images: image | map |\n"
+                    "                                     ground truth, on the test set's min..max\n\n"
+                    "It prints the image size, the weights loaded, a table of the metrics and one of\n"
+                    "where the time went. An existing OUTPUT from an earlier evaluate is replaced\n"
+                    "only when the run succeeds.",
     )
     evaluate.add_argument("--data-root", type=Path, default=None, metavar="ROOT",
                           help="data set in the MVTec AD layout (default: the embedded synthetic "
@@ -201,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--category", required=True, help="category folder under ROOT")
     evaluate.add_argument("--output", type=Path, default=None, metavar="DIR",
                           help="output folder (default: runs/CATEGORY)")
+    _add_heatmap_option(evaluate)
     _add_model_options(evaluate)
     _add_common(evaluate)
     evaluate.set_defaults(run=cmd_evaluate)
@@ -256,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="evaluate this MVTec-layout data set instead of the embedded one")
     demo.add_argument("--output", type=Path, default=Path("runs/demo"), metavar="DIR",
                       help="output folder (default: %(default)s)")
+    _add_heatmap_option(demo)
     _add_model_options(demo)
     _add_common(demo)
     demo.set_defaults(run=cmd_demo)
@@ -353,19 +375,44 @@ def main(argv: Sequence[str] | None = None) -> int:
 # -- shared pieces ------------------------------------------------------------------------
 
 
-def _config(args):
-    from pcnotes.config import PatchCoreConfig
+def _config(args, train_paths: Sequence[Path] = ()):
+    """The model's config from the options; the image size from ``train_paths`` unless given.
 
-    if args.crop is None:  # not given: the reference's 224, or no crop after --resize HxW
-        crop = 224 if isinstance(args.resize, int) else None
+    Prints the image size chosen, in one line.
+    """
+    from pcnotes.config import PatchCoreConfig
+    from pcnotes.data.mvtec import default_image_size, photo_sizes
+
+    if args.resize is None and args.crop is None and train_paths:
+        sizes = photo_sizes(train_paths)
+        resize, crop = default_image_size(sizes)
+        aspect = sorted(w / h for w, h in sizes)[len(sizes) // 2]
+        why = (f"square training images" if crop is not None else
+               f"median width/height {aspect:.2f} of {len(sizes)} training images")
     else:
-        crop = None if args.crop == "none" else args.crop
-    return PatchCoreConfig(
+        resize = 256 if args.resize is None else args.resize
+        if args.crop is None:  # not given: the reference's 224, or no crop after --resize HxW
+            crop = 224 if isinstance(resize, int) else None
+        else:
+            crop = None if args.crop == "none" else args.crop
+        why = "from --resize/--crop" if args.resize is not None or args.crop is not None else "the reference's"
+    config = PatchCoreConfig(
         backbone=args.backbone, weights=args.weights, layers=tuple(args.layers or ()),
-        patch_feature=args.patch_feature or "", resize=args.resize, crop=crop,
+        patch_feature=args.patch_feature or "", resize=resize, crop=crop,
         coreset_ratio=args.coreset_ratio, sampler=args.sampler, num_neighbors=args.num_neighbors,
-        reweight=args.reweight, seed=args.seed,
+        reweight=args.reweight, seed=args.seed, index=args.index,
     )
+    print(f"image size: {_size_text(config)} ({why}; --resize/--crop override)", flush=True)
+    return config
+
+
+def _size_text(config) -> str:
+    def text(size):
+        return str(size) if isinstance(size, int) else f"{size[0]}x{size[1]}"
+
+    if config.crop is None:
+        return f"{text(config.resize)}, the whole image"
+    return f"resize {text(config.resize)}, centre crop {text(config.crop)}"
 
 
 def _data_root(args) -> Path:
@@ -391,74 +438,150 @@ def _print_table(rows: Sequence[tuple[str, object]]) -> None:
         print(f"  {name:<{width}}  {shown}")
 
 
-def _evaluate_into(root: Path, category: str, config, out: Path, *, keep: int = 0):
+class _HeatMaps:
+    """Writes each scored test batch's heat maps (``on_batch`` of :func:`evaluate_category`).
+
+    Keeps only the ``top`` highest- and ``low`` lowest-scored items (for the
+    top panels and the demo's overview), so memory does not grow with the test set.
+    """
+
+    def __init__(self, out: Path, category: str, test, config, mode: str, top: int, low: int):
+        from pcnotes.app import plots as viz
+
+        self.viz, self.out, self.category, self.config, self.mode = viz, out, category, config, mode
+        self.defects, self.paths, self.labels = test.defects, test.paths, test.labels
+        self.names = unique_names([f"{d}_{Path(p).stem}" for d, p in zip(self.defects, self.paths)])
+        self.top, self.low = top, low
+        self.kept: list[dict] = []
+        self.scale = self.writer = None
+        self.seconds = 0.0
+
+    def __call__(self, batch) -> None:
+        import time
+
+        start = time.perf_counter()
+        if self.scale is None:
+            self.scale = float(batch.maps.min()), float(batch.maps.max())
+            if self.mode == "panels":
+                self.writer = self.viz.PanelWriter(*self.scale, with_mask=True, size=batch.maps.shape[1:])
+        for j, (image, amap, mask, score) in enumerate(zip(batch.images, batch.maps, batch.masks, batch.scores)):
+            i = batch.first + j
+            rgb = self.viz.to_rgb(image, self.config.mean, self.config.std)
+            path = self.out / "heatmaps" / f"{self.names[i]}.png"
+            if self.mode == "overlay":
+                self.viz.write_overlay(path, rgb, amap, *self.scale)
+            elif self.mode == "panels":
+                self.writer.save(path, rgb, amap, mask, title=self._title(i, score))
+            self.kept.append(dict(index=i, image=rgb, amap=amap, mask=mask, score=float(score),
+                                  label=int(self.labels[i]), defect=self.defects[i], category=self.category))
+        order = sorted(self.kept, key=lambda item: -item["score"])
+        self.kept = order[: self.top] + [item for item in order[self.top:][-self.low:] if self.low]
+        self.seconds += time.perf_counter() - start
+
+    def _title(self, i: int, score: float) -> str:
+        truth = "good" if self.labels[i] == 0 else "defective"
+        return (f"{self.category} / {self.defects[i]} / {Path(self.paths[i]).stem}   score {score:.3f}   "
+                f"(true: {truth})")
+
+    def finish(self, vmin: float, vmax: float, keep: int) -> list[dict]:
+        """Panels of the top-scored images on ``vmin..vmax``; the ``keep`` highest and lowest items."""
+        import time
+
+        start = time.perf_counter()
+        order = sorted(self.kept, key=lambda item: -item["score"])
+        if order:
+            writer = self.viz.PanelWriter(vmin, vmax, with_mask=True, size=order[0]["amap"].shape)
+            for rank, item in enumerate(order[:TOP_PANELS], 1):
+                writer.save(self.out / "top" / f"{rank:02d}_{self.names[item['index']]}.png",
+                            item["image"], item["amap"], item["mask"],
+                            title=self._title(item["index"], item["score"]))
+        picked = {item["index"]: item for item in order[:keep] + order[len(order) - keep:]} if keep else {}
+        for item in picked.values():
+            rank = "highest" if order.index(item) < keep else "lowest"
+            item.update(vmin=vmin, vmax=vmax,
+                        caption=f"{rank}: {item['defect']}/{Path(self.paths[item['index']]).stem}")
+        self.seconds += time.perf_counter() - start
+        return list(picked.values())
+
+
+def _evaluate_into(root: Path, category: str, config, out: Path, *, heatmaps: str = "overlay", keep: int = 0):
     """Evaluate one category, writing metrics.json and heatmaps/ into ``out``.
 
-    Returns the flat metrics dict, the number of heat maps written and, for
-    the overview, the ``keep`` highest- and ``keep`` lowest-scored test items.
+    Returns the flat metrics dict, the seconds per phase (writing included),
+    the number of heat maps written and, for the overview, the ``keep``
+    highest- and ``keep`` lowest-scored test items.
     """
-    import numpy as np
+    import time
 
-    from pcnotes.app import plots as viz
     from pcnotes.app.evaluation import evaluate_category
+    from pcnotes.data.mvtec import load_split
 
-    _, result = evaluate_category(root, category, config)
+    test = load_split(root, category, "test", config)  # lists files only: names for the heat maps
+    writer = _HeatMaps(out, category, test, config, heatmaps, max(TOP_PANELS, keep), keep)
+    _, result = evaluate_category(root, category, config,
+                                  on_batch=None if heatmaps == "none" and not keep else writer)
+    cut, total, images = result.cut
+    if cut:
+        print(f"warning: the centre crop {_size_text(config).split('crop ')[-1]} cut away {cut:,} of "
+              f"{total:,} defect pixels ({100 * cut / total:.1f}%) in {images} test images; the metrics "
+              "score only what it keeps (--crop none keeps the whole image)", file=sys.stderr, flush=True)
+    start, batch_writing = time.perf_counter(), writer.seconds
+    low, high = float(result.grids.min()), float(result.grids.max())  # the maps lie within their grids
+    extremes = writer.finish(low, high, keep) if heatmaps != "none" or keep else []
     metrics = {
         "category": category,
         **{key: _json_number(value) for key, value in result.metrics.items()},
+        **{f"{phase}_seconds": round(seconds, 3) for phase, seconds in result.phases.items()},
         "data_root": str(root),
         "layers": ",".join(config.layers),
+        "image_size": _size_text(config),
         "coreset_ratio": config.coreset_ratio,
         "sampler": config.sampler,
         "num_neighbors": config.num_neighbors,
         "reweight": config.reweight,
+        "index": config.index,
         "seed": config.seed,
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    phases = {**result.phases, "writing": batch_writing + time.perf_counter() - start}
+    written = len(list((out / "heatmaps").glob("*.png"))) if (out / "heatmaps").is_dir() else 0
+    return metrics, phases, written, extremes
 
-    # One colour scale for the whole test set, so maps can be compared by eye.
-    vmin, vmax = viz.shared_scale(result.maps)
-    # For the overview: highest first, lowest last; an image that is both
-    # (a tiny test set) appears once.
-    order = np.argsort(-result.scores, kind="stable").tolist()
-    picked = dict.fromkeys(order[:keep] + order[len(order) - keep:]) if keep else {}
-    kept = {}
-    writer = viz.PanelWriter(vmin, vmax, with_mask=True, size=result.maps.shape[1:])
-    names = unique_names([f"{d}_{Path(p).stem}" for d, p in zip(result.defects, result.paths)])
-    for i, image in enumerate(result.images):
-        rgb = viz.to_rgb(image, config.mean, config.std)
-        defect, name = result.defects[i], Path(result.paths[i]).stem
-        truth = "good" if result.labels[i] == 0 else "defective"
-        writer.save(out / "heatmaps" / f"{names[i]}.png", rgb, result.maps[i], result.masks[i],
-                    title=f"{category} / {defect} / {name}   score {result.scores[i]:.3f}   "
-                          f"(true: {truth})")
-        if i in picked:
-            rank = "highest" if order.index(i) < keep else "lowest"
-            kept[i] = dict(image=rgb, amap=result.maps[i], mask=result.masks[i],
-                           score=float(result.scores[i]), label=int(result.labels[i]),
-                           defect=defect, category=category, vmin=vmin, vmax=vmax,
-                           caption=f"{rank}: {defect}/{name}")
-    writer.close()
-    extremes = [kept[i] for i in picked]
-    return metrics, len(list((out / "heatmaps").glob("*.png"))), extremes
+
+def _print_phases(phases: dict, wall: float) -> None:
+    """One short table: seconds and share of the wall time per phase; fit + predict's share."""
+    rows = [*phases.items(), ("other", max(0.0, wall - sum(phases.values())))]
+    print(f"  {'phase':<9} {'seconds':>8} {'share':>6}")
+    for name, seconds in rows:
+        print(f"  {name:<9} {seconds:8.1f} {100 * seconds / wall:5.0f}%")
+    model = sum(phases.get(key, 0.0) for key in ("extract", "coreset", "search", "maps"))
+    print(f"  {'wall':<9} {wall:8.1f}  (fit + predict: {100 * model / wall:.0f}%)")
 
 
 # -- commands ---------------------------------------------------------------------------------
 
 
 def cmd_evaluate(args) -> int:
-    config = _config(args)
+    import time
+
+    from pcnotes.data.mvtec import list_images
+
+    start = time.perf_counter()
     root = _data_root(args)
+    train_dir = root / args.category / "train" / "good"
+    config = _config(args, list_images(train_dir) if train_dir.is_dir() else ())
     output = args.output if args.output is not None else Path("runs") / Path(args.category).name
     inputs = [root, root / args.category]
     folders.check_target(output, "evaluate", inputs=inputs)
     print(f"evaluating {root / args.category}", flush=True)
     with folders.replace_folder(output, "evaluate", inputs=inputs) as staging:
-        metrics, written, _ = _evaluate_into(root, args.category, config, staging)
+        metrics, phases, written, _ = _evaluate_into(root, args.category, config, staging,
+                                                     heatmaps=args.heatmaps)
     print(f"backbone {metrics['backbone']}, weights loaded: {metrics['weights']}")
     _print_table([(key, metrics[key]) for key in (
         "image_auroc", "pixel_auroc", "aupro", "n_train", "n_test", "memory_bank_size",
         "fit_seconds", "predict_seconds")])
+    _print_phases(phases, time.perf_counter() - start)
     print(f"wrote {output / 'metrics.json'} and {written} heat maps in {output / 'heatmaps'}")
     return 0
 
@@ -501,21 +624,20 @@ def _expand_images(inputs: Sequence[Path]) -> list[Path]:
 
 
 def cmd_fit(args) -> int:
-    from pcnotes.data.mvtec import DataError, image_transform, list_images, load_images
+    from pcnotes.data.mvtec import DataError, image_batches, image_transform, list_images
     from pcnotes.model import PatchCore
 
-    config = _config(args)
     train_dir = args.train_dir
     paths = list_images(train_dir)
     if not paths:
         raise DataError(f"{train_dir}: no training images in the folder")
+    config = _config(args, paths)  # reads every header: an unreadable file fails now
     folders.check_target(args.model, "fit", inputs=[train_dir])  # PatchCore.save replaces it
     model = PatchCore(config)
     model.check_fit(len(paths))
     transform = image_transform(config.resize, config.crop, config.mean, config.std)
-    images = load_images(paths, transform)  # every image decoded once, before the fit: a bad one fails now
     print(f"backbone {config.backbone}, weights loaded: {model.weights}", flush=True)
-    model.fit(images)
+    model.fit(image_batches(paths, transform, config.batch_size))  # each image decoded once
     model.save(args.model)
     print(f"fitted on {len(paths)} images from {train_dir}: memory bank {model.memory_bank.shape[0]} "
           f"x {model.memory_bank.shape[1]}")
@@ -544,7 +666,7 @@ def unique_names(wanted: Sequence[str]) -> list[str]:
 
 def cmd_predict(args) -> int:
     from pcnotes.app import plots as viz
-    from pcnotes.data.mvtec import image_transform, load_images
+    from pcnotes.data.mvtec import image_batches, image_transform, photo_sizes
     from pcnotes.model import PatchCore
 
     for option, value in (("--vmin", args.vmin), ("--vmax", args.vmax)):
@@ -557,24 +679,29 @@ def cmd_predict(args) -> int:
     folders.check_target(args.output, "predict", inputs=inputs)
     model = PatchCore.load(args.model)
     config = model.config
+    photo_sizes(paths)  # every header read before scoring: an unreadable file fails now
     transform = image_transform(config.resize, config.crop, config.mean, config.std)
-    images = load_images(paths, transform)  # every image decoded once, before scoring: a bad one fails now
     print(f"model {args.model}: backbone {config.backbone}, weights loaded: {model.weights}", flush=True)
-    scores, maps = model.predict(images)
-
-    low, high = viz.shared_scale(maps)
-    vmin = low if args.vmin is None else args.vmin
-    vmax = high if args.vmax is None else args.vmax
+    names = unique_names([p.stem for p in paths])
+    vmin, vmax, writer, done = args.vmin, args.vmax, None, 0
     with folders.replace_folder(args.output, "predict", inputs=inputs) as staging:
         with open(staging / "scores.csv", "w", newline="") as stream:
             table = csv.writer(stream)
             table.writerow(["path", "score"])
-            for path, score in zip(paths, scores):
-                table.writerow([str(path), repr(float(score))])  # repr: exact round trip
-        writer = viz.PanelWriter(vmin, vmax, with_mask=False, size=maps.shape[1:])
-        for path, name, score, amap, image in zip(paths, unique_names([p.stem for p in paths]), scores, maps, images):
-            writer.save(staging / f"{name}.png", viz.to_rgb(image, config.mean, config.std), amap,
-                        title=f"{path.name}   score {score:.3f}")
+            # one batch decoded, scored and written at a time; each image decoded once
+            for images in image_batches(paths, transform, config.batch_size):
+                batch = model.predict(images)
+                if writer is None:  # the colour scale: --vmin/--vmax, else the first batch's min..max
+                    low, high = viz.shared_scale(batch.maps)
+                    vmin = low if vmin is None else vmin
+                    vmax = high if vmax is None else vmax
+                    writer = viz.PanelWriter(vmin, vmax, with_mask=False, size=batch.maps.shape[1:])
+                for score, amap, image in zip(batch.scores, batch.maps, images):
+                    path, name = paths[done], names[done]
+                    table.writerow([str(path), repr(float(score))])  # repr: exact round trip
+                    writer.save(staging / f"{name}.png", viz.to_rgb(image, config.mean, config.std), amap,
+                                title=f"{path.name}   score {score:.3f}")
+                    done += 1
         writer.close()
         written = len(list(staging.glob("*.png")))
     print(f"scored {len(paths)} images; colour scale {vmin:.3f}..{vmax:.3f}")
@@ -584,9 +711,11 @@ def cmd_predict(args) -> int:
 
 def cmd_demo(args) -> int:
     from pcnotes.app import plots as viz
-    from pcnotes.data.mvtec import DataError, list_categories
+    import time
 
-    config = _config(args)
+    from pcnotes.data.mvtec import DataError, list_categories, list_images
+
+    start = time.perf_counter()
     if args.data_root is None:
         from pcnotes.data.synth import ensure_default_dataset
 
@@ -600,13 +729,16 @@ def cmd_demo(args) -> int:
     folders.check_target(args.output, "demo", inputs=[root])
     print(f"data {root}: {len(categories)} categories ({', '.join(categories)})", flush=True)
 
-    rows, items = [], []
+    rows, items, phases = [], [], {}
     with folders.replace_folder(args.output, "demo", inputs=[root]) as staging:
         for category in categories:
             print(f"[{category}] fitting and scoring ...", flush=True)
+            config = _config(args, list_images(root / category / "train" / "good"))
             out = staging / category
             out.mkdir()
-            metrics, _, extremes = _evaluate_into(root, category, config, out, keep=2)
+            metrics, seconds, _, extremes = _evaluate_into(root, category, config, out,
+                                                           heatmaps=args.heatmaps, keep=2)
+            phases = {phase: phases.get(phase, 0.0) + value for phase, value in seconds.items()}
             rows.append(metrics)
             items.extend(extremes)
             print(f"[{category}] image AUROC {_fmt(metrics['image_auroc'])}, pixel AUROC "
@@ -629,6 +761,7 @@ def cmd_demo(args) -> int:
         print(f"  {row['category']:<14} {'PASS' if ok else 'BELOW TARGET'}")
     if below:
         print(f"{below} of {len(rows)} categories are BELOW TARGET (reported, not an error)")
+    _print_phases(phases, time.perf_counter() - start)
     print(f"heat maps: {args.output / '<category>' / 'heatmaps'}; metrics: {args.output / 'metrics.csv'}")
     print(args.output / "overview.png")
     return 0
