@@ -228,7 +228,8 @@ class PatchCore:
         parts = list(self.predict_batches(images))
         if not parts:
             raise ValueError("no images given")
-        return Prediction(*(np.concatenate(arrays) for arrays in zip(*parts)))
+        return Prediction(*(np.concatenate([getattr(part, name) for part in parts])
+                            for name in ("scores", "maps", "patch_scores")))
 
     def predict_batches(self, images):
         """Score images batch by batch: yields one :class:`Prediction` per batch.
