@@ -36,6 +36,7 @@ import csv
 import json
 import math
 import signal
+import statistics
 import sys
 import traceback
 import warnings
@@ -376,34 +377,38 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _config(args, train_paths: Sequence[Path] = ()):
-    """The model's config from the options; the image size from ``train_paths`` unless given.
-
-    Prints the image size chosen, in one line.
-    """
+    """The model's config from the options; the image size from ``train_paths`` unless given."""
     from pcnotes.config import PatchCoreConfig
     from pcnotes.data.mvtec import default_image_size, photo_sizes
 
     if args.resize is None and args.crop is None and train_paths:
-        sizes = photo_sizes(train_paths)
-        resize, crop = default_image_size(sizes)
-        aspect = sorted(w / h for w, h in sizes)[len(sizes) // 2]
-        why = (f"square training images" if crop is not None else
-               f"median width/height {aspect:.2f} of {len(sizes)} training images")
+        resize, crop = default_image_size(photo_sizes(train_paths))
     else:
         resize = 256 if args.resize is None else args.resize
         if args.crop is None:  # not given: the reference's 224, or no crop after --resize HxW
             crop = 224 if isinstance(resize, int) else None
         else:
             crop = None if args.crop == "none" else args.crop
-        why = "from --resize/--crop" if args.resize is not None or args.crop is not None else "the reference's"
-    config = PatchCoreConfig(
+    return PatchCoreConfig(
         backbone=args.backbone, weights=args.weights, layers=tuple(args.layers or ()),
         patch_feature=args.patch_feature or "", resize=resize, crop=crop,
         coreset_ratio=args.coreset_ratio, sampler=args.sampler, num_neighbors=args.num_neighbors,
         reweight=args.reweight, seed=args.seed, index=args.index,
     )
+
+
+def _print_size(args, config, train_paths: Sequence[Path]) -> None:
+    """One line: the image size chosen, and why."""
+    from pcnotes.data.mvtec import photo_sizes
+
+    if args.resize is not None or args.crop is not None:
+        why = "from --resize/--crop"
+    elif config.crop is not None:
+        why = "square training images"
+    else:
+        aspects = [w / h for w, h in photo_sizes(train_paths)]
+        why = f"median width/height {statistics.median(aspects):.2f} of {len(aspects)} training images"
     print(f"image size: {_size_text(config)} ({why}; --resize/--crop override)", flush=True)
-    return config
 
 
 def _size_text(config) -> str:
@@ -569,7 +574,9 @@ def cmd_evaluate(args) -> int:
     start = time.perf_counter()
     root = _data_root(args)
     train_dir = root / args.category / "train" / "good"
-    config = _config(args, list_images(train_dir) if train_dir.is_dir() else ())
+    train_paths = list_images(train_dir) if train_dir.is_dir() else []
+    config = _config(args, train_paths)
+    _print_size(args, config, train_paths)
     output = args.output if args.output is not None else Path("runs") / Path(args.category).name
     inputs = [root, root / args.category]
     folders.check_target(output, "evaluate", inputs=inputs)
@@ -628,10 +635,12 @@ def cmd_fit(args) -> int:
     from pcnotes.model import PatchCore
 
     train_dir = args.train_dir
-    paths = list_images(train_dir)
+    paths = list_images(train_dir) if train_dir.is_dir() else []
+    config = _config(args, paths)  # a bad option fails first; checks every training file (not decoded)
     if not paths:
+        list_images(train_dir)  # a missing folder, named
         raise DataError(f"{train_dir}: no training images in the folder")
-    config = _config(args, paths)  # reads every header: an unreadable file fails now
+    _print_size(args, config, paths)
     folders.check_target(args.model, "fit", inputs=[train_dir])  # PatchCore.save replaces it
     model = PatchCore(config)
     model.check_fit(len(paths))
@@ -733,7 +742,9 @@ def cmd_demo(args) -> int:
     with folders.replace_folder(args.output, "demo", inputs=[root]) as staging:
         for category in categories:
             print(f"[{category}] fitting and scoring ...", flush=True)
-            config = _config(args, list_images(root / category / "train" / "good"))
+            train_paths = list_images(root / category / "train" / "good")
+            config = _config(args, train_paths)
+            _print_size(args, config, train_paths)
             out = staging / category
             out.mkdir()
             metrics, seconds, _, extremes = _evaluate_into(root, category, config, out,

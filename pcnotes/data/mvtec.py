@@ -330,14 +330,25 @@ def default_image_size(sizes: Sequence[tuple[int, int]], shorter: int = 256, mul
 
 
 def photo_sizes(paths: Iterable[str | Path]) -> list[tuple[int, int]]:
-    """``(width, height)`` of image files from their headers (no pixel is decoded)."""
+    """``(width, height)`` of image files, each checked without decoding its pixels.
+
+    ``Image.verify`` reads the whole file and checks its structure (a PNG's
+    chunk checksums: a truncated file fails), far cheaper than decoding it.
+    Raises :class:`DataError` naming the first missing, empty or unreadable file.
+    """
     sizes = []
     for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"{path}: {'not a file' if path.exists() else 'file does not exist'}")
+        if path.stat().st_size == 0:
+            raise DataError(f"{path}: file is empty")
         try:
             with Image.open(path) as img:
                 sizes.append(img.size)
-        except (OSError, ValueError) as error:
-            raise DataError(f"{path}: cannot read image file ({error})") from None
+                img.verify()
+        except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, zlib.error ...
+            raise DataError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from exc
     return sizes
 
 
@@ -600,7 +611,7 @@ class MVTecDataset(Dataset):
             self[index]
 
     def check_files(self) -> None:
-        """Open every image and mask header (nothing decoded): a cheap check before any work.
+        """Check every image and mask file (:func:`photo_sizes`, nothing decoded): cheap, before any work.
 
         Raises :class:`DataError` naming the first unreadable file, or a mask
         whose size differs from its image's. :meth:`validate` decodes too.
