@@ -18,11 +18,13 @@ brick           ``brick()``                  grayscale  192 x 192   ``gravel()``
 ihc             ``immunohistochemistry()``   RGB        192 x 192   ``coffee()``
 gravel_wide     ``gravel()``                 grayscale  160 x 400   ``grass()``
 hubble_wide     ``hubble_deep_field()``      RGB        250 x 600   ``immunohistochemistry()``
+gravel_tall     ``gravel()``                 grayscale  400 x 160   ``grass()``
+hubble_tall     ``hubble_deep_field()``      RGB        600 x 250   ``immunohistochemistry()``
 ==============  ===========================  =========  ==========  ====================
 
 Train and test crops come from disjoint parts of each photograph (training:
 the top rows, test: the bottom rows; for brick, whose rows shrink in
-perspective, the left and right columns), so no test pixel was seen in
+perspective, and for the tall crops, the left and right columns), so no test pixel was seen in
 training.
 Defects are placed anywhere in the image, also near its ends, where a centre
 crop cuts them away: that is what the whole-image mode is for. Grayscale
@@ -71,6 +73,8 @@ CATEGORIES = {
     "ihc": Category("immunohistochemistry", "coffee", 192, 192, 0.62),
     "gravel_wide": Category("gravel", "grass", 160, 400, 0.62),
     "hubble_wide": Category("hubble_deep_field", "immunohistochemistry", 250, 600, 0.64),
+    "gravel_tall": Category("gravel", "grass", 400, 160, 0.62, split_axis=1),
+    "hubble_tall": Category("hubble_deep_field", "immunohistochemistry", 600, 250, 0.64, split_axis=1),
 }
 
 

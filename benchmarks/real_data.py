@@ -33,6 +33,11 @@ mean_mapped 366/320              mean_mapped         resize 366, centre crop 320
 pooled_concat 366/320            pooled_concat       resize 366, centre crop 320
 mean_mapped 256/224 b=9          mean_mapped         256/224, image score re-weighted (eq. 7)
 pooled_concat 256/224 b=9        pooled_concat       256/224, image score re-weighted (eq. 7)
+--grid default:
+pooled_concat 256/224, pooled_concat whole, and
+pooled_concat default            pooled_concat       the CLI's default: 256/224 for square
+                                                     training images, else the whole image at
+                                                     their median aspect ratio
 ===============================  ==================  =========================================
 
 "whole" resizes every image of a category to the H x W that keeps its first
@@ -60,7 +65,8 @@ import numpy as np
 import torch
 
 from pcnotes.stages.s5_coreset import select_coreset
-from pcnotes.data.mvtec import MVTecDataset, list_categories, load_rgb, whole_image_size
+from pcnotes.data.mvtec import (MVTecDataset, default_image_size, list_categories, load_rgb, photo_sizes,
+                                whole_image_size)
 from pcnotes.app.evaluation import evaluate_category
 from pcnotes.util.folders import write_file
 from pcnotes.config import PatchCoreConfig
@@ -81,8 +87,11 @@ class Option:
     def name(self) -> str:
         return f"{self.patch_feature} {self.size}" + (f" b={self.reweight}" if self.reweight else "")
 
-    def image_size(self, first_image: Path) -> dict:
+    def image_size(self, first_image: Path, train_images: list[Path]) -> dict:
         """``resize`` and ``crop`` for a category whose first training image is ``first_image``."""
+        if self.size == "default":
+            resize, crop = default_image_size(photo_sizes(train_images))
+            return {"resize": resize, "crop": crop}
         if self.size == "whole":
             width, height = load_rgb(first_image).size
             return {"resize": whole_image_size(width, height, shorter=256), "crop": None}
@@ -102,7 +111,13 @@ FULL = SMALL + [
     Option("mean_mapped", "256/224", reweight=9),
     Option("pooled_concat", "256/224", reweight=9),
 ]
-GRIDS = {"small": SMALL, "full": FULL}
+#: The CLI's default image size (square: 256/224, else the whole image) beside the two it picks from.
+DEFAULT = [
+    Option("pooled_concat", "256/224"),
+    Option("pooled_concat", "whole"),
+    Option("pooled_concat", "default"),
+]
+GRIDS = {"small": SMALL, "full": FULL, "default": DEFAULT}
 
 
 def warm_up() -> None:
@@ -121,9 +136,9 @@ def evaluate_option(root: Path, categories: list[str], option: Option, base: dic
     """Fit and evaluate one option on every category: the per-category rows and their means."""
     rows = []
     for category in categories:
-        first = Path(MVTecDataset(root, category, "train").paths[0])
+        train = [Path(path) for path in MVTecDataset(root, category, "train").paths]
         config = PatchCoreConfig(**base, patch_feature=option.patch_feature, reweight=option.reweight,
-                                 **option.image_size(first))
+                                 **option.image_size(train[0], train))
         cpu = time.process_time()
         _, evaluation = evaluate_category(root, category, config)
         row = {"category": category, "input": _size_text(config), **evaluation.metrics,

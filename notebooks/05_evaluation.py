@@ -383,10 +383,12 @@ for row, category in enumerate(categories):
 #
 # Three options matter (`python -m pcnotes evaluate --help`):
 #
-# * **Crop or whole image.** The default resizes the shorter side to 256 and keeps the centre
-#   224 × 224. Of an elongated photograph that keeps only the middle, and a defect near an end
-#   is cut away while the image stays labelled defective. `--resize 256x608` (height × width;
-#   the crop is then `none`) keeps the whole image; in the config, `resize=(256, 608), crop=None`.
+# * **Crop or whole image.** Resizing the shorter side to 256 and keeping the centre 224 × 224
+#   (the reference's) keeps only the middle of an elongated photograph, and a defect near an end
+#   is cut away while the image stays labelled defective. So the CLI keeps that size for square
+#   photographs only; for others it keeps the whole image at their median aspect ratio, e.g.
+#   `--resize 256x608` (height × width; the crop is then `none`), in the config
+#   `resize=(256, 608), crop=None`. `--resize` and `--crop` override its choice.
 # * **Patch feature:** `--patch-feature mean_mapped|pooled_concat`.
 # * **Resolution against time.** The grid follows the input at stride 8; the bank, the coreset
 #   and the kNN search all grow with the patches (next cell).

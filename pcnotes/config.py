@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from pcnotes.stages.s1_features import DEFAULT_LAYERS
 from pcnotes.stages.s5_coreset import SAMPLERS, check_ratio
-from pcnotes.stages.s6_scoring import BACKENDS
+from pcnotes.stages.s6_scoring import BACKENDS, INDEXES
 
 __all__ = ["PatchCoreConfig", "ConfigError", "PATCH_FEATURES", "DEFAULT_PATCH_FEATURE", "MAX_SEED"]
 
@@ -73,7 +73,7 @@ DEFAULT_PATCH_FEATURE = {
 }
 
 #: What a config.json saved before these keys existed was made with (load, from_dict).
-_BEFORE_THE_KEYS = {"patch_feature": "mean_mapped", "resize": 256, "crop": 224}
+_BEFORE_THE_KEYS = {"patch_feature": "mean_mapped", "resize": 256, "crop": 224, "index": "exact"}
 
 
 @dataclass
@@ -93,6 +93,7 @@ class PatchCoreConfig:
     reweight: int = 0  # b of eq. 7; 0 keeps the plain max score, like the reference
     squared: bool = False  # True: squared L2 scores like the reference code
     knn_backend: str = "faiss"
+    index: str = "exact"  # "exact" or "hnsw" (approximate, for big banks: pcnotes.fast.ann)
     sigma: float = 4.0
     resize: int | tuple[int, int] = 256  # int: the shorter side; (H, W): exactly that size
     crop: int | tuple[int, int] | None = 224  # centre crop; None: the whole resized image
@@ -132,6 +133,10 @@ class PatchCoreConfig:
             raise ConfigError("sampler", f"must be one of {sorted(SAMPLERS)}, got {self.sampler!r}")
         if self.knn_backend not in BACKENDS:
             raise ConfigError("knn_backend", f"must be one of {BACKENDS}, got {self.knn_backend!r}")
+        if self.index not in INDEXES:
+            raise ConfigError("index", f"must be one of {INDEXES}, got {self.index!r}")
+        if self.index != "exact" and self.knn_backend != "faiss":
+            raise ConfigError("index", f"{self.index!r} needs knn_backend 'faiss', not {self.knn_backend!r}")
         if not is_int(self.num_neighbors) or self.num_neighbors < 1:
             raise ConfigError("num_neighbors", f"must be an integer >= 1, got {self.num_neighbors!r}")
         if not is_int(self.reweight) or self.reweight < 0:

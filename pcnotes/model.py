@@ -67,7 +67,11 @@ def _quiet() -> bool:
 
 @dataclass
 class Prediction:
-    """What ``predict`` returns: ``scores (B,)`` and ``maps (B, H, W)``."""
+    """What ``predict`` returns: ``scores (B,)`` and ``maps (B, H, W)``.
+
+    It holds every map it was asked for (``B * H * W`` float32); score a long
+    list of images with :meth:`PatchCore.predict_batches`, one batch at a time.
+    """
 
     scores: np.ndarray
     maps: np.ndarray
@@ -161,7 +165,7 @@ class PatchCore:
             features, grid = self.embed(batch)
             chunks.append(features.numpy())
         if not chunks:
-            raise ValueError("no images given")
+            raise ValueError("no images given to predict()")
         return np.concatenate(chunks), grid
 
     # -- fit / predict -----------------------------------------------------------
@@ -249,32 +253,54 @@ class PatchCore:
     def _set_bank(self, bank: np.ndarray) -> None:
         self.memory_bank = np.ascontiguousarray(bank, dtype=np.float32)
         self.index = NearestNeighbours(
-            self.memory_bank, backend=self.config.knn_backend, squared=self.config.squared
+            self.memory_bank, backend=self.config.knn_backend, squared=self.config.squared,
+            approximate=self.config.index,
         )
 
     def predict(self, images) -> Prediction:
-        """Score images: ``(B, 3, H, W) -> scores (B,), maps (B, H, W)``."""
+        """Score images: ``(B, 3, H, W) -> scores (B,), maps (B, H, W)``.
+
+        The returned :class:`Prediction` holds every map: ``N * H * W`` floats.
+        For many images iterate :meth:`predict_batches` instead, which holds
+        one batch at a time.
+        """
+        parts = list(self.predict_batches(images))
+        if not parts:
+            raise ValueError("no images given to predict()")
+        return Prediction(*(np.concatenate([getattr(part, name) for part in parts])
+                            for name in ("scores", "maps", "patch_scores")))
+
+    def predict_batches(self, images):
+        """Score images batch by batch: yields one :class:`Prediction` per batch.
+
+        ``images``: a tensor ``(N, 3, H, W)`` (cut into batches) or any iterable
+        of batches (tensors, or dicts with ``"image"``, e.g. a DataLoader), so a
+        test set is decoded and held one batch at a time. Adds the seconds spent
+        in ``extract``, ``search`` and ``maps`` to :attr:`timings`.
+        """
         if self.index is None:
             raise RuntimeError("call fit() or PatchCore.load() before predict()")
-        start = time.perf_counter()
         cfg = self.config
-        scores, maps, grids = [], [], []
+        for key in ("extract_test", "search", "maps"):
+            self.timings[key] = 0.0
         total = -(-len(images) // cfg.batch_size) if isinstance(images, torch.Tensor) else None
         for batch in tqdm(self._batches(images), total=total, desc="scoring", disable=_quiet(), leave=False):
+            start = time.perf_counter()
             features, grid = self.embed(batch)
             self._check_grid(tuple(grid), batch.shape[-2:])
+            middle = time.perf_counter()
             nearest = self.index.search(features, cfg.num_neighbors)  # every patch searched once
             grid_scores = scores_to_grid(unpatch_scores(nearest[0].mean(axis=1), len(batch)), grid)
             if cfg.reweight:
-                scores.append(reweighted_image_scores(self.index, features, len(batch), cfg.reweight, nearest))
+                scores = reweighted_image_scores(self.index, features, len(batch), cfg.reweight, nearest)
             else:
-                scores.append(image_scores(grid_scores))
-            maps.append(anomaly_map(grid_scores, size=batch.shape[-2:], sigma=cfg.sigma))
-            grids.append(grid_scores)
-        if not scores:
-            raise ValueError("no images given to predict()")
-        self.timings["predict"] = time.perf_counter() - start
-        return Prediction(np.concatenate(scores), np.concatenate(maps), np.concatenate(grids))
+                scores = image_scores(grid_scores)
+            end = time.perf_counter()
+            maps = anomaly_map(grid_scores, size=batch.shape[-2:], sigma=cfg.sigma)
+            self.timings["extract_test"] += middle - start
+            self.timings["search"] += end - middle
+            self.timings["maps"] += time.perf_counter() - end
+            yield Prediction(scores, maps, grid_scores)
 
     def _check_grid(self, grid: tuple[int, int], size) -> None:
         """Scores mean something only on the patch grid the bank was built on."""

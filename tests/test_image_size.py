@@ -11,7 +11,7 @@ from PIL import Image
 
 from pcnotes.data.mvtec import image_transform, mask_transform, unnormalize, whole_image_size
 from pcnotes.app.evaluation import evaluate_category
-from pcnotes.data.mvtec import load_split
+from pcnotes.data.mvtec import load_split, stack
 from pcnotes.config import PatchCoreConfig
 from pcnotes.model import PatchCore
 
@@ -126,13 +126,14 @@ def test_gray_wide_photographs_end_to_end_masks_maps_and_metrics_line_up(gray_wi
     rgb = unnormalize(item["image"])  # (256, 608, 3) in [0, 1]
     np.testing.assert_allclose(rgb[..., 0], rgb[..., 2], atol=1e-6)  # grayscale: three equal channels
     model, result = evaluate_category(gray_wide, "plate", config)
+    maps, (_, masks) = result.maps(), stack(test)
     assert model.grid == (32, 76)
-    assert result.maps.shape == result.masks.shape == (2, 256, 608)
+    assert maps.shape == masks.shape == (2, 256, 608)
     assert result.metrics["input_size"] == "256x608" and result.metrics["feature_dim"] == 128
-    peak = np.unravel_index(result.maps[1].argmax(), result.maps[1].shape)
+    peak = np.unravel_index(maps[1].argmax(), maps[1].shape)
     rows, cols = scaled_rows(100, 140, HEIGHT, 256), scaled_rows(520, 560, WIDTH, 608)
     assert rows[0] - 8 <= peak[0] <= rows[1] + 8 and cols[0] - 8 <= peak[1] <= cols[1] + 8
-    assert result.masks[1][rows[0]:rows[1] + 1, cols[0]:cols[1] + 1].all() and result.masks[1].sum() == (
+    assert masks[1][rows[0]:rows[1] + 1, cols[0]:cols[1] + 1].all() and masks[1].sum() == (
         (rows[1] - rows[0] + 1) * (cols[1] - cols[0] + 1))
     assert result.scores[1] > result.scores[0]
     assert result.metrics["image_auroc"] == 1.0 and result.metrics["pixel_auroc"] > 0.95

@@ -26,14 +26,22 @@ from pcnotes.app.evaluation import evaluate_category
 from pcnotes.config import ConfigError, PatchCoreConfig
 from pcnotes.data.mvtec import (DataError, DataWarning, MVTecDataset, image_transform, list_images, load_images,
                                 load_mask, load_rgb, stack)
+from pcnotes.data.synth import generate_dataset
 from pcnotes.model import PatchCore
 from pcnotes.stages.s1_features import load_backbone
 from pcnotes.util import folders
 from pcnotes.util.folders import UnsafeTargetError, replace_folder
-from test_cli import CATEGORY, RATIO, error_line, run, tiny  # noqa: F401  (tiny: a fixture)
+from test_cli import CATEGORY, N_TRAIN, RATIO, error_line, run
 
 SIZE = ["--resize", "64x64"]
 FAST = ["--coreset-ratio", "0.5", "--sampler", "random"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    """A small generated data set of one category, as test_cli's."""
+    return generate_dataset(tmp_path_factory.mktemp("data") / "tiny", categories=[CATEGORY], n_train=N_TRAIN,
+                            n_test_good=3, n_test_per_defect=2, seed=0)
 
 
 def texture(seed: int, size=(64, 64)) -> np.ndarray:

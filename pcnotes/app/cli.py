@@ -38,6 +38,7 @@ import json
 import math
 import os
 import signal
+import statistics
 import sys
 import traceback
 import warnings
@@ -53,6 +54,7 @@ SAMPLERS = ("approximate_greedy", "greedy", "random")
 BACKBONES = ("mobilenet_v2", "wide_resnet50_2", "resnet18")
 PATCH_FEATURES = ("mean_mapped", "pooled_concat")
 TARGET_AUROC = 0.95  # the demo's per-category target for image and pixel AUROC
+TOP_PANELS = 10  # evaluate draws full panels for this many highest-scored test images
 
 #: The errors a user can cause with their data or model; anything else is a bug
 #: and keeps its traceback.
@@ -146,13 +148,19 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                             "aggregator, 1024-d) or 'pooled_concat' (3x3 average pool per layer, "
                             "channels concatenated: 128-d for mobilenet_v2) (default: the "
                             "backbone's: pooled_concat for mobilenet_v2, mean_mapped for the ResNets)")
-    group.add_argument("--resize", type=image_size, default=256, metavar="N|HxW",
+    group.add_argument("--resize", type=image_size, default=None, metavar="N|HxW",
                        help="resize the shorter side to N, or every image to exactly H x W "
-                            "(height x width) (default: %(default)s)")
+                            "(height x width) (default: from the training images: square ones "
+                            "256 with a centre crop of 224; others the whole image at their median "
+                            "aspect ratio, shorter side 256, sides multiples of 16)")
     group.add_argument("--crop", type=crop_size, default=None, metavar="N|HxW|none",
                        help="centre crop N x N or H x W; 'none' keeps the whole resized image "
                             "(default: 224 with --resize N, none with --resize HxW: the whole-"
                             "image mode for non-square photographs)")
+    group.add_argument("--index", default="exact", choices=("exact", "hnsw"),
+                       help="nearest-neighbour search: 'exact' (faiss flat) or 'hnsw' (approximate, "
+                            "faster for memory banks of tens of thousands of entries; see "
+                            "benchmarks/results/ann.md) (default: %(default)s)")
     group.add_argument("--coreset-ratio", type=coreset_ratio, default=0.1, metavar="R",
                        help="fraction of training patches kept in the memory bank, in (0, 1] "
                             "(default: %(default)s)")
@@ -173,6 +181,14 @@ def _add_force(parser: argparse.ArgumentParser, what: str) -> None:
                         help=f"replace {what} even when files in it were changed since pcnotes wrote them "
                              "(an earlier output is otherwise replaced only as pcnotes left it; files that "
                              "operating systems add, .DS_Store, ._*, Thumbs.db, desktop.ini, are ignored)")
+
+
+def _add_heatmap_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--heatmaps", default="overlay", choices=("overlay", "panels", "none"),
+                        help="per test image: 'overlay' (the image with its map blended in, cheap), "
+                             "'panels' (image | map | ground truth with a colour bar, slow on "
+                             "big test sets) or 'none'; the top-scored images always get panels "
+                             "(default: %(default)s)")
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -209,10 +225,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "  OUTPUT/metrics.json                image_auroc, pixel_auroc, aupro, n_train, n_test,\n"
                     "                                     memory_bank_size, fit_seconds, predict_seconds,\n"
                     "                                     backbone, weights, and the config (one flat object)\n"
-                    "  OUTPUT/heatmaps/DEFECT_NAME.png    per test image: image | anomaly map | ground truth,\n"
-                    "                                     all on one colour scale (the test set's min..max)\n\n"
-                    "It prints the weights loaded and a table of the metrics. An existing OUTPUT\n"
-                    "from an earlier evaluate is replaced only when the run succeeds.",
+                    "  OUTPUT/heatmaps/DEFECT_NAME.png    per test image, as it is scored: the image with its\n"
+                    "                                     anomaly map blended in (--heatmaps panels: image |\n"
+                    "                                     map | ground truth), on one colour scale: the first\n"
+                    "                                     scored batch's min..max (good images come first)\n"
+                    f"  OUTPUT/top/NN_DEFECT_NAME.png     the {TOP_PANELS} highest-scored images: image | map |\n"
+                    "                                     ground truth, on the test set's min..max\n\n"
+                    "It prints the image size, the weights loaded, a table of the metrics and one of\n"
+                    "where the time went. An existing OUTPUT from an earlier evaluate is replaced\n"
+                    "only when the run succeeds.",
     )
     evaluate.add_argument("--data-root", type=Path, default=None, metavar="ROOT",
                           help="data set in the MVTec AD layout (default: the embedded synthetic "
@@ -224,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "the sha256 of the category folder's full path, so that categories of the "
                                "same name in other data sets never share an output)")
     _add_force(evaluate, "an earlier evaluate output")
+    _add_heatmap_option(evaluate)
     _add_model_options(evaluate)
     _add_common(evaluate)
     evaluate.set_defaults(run=cmd_evaluate)
@@ -284,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--output", type=Path, default=Path("runs/demo"), metavar="DIR",
                       help="output folder (default: %(default)s)")
     _add_force(demo, "an earlier demo output")
+    _add_heatmap_option(demo)
     _add_model_options(demo)
     _add_common(demo)
     demo.set_defaults(run=cmd_demo)
@@ -383,19 +406,48 @@ def main(argv: Sequence[str] | None = None) -> int:
 # -- shared pieces ------------------------------------------------------------------------
 
 
-def _config(args):
+def _config(args, train_paths: Sequence[Path] = ()):
+    """The model's config from the options; the image size from ``train_paths`` unless given."""
     from pcnotes.config import PatchCoreConfig
+    from pcnotes.data.mvtec import default_image_size, photo_sizes
 
-    if args.crop is None:  # not given: the reference's 224, or no crop after --resize HxW
-        crop = 224 if isinstance(args.resize, int) else None
+    if args.resize is None and args.crop is None and train_paths:
+        resize, crop = default_image_size(photo_sizes(train_paths))
     else:
-        crop = None if args.crop == "none" else args.crop
+        resize = 256 if args.resize is None else args.resize
+        if args.crop is None:  # not given: the reference's 224, or no crop after --resize HxW
+            crop = 224 if isinstance(resize, int) else None
+        else:
+            crop = None if args.crop == "none" else args.crop
     return PatchCoreConfig(
         backbone=args.backbone, weights=args.weights, layers=tuple(args.layers or ()),
-        patch_feature=args.patch_feature or "", resize=args.resize, crop=crop,
+        patch_feature=args.patch_feature or "", resize=resize, crop=crop,
         coreset_ratio=args.coreset_ratio, sampler=args.sampler, num_neighbors=args.num_neighbors,
-        reweight=args.reweight, seed=args.seed,
+        reweight=args.reweight, seed=args.seed, index=args.index,
     )
+
+
+def _print_size(args, config, train_paths: Sequence[Path]) -> None:
+    """One line: the image size chosen, and why."""
+    from pcnotes.data.mvtec import photo_sizes
+
+    if args.resize is not None or args.crop is not None:
+        why = "from --resize/--crop"
+    elif config.crop is not None:
+        why = "square training images"
+    else:
+        aspects = [w / h for w, h in photo_sizes(train_paths)]
+        why = f"median width/height {statistics.median(aspects):.2f} of {len(aspects)} training images"
+    print(f"image size: {_size_text(config)} ({why}; --resize/--crop override)", flush=True)
+
+
+def _size_text(config) -> str:
+    def text(size):
+        return str(size) if isinstance(size, int) else f"{size[0]}x{size[1]}"
+
+    if config.crop is None:
+        return f"{text(config.resize)}, the whole image"
+    return f"resize {text(config.resize)}, centre crop {text(config.crop)}"
 
 
 def _data_root(args) -> Path:
@@ -421,56 +473,125 @@ def _print_table(rows: Sequence[tuple[str, object]]) -> None:
         print(f"  {name:<{width}}  {shown}")
 
 
-def _evaluate_into(root: Path, category: str, config, out: Path, *, keep: int = 0):
+class _HeatMaps:
+    """Writes each scored test batch's heat maps (``on_batch`` of :func:`evaluate_category`).
+
+    Keeps only the ``top`` highest- and ``low`` lowest-scored items (for the
+    top panels and the demo's overview), so memory does not grow with the test set.
+    """
+
+    def __init__(self, out: Path, category: str, test, config, mode: str, top: int, low: int):
+        from pcnotes.app import plots as viz
+
+        self.viz, self.out, self.category, self.config, self.mode = viz, out, category, config, mode
+        self.defects, self.paths, self.labels = test.defects, test.paths, test.labels
+        self.names = unique_names([f"{d}_{Path(p).stem}" for d, p in zip(self.defects, self.paths)])
+        self.top, self.low = top, low
+        self.kept: list[dict] = []
+        self.scale = self.writer = None
+        self.seconds = 0.0
+
+    def __call__(self, batch) -> None:
+        import time
+
+        start = time.perf_counter()
+        if self.scale is None:
+            self.scale = float(batch.maps.min()), float(batch.maps.max())
+            if self.mode == "panels":
+                self.writer = self.viz.PanelWriter(*self.scale, with_mask=True, size=batch.maps.shape[1:])
+        for j, (image, amap, mask, score) in enumerate(zip(batch.images, batch.maps, batch.masks, batch.scores)):
+            i = batch.first + j
+            rgb = self.viz.to_rgb(image, self.config.mean, self.config.std)
+            path = self.out / "heatmaps" / f"{self.names[i]}.png"
+            if self.mode == "overlay":
+                self.viz.write_overlay(path, rgb, amap, *self.scale)
+            elif self.mode == "panels":
+                self.writer.save(path, rgb, amap, mask, title=self._title(i, score))
+            self.kept.append(dict(index=i, image=rgb, amap=amap, mask=mask, score=float(score),
+                                  label=int(self.labels[i]), defect=self.defects[i], category=self.category))
+        order = sorted(self.kept, key=lambda item: -item["score"])
+        self.kept = order[: self.top] + [item for item in order[self.top:][-self.low:] if self.low]
+        self.seconds += time.perf_counter() - start
+
+    def _title(self, i: int, score: float) -> str:
+        truth = "good" if self.labels[i] == 0 else "defective"
+        return (f"{printable(self.category)} / {printable(self.defects[i])} / "
+                f"{printable(Path(self.paths[i]).stem)}   score {score:.3f}   "
+                f"(true: {truth})")
+
+    def finish(self, vmin: float, vmax: float, keep: int) -> list[dict]:
+        """Panels of the top-scored images on ``vmin..vmax``; the ``keep`` highest and lowest items."""
+        import time
+
+        start = time.perf_counter()
+        order = sorted(self.kept, key=lambda item: -item["score"])
+        if order:
+            writer = self.viz.PanelWriter(vmin, vmax, with_mask=True, size=order[0]["amap"].shape)
+            for rank, item in enumerate(order[:TOP_PANELS], 1):
+                writer.save(self.out / "top" / f"{rank:02d}_{self.names[item['index']]}.png",
+                            item["image"], item["amap"], item["mask"],
+                            title=self._title(item["index"], item["score"]))
+        picked = {item["index"]: item for item in order[:keep] + order[len(order) - keep:]} if keep else {}
+        for item in picked.values():
+            rank = "highest" if order.index(item) < keep else "lowest"
+            item.update(vmin=vmin, vmax=vmax,
+                        caption=f"{rank}: {printable(item['defect'])}/{printable(Path(self.paths[item['index']]).stem)}")
+        self.seconds += time.perf_counter() - start
+        return list(picked.values())
+
+
+def _evaluate_into(root: Path, category: str, config, out: Path, *, heatmaps: str = "overlay", keep: int = 0):
     """Evaluate one category, writing metrics.json and heatmaps/ into ``out``.
 
-    Returns the flat metrics dict, the number of heat maps written and, for
-    the overview, the ``keep`` highest- and ``keep`` lowest-scored test items.
+    Returns the flat metrics dict, the seconds per phase (writing included),
+    the number of heat maps written and, for the overview, the ``keep``
+    highest- and ``keep`` lowest-scored test items.
     """
-    import numpy as np
+    import time
 
-    from pcnotes.app import plots as viz
     from pcnotes.app.evaluation import evaluate_category
+    from pcnotes.data.mvtec import load_split
 
-    _, result = evaluate_category(root, category, config)
+    test = load_split(root, category, "test", config)  # lists files only: names for the heat maps
+    writer = _HeatMaps(out, category, test, config, heatmaps, max(TOP_PANELS, keep), keep)
+    _, result = evaluate_category(root, category, config,
+                                  on_batch=None if heatmaps == "none" and not keep else writer)
+    cut, total, images = result.cut
+    if cut:
+        print(f"warning: the centre crop {_size_text(config).split('crop ')[-1]} cut away {cut:,} of "
+              f"{total:,} defect pixels ({100 * cut / total:.1f}%) in {images} test images; the metrics "
+              "score only what it keeps (--crop none keeps the whole image)", file=sys.stderr, flush=True)
+    start, batch_writing = time.perf_counter(), writer.seconds
+    low, high = float(result.grids.min()), float(result.grids.max())  # the maps lie within their grids
+    extremes = writer.finish(low, high, keep) if heatmaps != "none" or keep else []
     metrics = {
         "category": category,
         **{key: _json_number(value) for key, value in result.metrics.items()},
+        **{f"{phase}_seconds": round(seconds, 3) for phase, seconds in result.phases.items()},
         "data_root": str(root),
         "layers": ",".join(config.layers),
+        "image_size": _size_text(config),
         "coreset_ratio": config.coreset_ratio,
         "sampler": config.sampler,
         "num_neighbors": config.num_neighbors,
         "reweight": config.reweight,
+        "index": config.index,
         "seed": config.seed,
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    phases = {**result.phases, "writing": batch_writing + time.perf_counter() - start}
+    written = len(list((out / "heatmaps").glob("*.png"))) if (out / "heatmaps").is_dir() else 0
+    return metrics, phases, written, extremes
 
-    # One colour scale for the whole test set, so maps can be compared by eye.
-    vmin, vmax = viz.shared_scale(result.maps)
-    # For the overview: highest first, lowest last; an image that is both
-    # (a tiny test set) appears once.
-    order = np.argsort(-result.scores, kind="stable").tolist()
-    picked = dict.fromkeys(order[:keep] + order[len(order) - keep:]) if keep else {}
-    kept = {}
-    writer = viz.PanelWriter(vmin, vmax, with_mask=True, size=result.maps.shape[1:])
-    names = unique_names([f"{d}_{Path(p).stem}" for d, p in zip(result.defects, result.paths)])
-    for i, image in enumerate(result.images):
-        rgb = viz.to_rgb(image, config.mean, config.std)
-        defect, name = result.defects[i], Path(result.paths[i]).stem
-        truth = "good" if result.labels[i] == 0 else "defective"
-        writer.save(out / "heatmaps" / f"{names[i]}.png", rgb, result.maps[i], result.masks[i],
-                    title=f"{printable(category)} / {printable(defect)} / {printable(name)}   "
-                          f"score {result.scores[i]:.3f}   (true: {truth})")
-        if i in picked:
-            rank = "highest" if order.index(i) < keep else "lowest"
-            kept[i] = dict(image=rgb, amap=result.maps[i], mask=result.masks[i],
-                           score=float(result.scores[i]), label=int(result.labels[i]),
-                           defect=defect, category=category, vmin=vmin, vmax=vmax,
-                           caption=f"{rank}: {printable(defect)}/{printable(name)}")
-    writer.close()
-    extremes = [kept[i] for i in picked]
-    return metrics, len(list((out / "heatmaps").glob("*.png"))), extremes
+
+def _print_phases(phases: dict, wall: float) -> None:
+    """One short table: seconds and share of the wall time per phase; fit + predict's share."""
+    rows = [*phases.items(), ("other", max(0.0, wall - sum(phases.values())))]
+    print(f"  {'phase':<9} {'seconds':>8} {'share':>6}")
+    for name, seconds in rows:
+        print(f"  {name:<9} {seconds:8.1f} {100 * seconds / wall:5.0f}%")
+    model = sum(phases.get(key, 0.0) for key in ("extract", "coreset", "search", "maps"))
+    print(f"  {'wall':<9} {wall:8.1f}  (fit + predict: {100 * model / wall:.0f}%)")
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -495,21 +616,30 @@ def default_output(category_folder: Path) -> Path:
 
 
 def cmd_evaluate(args) -> int:
-    config = _config(args)
+    import time
+
+    from pcnotes.data.mvtec import list_images
+
+    start = time.perf_counter()
     given_root = _data_root(args)
     category_folder = _category_folder(given_root, args.category)
     # an absolute or nested --category: the data root is the folder that holds it
     root, category = category_folder.parent, category_folder.name
+    train_dir = category_folder / "train" / "good"
+    train_paths = list_images(train_dir) if train_dir.is_dir() else []
+    config = _config(args, train_paths)
+    _print_size(args, config, train_paths)
     output = args.output if args.output is not None else default_output(category_folder)
     inputs = [given_root, root, category_folder]
     folders.check_target(output, "evaluate", inputs=inputs, force=args.force)
     print(f"evaluating {category_folder}", flush=True)
     with folders.replace_folder(output, "evaluate", inputs=inputs, force=args.force) as staging:
-        metrics, written, _ = _evaluate_into(root, category, config, staging)
+        metrics, phases, written, _ = _evaluate_into(root, category, config, staging, heatmaps=args.heatmaps)
     print(f"backbone {metrics['backbone']}, weights loaded: {metrics['weights']}")
     _print_table([(key, metrics[key]) for key in (
         "image_auroc", "pixel_auroc", "aupro", "n_train", "n_test", "memory_bank_size",
         "fit_seconds", "predict_seconds")])
+    _print_phases(phases, time.perf_counter() - start)
     print(f"wrote {output / 'metrics.json'} and {written} heat maps in {output / 'heatmaps'}")
     return 0
 
@@ -553,22 +683,25 @@ def _expand_images(inputs: Sequence[Path]) -> list[Path]:
 
 
 def cmd_fit(args) -> int:
-    from pcnotes.data.mvtec import image_transform, list_images, load_images, no_images, note_skipped
+    from pcnotes.data.mvtec import collect_notes, image_batches, image_transform, list_images, no_images
+    from pcnotes.data.mvtec import note_skipped, photo_sizes
     from pcnotes.model import PatchCore
 
-    config = _config(args)
     train_dir = args.train_dir
-    paths = list_images(train_dir)
+    paths = list_images(train_dir)  # a missing folder, named
     if not paths:
         raise no_images(train_dir, "training images")
     note_skipped(train_dir)
+    photo_sizes(paths)  # every training file read (not decoded): an unreadable one fails now
+    config = _config(args, paths)
+    _print_size(args, config, paths)
     folders.check_target(args.model, "fit", inputs=[train_dir], force=args.force)  # PatchCore.save replaces it
     model = PatchCore(config)
     model.check_fit(len(paths))
     transform = image_transform(config.resize, config.crop, config.mean, config.std)
-    images = load_images(paths, transform)  # every image decoded once, before the fit: a bad one fails now
     print(f"backbone {config.backbone}, weights loaded: {model.weights}", flush=True)
-    model.fit(images)
+    with collect_notes():
+        model.fit(image_batches(paths, transform, config.batch_size))  # each image decoded once
     model.save(args.model, force=args.force)
     print(f"fitted on {len(paths)} images from {train_dir}: memory bank {model.memory_bank.shape[0]} "
           f"x {model.memory_bank.shape[1]}")
@@ -626,7 +759,7 @@ def _colour_scale(data_range: tuple[float, float], vmin: float | None, vmax: flo
 
 def cmd_predict(args) -> int:
     from pcnotes.app import plots as viz
-    from pcnotes.data.mvtec import image_transform, load_images
+    from pcnotes.data.mvtec import collect_notes, image_batches, image_transform, photo_sizes
     from pcnotes.model import PatchCore
 
     for option, value in (("--vmin", args.vmin), ("--vmax", args.vmax)):
@@ -639,23 +772,29 @@ def cmd_predict(args) -> int:
     folders.check_target(args.output, "predict", inputs=inputs, force=args.force)
     model = PatchCore.load(args.model)
     config = model.config
+    photo_sizes(paths)  # every header read before scoring: an unreadable file fails now
     transform = image_transform(config.resize, config.crop, config.mean, config.std)
-    images = load_images(paths, transform)  # every image decoded once, before scoring: a bad one fails now
     print(f"model {args.model}: backbone {config.backbone}, weights loaded: {model.weights}", flush=True)
-    scores, maps = model.predict(images)
-
-    vmin, vmax = _colour_scale(viz.shared_scale(maps), args.vmin, args.vmax)
-    with folders.replace_folder(args.output, "predict", inputs=inputs, force=args.force) as staging:
+    names = unique_names([p.stem for p in paths])
+    vmin, vmax, writer, done = args.vmin, args.vmax, None, 0
+    with folders.replace_folder(args.output, "predict", inputs=inputs, force=args.force) as staging, \
+            collect_notes():
         # surrogateescape: a file name that is not UTF-8 is written as its own bytes, so the row names the file
         with open(staging / "scores.csv", "w", newline="", encoding="utf-8", errors="surrogateescape") as stream:
             table = csv.writer(stream)
             table.writerow(["path", "score"])
-            for path, score in zip(paths, scores):
-                table.writerow([str(path), repr(float(score))])  # repr: exact round trip
-        writer = viz.PanelWriter(vmin, vmax, with_mask=False, size=maps.shape[1:])
-        for path, name, score, amap, image in zip(paths, unique_names([p.stem for p in paths]), scores, maps, images):
-            writer.save(staging / f"{name}.png", viz.to_rgb(image, config.mean, config.std), amap,
-                        title=f"{printable(path.name)}   score {score:.3f}")
+            # one batch decoded, scored and written at a time; each image decoded once
+            for images in image_batches(paths, transform, config.batch_size):
+                batch = model.predict(images)
+                if writer is None:  # the colour scale: --vmin/--vmax, else the first batch's min..max
+                    vmin, vmax = _colour_scale(viz.shared_scale(batch.maps), args.vmin, args.vmax)
+                    writer = viz.PanelWriter(vmin, vmax, with_mask=False, size=batch.maps.shape[1:])
+                for score, amap, image in zip(batch.scores, batch.maps, images):
+                    path, name = paths[done], names[done]
+                    table.writerow([str(path), repr(float(score))])  # repr: exact round trip
+                    writer.save(staging / f"{name}.png", viz.to_rgb(image, config.mean, config.std), amap,
+                                title=f"{printable(path.name)}   score {score:.3f}")
+                    done += 1
         writer.close()
         written = len(list(staging.glob("*.png")))
     print(f"scored {len(paths)} images; colour scale {vmin:.3f}..{vmax:.3f}")
@@ -665,9 +804,11 @@ def cmd_predict(args) -> int:
 
 def cmd_demo(args) -> int:
     from pcnotes.app import plots as viz
-    from pcnotes.data.mvtec import DataError, list_categories
+    import time
 
-    config = _config(args)
+    from pcnotes.data.mvtec import DataError, list_categories, list_images
+
+    start = time.perf_counter()
     if args.data_root is None:
         from pcnotes.data.synth import ensure_default_dataset
 
@@ -678,16 +819,22 @@ def cmd_demo(args) -> int:
     categories = list_categories(root)
     if not categories:
         raise DataError(f"{root}: no category folders with train/good in it")
+    train_paths = {category: list_images(root / category / "train" / "good") for category in categories}
+    configs = {category: _config(args, train_paths[category]) for category in categories}  # every file read first
     folders.check_target(args.output, "demo", inputs=[root], force=args.force)
     print(f"data {root}: {len(categories)} categories ({', '.join(categories)})", flush=True)
 
-    rows, items = [], []
+    rows, items, phases = [], [], {}
     with folders.replace_folder(args.output, "demo", inputs=[root], force=args.force) as staging:
         for category in categories:
             print(f"[{category}] fitting and scoring ...", flush=True)
+            config = configs[category]
+            _print_size(args, config, train_paths[category])
             out = staging / category
             out.mkdir()
-            metrics, _, extremes = _evaluate_into(root, category, config, out, keep=2)
+            metrics, seconds, _, extremes = _evaluate_into(root, category, config, out,
+                                                           heatmaps=args.heatmaps, keep=2)
+            phases = {phase: phases.get(phase, 0.0) + value for phase, value in seconds.items()}
             rows.append(metrics)
             items.extend(extremes)
             print(f"[{category}] image AUROC {_fmt(metrics['image_auroc'])}, pixel AUROC "
@@ -710,6 +857,7 @@ def cmd_demo(args) -> int:
         print(f"  {row['category']:<14} {'PASS' if ok else 'BELOW TARGET'}")
     if below:
         print(f"{below} of {len(rows)} categories are BELOW TARGET (reported, not an error)")
+    _print_phases(phases, time.perf_counter() - start)
     print(f"heat maps: {args.output / '<category>' / 'heatmaps'}; metrics: {args.output / 'metrics.csv'}")
     print(args.output / "overview.png")
     return 0

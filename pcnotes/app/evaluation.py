@@ -2,6 +2,12 @@
 
 Shared by the CLI (``evaluate``, ``demo``) and the benchmarks, so that both
 report the same numbers for the same configuration.
+
+Memory is bounded by one batch and the memory bank, not by the data set:
+every image is decoded once, in batches (a DataLoader over the split); the
+test set's maps are handed to ``on_batch`` (the CLI writes heat maps there) and
+dropped; the metrics come from a compact store (:class:`pcnotes.fast.metrics.MetricStore`:
+score grids and packed defect masks).
 """
 
 from __future__ import annotations
@@ -9,43 +15,70 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
 from pcnotes.config import PatchCoreConfig
-from pcnotes.data.mvtec import DataError, load_split, stack
+from pcnotes.data.mvtec import DataError, collect_notes, load_split
+from pcnotes.fast.metrics import MetricStore
 from pcnotes.model import PatchCore
-from pcnotes.stages.s8_metrics import compute_metrics
+from pcnotes.stages.s7_maps import anomaly_map
+
+#: The phases of an evaluation, in the order they run (the CLI adds "writing").
+PHASES = ("validate", "extract", "coreset", "search", "maps", "metrics")
+
+
+@dataclass
+class Batch:
+    """One scored test batch, as ``on_batch`` gets it: ``b`` images of ``(H, W)``."""
+
+    first: int  # index of its first image in the test set
+    images: torch.Tensor  # (b, 3, H, W) as the model saw them
+    maps: np.ndarray  # (b, H, W)
+    masks: np.ndarray  # (b, H, W) bool
+    scores: np.ndarray  # (b,)
 
 
 @dataclass
 class Evaluation:
-    """Scores, maps and metrics of one category's test set."""
+    """Scores and metrics of one category's test set; maps on demand from the score grids."""
 
     category: str
     scores: np.ndarray  # (N,)
-    maps: np.ndarray  # (N, H, W): the model's input size, like the masks
-    images: torch.Tensor = field(repr=False)  # (N, 3, H, W): the test images as the model saw them
+    grids: np.ndarray = field(repr=False)  # (N, h, w) patch scores
     labels: np.ndarray  # (N,) 0 good, 1 defective
-    masks: np.ndarray  # (N, H, W) bool
     defects: list[str]
     paths: list[str]
+    size: tuple[int, int]  # (H, W) the model saw, as maps and masks
+    sigma: float
+    cut: tuple[int, int, int] = (0, 0, 0)  # defect pixels the crop cut away, of all, in how many images
     metrics: dict = field(default_factory=dict)
+    phases: dict = field(default_factory=dict)  # seconds per phase of PHASES
+
+    def maps(self, indices=slice(None)) -> np.ndarray:
+        """Anomaly maps of some test images, recomputed from their grids: ``-> (n, H, W)``."""
+        return anomaly_map(self.grids[indices], size=self.size, sigma=self.sigma)
 
 
 def evaluate_category(
-    root: str | Path, category: str, config: PatchCoreConfig | None = None
+    root: str | Path, category: str, config: PatchCoreConfig | None = None,
+    on_batch: Callable[[Batch], None] | None = None,
 ) -> tuple[PatchCore, Evaluation]:
-    """Fit PatchCore on ``train/good`` and evaluate it on ``test``.
+    """Fit PatchCore on ``train/good`` and evaluate it on ``test``, one batch at a time.
 
-    Everything that can be checked is checked before the fit: the test set
-    must hold good and defective images (image AUROC needs both), the model's
-    k and b must fit the memory bank that the coreset ratio will give, and
-    every image and mask of both splits is decoded (once: the fit and the
-    scoring use those very tensors).
+    Everything that can be checked cheaply is checked before the fit: the
+    test set must hold good and defective images (image AUROC needs both),
+    the model's k and b must fit the memory bank that the coreset ratio will
+    give, and every image and mask header is read (a missing or unreadable
+    file, a mask of another size stop the run here). Each image is then
+    decoded once, in batches; ``on_batch`` sees every scored test batch.
+    The seconds it takes are not counted in any phase.
     """
     config = config or PatchCoreConfig()
+    start = time.perf_counter()
     train = load_split(root, category, "train", config)
     test = load_split(root, category, "test", config)
     if len(set(test.labels)) < 2:
@@ -54,26 +87,47 @@ def evaluate_category(
                         "AUPRO need good and defective test images: add test/good or a defect folder")
     model = PatchCore(config)
     model.check_fit(len(train))
-    start = time.perf_counter()
-    train_images, _ = stack(train)
-    decode_train_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    test_images, masks = stack(test)  # decoded before the fit too, so a bad file stops the run first
-    decode_test_seconds = time.perf_counter() - start
-    check_defect_pixels(test, masks)
+    train.check_files()
+    test.check_files()
+    test.check_masks()  # masks only: an all-empty set stops here, before the fit
+    phases = {"validate": time.perf_counter() - start}
 
-    start = time.perf_counter()
-    model.fit(train_images)
-    fit_seconds = time.perf_counter() - start + decode_train_seconds
+    with collect_notes():  # rotated or very large files: one line per kind for the whole run
+        model.fit(DataLoader(train, batch_size=config.batch_size))
+        fit_seconds = model.timings["extract_train"] + model.timings["coreset"]
 
+        store, size, cut, cut_images, writing = None, None, 0, 0, 0.0
+        current: dict = {}  # the batch being scored: predict_batches pulls one image batch per prediction
+        start = time.perf_counter()
+        for prediction in model.predict_batches(_images(DataLoader(test, batch_size=config.batch_size), current)):
+            batch = current
+            masks = batch["mask"][:, 0].numpy() > 0.5
+            if store is None:
+                size = masks.shape[1:]
+                store = MetricStore(size, config.sigma)
+            first = len(store)
+            store.add(prediction.scores, batch["label"].numpy(), prediction.patch_scores, masks)
+            cut += int(batch["cut"].sum())
+            cut_images += int((batch["cut"] > 0).sum())
+            if on_batch is not None:
+                begin = time.perf_counter()
+                on_batch(Batch(first, batch["image"], prediction.maps, masks, prediction.scores))
+                writing += time.perf_counter() - begin
+    predict_seconds = time.perf_counter() - start - writing
+    timings = model.timings
+    # decoding happens inside the DataLoader: it is counted with feature extraction
+    phases["extract"] = timings["extract_train"] + predict_seconds - timings["search"] - timings["maps"]
+    phases["coreset"], phases["search"], phases["maps"] = timings["coreset"], timings["search"], timings["maps"]
     start = time.perf_counter()
-    scores, maps = model.predict(test_images)
-    predict_seconds = time.perf_counter() - start + decode_test_seconds
+    metrics = store.metrics()
+    phases["metrics"] = time.perf_counter() - start
 
     labels = np.asarray(test.labels)
-    result = Evaluation(category, scores, maps, test_images, labels, masks, list(test.defects), list(test.paths))
+    total = cut + sum(int(np.unpackbits(packed).sum()) for packed in store.masks.values())
+    result = Evaluation(category, np.asarray(store.scores), np.stack(store.grids), labels, list(test.defects),
+                        list(test.paths), tuple(size), config.sigma, (cut, total, cut_images), phases=phases)
     result.metrics = {
-        **compute_metrics(labels, scores, masks, maps),
+        **metrics,
         "n_train": len(train),
         "n_test": len(test),
         "memory_bank_size": int(model.memory_bank.shape[0]),
@@ -83,20 +137,13 @@ def evaluate_category(
         "weights": str(model.weights),
         "patch_feature": config.patch_feature,
         "feature_dim": int(model.memory_bank.shape[1]),
-        "input_size": "{}x{}".format(*test_images.shape[-2:]),  # H x W the model saw, as maps and masks
+        "input_size": "{}x{}".format(*size),  # H x W the model saw, as maps and masks
     }
     return model, result
 
 
-def check_defect_pixels(test, masks: np.ndarray) -> None:
-    """Refuse, before the fit, a test set whose defect masks hold no defect pixel.
-
-    Pixel AUROC and AUPRO need good and defective pixels; ``masks`` are the
-    decoded ``(N, H, W)`` masks of ``test`` (a test split), as the model sees them.
-    """
-    if masks.any():
-        return
-    defective = [path for path, label in zip(test.mask_paths, test.labels) if label == 1]
-    raise DataError(f"{Path(defective[0]).parent.parent}: every defect mask is empty ({len(defective)} masks, "
-                    f"e.g. {defective[0]}); pixel AUROC and AUPRO need defect pixels: draw the defects in "
-                    "the masks (white on black)")
+def _images(batches, current: dict):
+    """Yield each batch's images, keeping the whole batch (masks, labels) in ``current``."""
+    for batch in batches:
+        current.update(batch)
+        yield batch["image"]

@@ -55,6 +55,8 @@ __all__ = [
     "image_transform",
     "mask_transform",
     "whole_image_size",
+    "default_image_size",
+    "photo_sizes",
     "unnormalize",
     "MVTecDataset",
     "list_categories",
@@ -63,6 +65,7 @@ __all__ = [
     "load_images",
     "load_split",
     "stack",
+    "image_batches",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -400,6 +403,53 @@ def whole_image_size(width: int, height: int, shorter: int = 256, multiple: int 
     return side(height), side(width)
 
 
+def default_image_size(sizes: Sequence[tuple[int, int]], shorter: int = 256, multiple: int = 16,
+                       ) -> tuple[int | tuple[int, int], int | None]:
+    """``resize`` and ``crop`` that follow the training photographs' ``(width, height)`` sizes.
+
+    Square photographs keep the reference's resize 256 / centre crop 224.
+    Others get the whole-image mode (no crop) at their median aspect ratio:
+    :func:`whole_image_size` of it, shorter side ``shorter``, both sides
+    multiples of ``multiple``. "Square" means that this whole-image size comes
+    out square, i.e. the median aspect ratio rounds to 1 at that multiple.
+    Photographs of mixed sizes share the median's size (the others are stretched).
+    """
+    if not sizes:
+        raise ValueError("no image sizes given")
+    aspect = float(np.median([width / height for width, height in sizes]))
+    whole = whole_image_size(max(1, round(aspect * 10_000)), 10_000, shorter, multiple)
+    if whole[0] == whole[1]:
+        return 256, 224
+    return whole, None
+
+
+def photo_sizes(paths: Iterable[str | Path]) -> list[tuple[int, int]]:
+    """``(width, height)`` of image files as a viewer shows them (EXIF orientation), checked without decoding.
+
+    ``Image.verify`` reads the whole file and checks its structure (a PNG's
+    chunk checksums: a truncated file fails), far cheaper than decoding it.
+    Raises :class:`DataError` naming the first missing, empty or unreadable file.
+    """
+    sizes = []
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"{path}: {'not a file' if path.exists() else 'file does not exist'}")
+        if path.stat().st_size == 0:
+            raise DataError(f"{path}: file is empty")
+        try:
+            with Image.open(path) as img:
+                img.verify()  # must come first after opening
+            with Image.open(path) as img:  # reads the header only
+                width, height = img.size
+                # orientations 5 to 8 turn by 90 degrees: a viewer shows height x width
+                turned = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+            sizes.append((height, width) if turned else (width, height))
+        except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, zlib.error ...
+            raise DataError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from exc
+    return sizes
+
+
 def unnormalize(
     image_tensor: torch.Tensor | np.ndarray,
     mean: Sequence[float] = IMAGENET_MEAN,
@@ -580,7 +630,8 @@ class MVTecDataset(Dataset):
         self.split = split
         self.category_dir = self.root / category
         self.transform = image_transform(resize, crop, mean, std)
-        self.target_transform = mask_transform(resize, crop)
+        self.target_transform = mask_transform(resize, None)  # cropped in __getitem__, to count what is cut
+        self.crop = None if crop is None else transforms.CenterCrop(crop)
         # Each sample: (image path, label, defect name, mask path or None).
         with collect_notes():  # skipped files: one line for the whole split
             self._samples = self._collect()
@@ -680,12 +731,17 @@ class MVTecDataset(Dataset):
                     "them, turned by their EXIF orientation)"
                 )
             mask = self.target_transform(pil_mask)
+        cut = 0  # defect pixels that the centre crop cuts away
+        if self.crop is not None:
+            whole, mask = mask, self.crop(mask)
+            cut = int(whole.sum() - mask.sum())
         return {
             "image": image,
             "mask": mask,
             "label": label,
             "defect": defect,
             "path": str(image_path),
+            "cut": cut,
         }
 
     def validate(self) -> None:
@@ -697,6 +753,41 @@ class MVTecDataset(Dataset):
         """
         for index in range(len(self)):
             self[index]
+
+    def check_files(self) -> None:
+        """Check every image and mask file (:func:`photo_sizes`, nothing decoded): cheap, before any work.
+
+        Raises :class:`DataError` naming the first unreadable file, or a mask
+        whose size differs from its image's. :meth:`validate` decodes too.
+        """
+        for image_path, _, _, mask_path in self._samples:
+            (size,) = photo_sizes([image_path])
+            if mask_path is not None and photo_sizes([mask_path])[0] != size:
+                raise DataError(f"{printable(mask_path)}: mask size {photo_sizes([mask_path])[0]} differs from "
+                                f"image size {size} of {printable(image_path)} (both as a viewer shows "
+                                "them, turned by their EXIF orientation)")
+
+    def check_masks(self) -> None:
+        """Decode every defect mask (not the images) as the model will see it, before any work.
+
+        Warns once, with a count, about defective images whose mask is empty;
+        raises :class:`DataError` when every defect mask is empty, since pixel
+        AUROC and AUPRO then have no defective pixel to rank.
+        """
+        defective = [(path, mask) for path, label, _, mask in self._samples if label == 1]
+        empty = []
+        for _, mask_path in defective:
+            mask = self.target_transform(load_mask(mask_path))
+            if not (mask if self.crop is None else self.crop(mask)).any():
+                empty.append(mask_path)
+        if defective and len(empty) == len(defective):
+            raise DataError(
+                f"{printable(empty[0].parent.parent)}: every defect mask is empty ({len(empty)} masks, "
+                f"e.g. {printable(empty[0])}); pixel AUROC and AUPRO need defect pixels: draw the "
+                "defects in the masks (white on black)")
+        with collect_notes():
+            for mask_path in empty:
+                _note("empty_mask", mask_path)
 
     def __repr__(self) -> str:
         return (
@@ -741,3 +832,10 @@ def stack(dataset: MVTecDataset) -> tuple[torch.Tensor, np.ndarray]:
             if label == 1 and not masks[i].any():
                 _note("empty_mask", mask_path)
     return torch.cat(images), masks
+
+
+def image_batches(paths: Sequence[str | Path], transform: Callable[[Image.Image], torch.Tensor],
+                  batch_size: int) -> Iterable[torch.Tensor]:
+    """Image files decoded one batch at a time: yields ``(b, 3, H, W)``, ``b <= batch_size``."""
+    for start in range(0, len(paths), batch_size):
+        yield torch.stack([transform(load_rgb(path)) for path in paths[start : start + batch_size]])

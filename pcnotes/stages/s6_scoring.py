@@ -8,7 +8,9 @@ over its k nearest)::
 
 Two interchangeable backends find the neighbours: faiss ``IndexFlatL2`` (exact,
 fast, GPU when faiss-gpu and CUDA are present) and plain torch. They agree to
-1e-4.
+1e-4. For big banks, ``approximate="hnsw"`` swaps the exact faiss index for
+a graph index (:mod:`pcnotes.fast.ann`): faster, and almost always the same
+neighbour; exact stays the default.
 
 *A quirk of the reference code:* faiss returns **squared** L2 distances and
 patchcore-inspection uses them as scores without a square root. The paper
@@ -25,7 +27,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from pcnotes.fast.ann import APPROXIMATE, hnsw_index
+
 BACKENDS = ("faiss", "torch")
+INDEXES = ("exact", *APPROXIMATE)
 
 
 def _as_float32(array, name: str) -> np.ndarray:
@@ -38,31 +43,40 @@ def _as_float32(array, name: str) -> np.ndarray:
 
 
 class NearestNeighbours:
-    """An exact L2 index over a memory bank ``(M, D)``, searched in batches.
+    """An L2 index over a memory bank ``(M, D)``, searched in batches: exact unless ``approximate="hnsw"``.
 
     ``search(queries (N, D), k) -> (distances (N, k), indices (N, k))``, both
     numpy, nearest first. Distances are Euclidean unless ``squared=True``.
     """
 
-    def __init__(self, bank, *, backend: str = "faiss", squared: bool = False):
+    def __init__(self, bank, *, backend: str = "faiss", squared: bool = False, approximate: str = "exact"):
         if backend not in BACKENDS:
             raise ValueError(f"unknown kNN backend {backend!r}; choose one of {BACKENDS}")
+        if approximate not in INDEXES:
+            raise ValueError(f"unknown index {approximate!r}; choose one of {INDEXES}")
+        if approximate != "exact" and backend != "faiss":
+            raise ValueError(f"index {approximate!r} needs the faiss backend, not {backend!r}")
         self.bank = _as_float32(bank, "memory bank")
         if len(self.bank) == 0:
             raise ValueError("the memory bank is empty: fit on at least one image")
         self.backend = backend
         self.squared = squared
         if backend == "faiss":
-            import faiss  # here, not at the top: `import pcnotes` stays light
-
-            self.index = faiss.IndexFlatL2(self.bank.shape[1])
-            if hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
-                self._gpu_resources = faiss.StandardGpuResources()
-                self.index = faiss.index_cpu_to_gpu(self._gpu_resources, 0, self.index)
-            self.index.add(self.bank)
+            self.index = hnsw_index(self.bank) if approximate != "exact" else self._flat_index()
         else:
             self.bank_tensor = torch.from_numpy(self.bank)
             self.bank_sq_norms = (self.bank_tensor**2).sum(1)
+
+    def _flat_index(self):
+        """faiss ``IndexFlatL2`` over the bank (exact; on the GPU when faiss-gpu and CUDA are present)."""
+        import faiss  # here, not at the top: `import pcnotes` stays light
+
+        index = faiss.IndexFlatL2(self.bank.shape[1])
+        if hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
+            self._gpu_resources = faiss.StandardGpuResources()
+            index = faiss.index_cpu_to_gpu(self._gpu_resources, 0, index)
+        index.add(self.bank)
+        return index
 
     def __len__(self) -> int:
         return len(self.bank)
