@@ -14,6 +14,13 @@ come out at the input size, so they lie on the pixels the model saw. ``D`` is
 1024 for the reference's ``"mean_mapped"`` feature and the summed channels
 (128 for mobilenet_v2) for ``"pooled_concat"``.
 
+``PatchCore(config, stages={"patchify": fn, ...})`` runs the pipeline with
+any of the course's exercise functions in place of the library's stage of
+the same signature (:data:`STAGES` names them, with their defaults): the
+learner's own code then builds the bank and scores the images.
+``fit_features`` and ``score_features`` are the seam below images: they take
+patch features ``(B*h*w, D)`` and their grid, as ``extract`` gives them.
+
 ``save`` writes ``config.json`` plus ``memory_bank.npy``: no pickle, and the
 backbone is rebuilt from the config (its weights are named there, random ones
 with their seed), so a round trip gives bit-identical scores. It replaces a
@@ -43,9 +50,11 @@ from tqdm import tqdm
 from pcnotes import __version__
 from pcnotes.config import ConfigError, PatchCoreConfig, is_int
 from pcnotes.stages.s1_features import FeatureExtractor, feature_layers, load_backbone, sha256sum
-from pcnotes.stages.s4_mean_mapped import embed
+from pcnotes.stages.s2_patches import patchify
+from pcnotes.stages.s3_align import align_patches
+from pcnotes.stages.s4_mean_mapped import aggregate, mean_map
 from pcnotes.stages.s4_pooled_concat import pooled_concat
-from pcnotes.stages.s5_coreset import coreset_size, select_coreset
+from pcnotes.stages.s5_coreset import coreset_size, greedy_k_center, random_projection, select_coreset
 from pcnotes.stages.s6_scoring import (
     NearestNeighbours,
     image_scores,
@@ -54,10 +63,63 @@ from pcnotes.stages.s6_scoring import (
     unpatch_scores,
 )
 from pcnotes.stages.s7_maps import anomaly_map
+from pcnotes.stages.s8_metrics import compute_metrics, image_auroc
 from pcnotes.util.folders import replace_folder
 
 FORMAT_VERSION = 2  # 2: config.json under the model's hash, the weights file's sha256
 _LOAD_TRIES = 6  # a model replaced while it is read is read again, waiting 0.05, 0.1, ... 1.6 s
+
+
+def _patches_only(features: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """The exercise's patchify: ``(B, C, H, W) -> (B, H*W, C, p, p)``, without the grid."""
+    return patchify(features, patch_size)[0]
+
+
+def _image_score(features: np.ndarray, bank: np.ndarray, batch_size: int) -> np.ndarray:
+    """Eq. 6 with the exercise's signature: ``(B*h*w, D)``, ``(M, D)`` -> ``(B,)``."""
+    distances = NearestNeighbours(bank).search(features, 1)[0][:, 0]
+    return distances.reshape(batch_size, -1).max(axis=1)
+
+
+def _reweighted_score(features: np.ndarray, bank: np.ndarray, batch_size: int, b: int) -> np.ndarray:
+    """Eq. 7 with the exercise's signature: ``(B*h*w, D)``, ``(M, D)`` -> ``(B,)``."""
+    return reweighted_image_scores(NearestNeighbours(bank), features, batch_size, b)
+
+
+#: The stages a ``PatchCore(stages={...})`` can replace, keyed by the course's exercise
+#: names, and the library function of the same signature that runs by default.
+#: ``pro`` is checked in notebook 05 but not run by the model (AUPRO integrates a curve).
+STAGES = {
+    "patchify": _patches_only,  # (B, C, H, W), p -> (B, H*W, C, p, p)
+    "align": align_patches,  # (B, h*w, C, p, p), (h, w), (H, W) -> (B, H*W, C, p, p)
+    "mean_mapper": mean_map,  # (N, C, p, p), dim -> (N, dim)
+    "aggregator": aggregate,  # (N, L, D), dim -> (N, dim)
+    "coreset_size": coreset_size,  # N, ratio -> M
+    "greedy_k_center": greedy_k_center,  # (N, d), m -> (m,) indices
+    "image_score": _image_score,  # (B*h*w, D), (M, D), B -> (B,)
+    "reweighted_score": _reweighted_score,  # (B*h*w, D), (M, D), B, b -> (B,)
+    "auroc": image_auroc,  # labels (N,), scores (N,) -> float
+}
+
+
+def _check_stages(stages: dict, config: PatchCoreConfig) -> dict:
+    """The learner's stages, refused in one line where the name is unknown or the config does not run them."""
+    for name, fn in stages.items():
+        if name not in STAGES:
+            valid = ", ".join(STAGES)
+            raise ConfigError("stages", f"has an unknown stage {name!r}: valid names are {valid}")
+        if not callable(fn):
+            raise ConfigError("stages", f"[{name!r}] is a {type(fn).__name__}, not a function")
+    unused = {
+        "aggregator": "patch_feature='mean_mapped'" if config.patch_feature != "mean_mapped" else None,
+        "greedy_k_center": "sampler='greedy'" if config.sampler != "greedy" else None,
+        "image_score": "reweight=0" if config.reweight else None,
+        "reweighted_score": "reweight=b (b > 0)" if not config.reweight else None,
+    }  # fmt: skip
+    for name in stages:
+        if unused.get(name):
+            raise ConfigError("stages", f"[{name!r}] is not run by this config: use {unused[name]} to run it")
+    return {**STAGES, **stages}
 
 
 def _quiet() -> bool:
@@ -84,7 +146,7 @@ class Prediction:
 class PatchCore:
     """``PatchCore(config)`` or ``PatchCore(backbone="resnet18", coreset_ratio=0.01, ...)``."""
 
-    def __init__(self, config: PatchCoreConfig | None = None, **overrides):
+    def __init__(self, config: PatchCoreConfig | None = None, *, stages: dict | None = None, **overrides):
         if config is None:
             config = PatchCoreConfig(**overrides)
         elif overrides:
@@ -94,6 +156,8 @@ class PatchCore:
                 overrides["patch_feature"] = ""  # and its default patch feature
             config = dataclasses.replace(config, **overrides)
         self.config = config
+        self.replaced = sorted(stages or {})  # the stages that are not the library's
+        self.stages = _check_stages(dict(stages or {}), config)
         backbone, self.weights = load_backbone(config.backbone, config.weights, seed=config.seed)
         valid = feature_layers(backbone)
         unknown = [layer for layer in config.layers if layer not in valid]
@@ -120,15 +184,32 @@ class PatchCore:
         ``D`` is ``target_dim`` for ``"mean_mapped"`` and the layers' summed
         channels for ``"pooled_concat"`` (see :attr:`feature_dim`).
         """
-        feature_maps = self.extractor(images)
-        if self.config.patch_feature == "pooled_concat":
+        feature_maps = list(self.extractor(images).values())
+        feature_stages = {"patchify", "align", "mean_mapper", "aggregator"}
+        if self.config.patch_feature == "pooled_concat" and not feature_stages & set(self.replaced):
             return pooled_concat(feature_maps, patch_size=self.config.patch_size)
-        return embed(
-            feature_maps,
-            pretrain_dim=self.config.pretrain_dim,
-            target_dim=self.config.target_dim,
-            patch_size=self.config.patch_size,
-        )
+        return self._embed_by_stages(feature_maps)
+
+    def _embed_by_stages(self, feature_maps: list[torch.Tensor]) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Stages 2-4 from :attr:`stages`: ``[(B, C_l, H_l, W_l)] -> (B*H*W, D)`` and ``(H, W)``.
+
+        ``"mean_mapped"``: patchify, align, a mean mapper per layer, the aggregator.
+        ``"pooled_concat"``: the same, but each layer mapped to its channel count
+        and concatenated (notebook 02 shows that this equals the pooled feature).
+        """
+        stage, cfg = self.stages, self.config
+        grids = [tuple(fmap.shape[-2:]) for fmap in feature_maps]
+        per_layer = []
+        for fmap, grid in zip(feature_maps, grids):
+            patches = stage["patchify"](fmap, cfg.patch_size)
+            if grid != grids[0]:
+                patches = stage["align"](patches, grid, grids[0])
+            flat = patches.reshape(-1, *patches.shape[2:])
+            dim = fmap.shape[1] if cfg.patch_feature == "pooled_concat" else cfg.pretrain_dim
+            per_layer.append(stage["mean_mapper"](flat, dim))
+        if cfg.patch_feature == "pooled_concat":
+            return torch.cat(per_layer, dim=1), grids[0]
+        return stage["aggregator"](torch.stack(per_layer, dim=1), cfg.target_dim), grids[0]
 
     def _probe(self) -> tuple[tuple[int, int], int]:
         """The patch grid ``(h, w)`` and ``D`` of one model input (the crop, or the whole
@@ -172,25 +253,39 @@ class PatchCore:
     def fit(self, images) -> "PatchCore":
         """Build the memory bank from normal images (a tensor or a DataLoader)."""
         start = time.perf_counter()
-        features, self.grid = self.extract(images, desc="train features")
+        features, grid = self.extract(images, desc="train features")
+        self.timings["extract_train"] = time.perf_counter() - start
+        return self.fit_features(features, grid)
+
+    def fit_features(self, features: np.ndarray, grid: tuple[int, int]) -> "PatchCore":
+        """Build the memory bank from patch features: ``(N*h*w, D)`` on grid ``(h, w)`` -> bank ``(M, D)``."""
+        start = time.perf_counter()
+        self.grid = tuple(grid)
+        features = np.asarray(features, dtype=np.float32)
         if not np.isfinite(features).all():
             raise ValueError(f"{np.count_nonzero(~np.isfinite(features).all(axis=1))} patch features are "
-                             "not finite (NaN or inf): check the backbone weights")
-        self.timings["extract_train"] = time.perf_counter() - start
-        start = time.perf_counter()
-        cfg = self.config
+                             "not finite (NaN or inf): check the images and the backbone weights")
         self._check_bank_size(self._bank_size(len(features)), len(features) // math.prod(self.grid))
-        if cfg.coreset_ratio < 1:
-            indices = select_coreset(features, cfg.coreset_ratio, cfg.sampler, seed=cfg.seed)
+        if self.config.coreset_ratio < 1:
+            indices = self._select_coreset(features)
             features = features[np.sort(indices)]  # sorted: the bank's order never matters
         self.timings["coreset"] = time.perf_counter() - start
         self._set_bank(features)
         return self
 
+    def _select_coreset(self, features: np.ndarray) -> np.ndarray:
+        """``(N, D) -> (M,)`` indices: the configured sampler, or the stages' greedy k-center."""
+        cfg = self.config
+        size = self._bank_size(len(features))
+        if "greedy_k_center" not in self.replaced:
+            return select_coreset(features, sampler=cfg.sampler, size=size, seed=cfg.seed)
+        projected = random_projection(torch.from_numpy(features), 128, seed=cfg.seed)  # as greedy_coreset
+        return np.asarray(self.stages["greedy_k_center"](projected.numpy(), size), dtype=np.int64)
+
     # -- the bank's size, known before the fit ----------------------------------
     def _bank_size(self, num_patches: int) -> int:
         ratio = self.config.coreset_ratio
-        return num_patches if ratio >= 1 else coreset_size(num_patches, ratio)
+        return num_patches if ratio >= 1 else int(self.stages["coreset_size"](num_patches, ratio))
 
     def planned_bank_size(self, num_images: int) -> int:
         """Memory bank entries that a fit on ``num_images`` images will keep.
@@ -280,27 +375,15 @@ class PatchCore:
         """
         if self.index is None:
             raise RuntimeError("call fit() or PatchCore.load() before predict()")
-        cfg = self.config
         for key in ("extract_test", "search", "maps"):
             self.timings[key] = 0.0
-        total = -(-len(images) // cfg.batch_size) if isinstance(images, torch.Tensor) else None
+        total = -(-len(images) // self.config.batch_size) if isinstance(images, torch.Tensor) else None
         for batch in tqdm(self._batches(images), total=total, desc="scoring", disable=_quiet(), leave=False):
             start = time.perf_counter()
             features, grid = self.embed(batch)
             self._check_grid(tuple(grid), batch.shape[-2:])
-            middle = time.perf_counter()
-            nearest = self.index.search(features, cfg.num_neighbors)  # every patch searched once
-            grid_scores = scores_to_grid(unpatch_scores(nearest[0].mean(axis=1), len(batch)), grid)
-            if cfg.reweight:
-                scores = reweighted_image_scores(self.index, features, len(batch), cfg.reweight, nearest)
-            else:
-                scores = image_scores(grid_scores)
-            end = time.perf_counter()
-            maps = anomaly_map(grid_scores, size=batch.shape[-2:], sigma=cfg.sigma)
-            self.timings["extract_test"] += middle - start
-            self.timings["search"] += end - middle
-            self.timings["maps"] += time.perf_counter() - end
-            yield Prediction(scores, maps, grid_scores)
+            self.timings["extract_test"] += time.perf_counter() - start
+            yield self.score_features(features.numpy(), grid, size=tuple(batch.shape[-2:]))
 
     def _check_grid(self, grid: tuple[int, int], size) -> None:
         """Scores mean something only on the patch grid the bank was built on."""
@@ -308,6 +391,41 @@ class PatchCore:
             raise ValueError(f"images of {size[0]}x{size[1]} give a {grid[0]}x{grid[1]} patch grid, but the model "
                              f"was fitted on a {self.grid[0]}x{self.grid[1]} grid: prepare them with the model's "
                              "own transform (pcnotes.image_transform with its config's resize and crop)")
+
+    def score_features(self, features: np.ndarray, grid: tuple[int, int],
+                       size: tuple[int, int] | None = None) -> Prediction:
+        """Score patch features of B images: ``(B*h*w, D)`` on grid ``(h, w)``
+        -> scores ``(B,)``, maps ``(B, H, W)`` (``size``, by default 8 x the grid) and patch scores ``(B, h, w)``.
+
+        Adds its seconds to ``timings["search"]`` and ``timings["maps"]``.
+        """
+        if self.index is None:
+            raise RuntimeError("call fit() or PatchCore.load() before score_features()")
+        start = time.perf_counter()
+        cfg, stage = self.config, self.stages
+        features = np.asarray(features, dtype=np.float32)
+        num_images = len(features) // math.prod(grid)
+        nearest = self.index.search(features, cfg.num_neighbors)  # every patch searched once
+        grid_scores = scores_to_grid(unpatch_scores(nearest[0].mean(axis=1), num_images), grid)
+        if "reweighted_score" in self.replaced:
+            scores = stage["reweighted_score"](features, self.memory_bank, num_images, cfg.reweight)
+        elif cfg.reweight:
+            scores = reweighted_image_scores(self.index, features, num_images, cfg.reweight, nearest)
+        elif "image_score" in self.replaced:
+            scores = stage["image_score"](features, self.memory_bank, num_images)
+        else:
+            scores = image_scores(grid_scores)
+        middle = time.perf_counter()
+        size = size or (8 * grid[0], 8 * grid[1])
+        maps = anomaly_map(grid_scores, size=size, sigma=cfg.sigma)
+        self.timings["search"] = self.timings.get("search", 0.0) + middle - start
+        self.timings["maps"] = self.timings.get("maps", 0.0) + time.perf_counter() - middle
+        return Prediction(np.asarray(scores).reshape(num_images), maps, grid_scores)
+
+    def metrics(self, labels, scores, masks, maps) -> dict[str, float]:
+        """image AUROC (the ``auroc`` stage), pixel AUROC and AUPRO of one test set."""
+        return {**compute_metrics(labels, scores, masks, maps),
+                "image_auroc": float(self.stages["auroc"](np.asarray(labels), np.asarray(scores)))}
 
     # -- save / load -------------------------------------------------------------
     def save(self, directory: str | os.PathLike, *, force: bool = False) -> Path:

@@ -6,7 +6,8 @@
 
 One module per notebook holds its checkers (``nb02_patches``, ``nb03_coreset``,
 ``nb04_scoring``, ``nb05_evaluation``); :mod:`pcnotes.course.checking` holds
-what they share. A checker's reference answer is always the library's own
+what they share; :mod:`pcnotes.course.adoption` keeps the learner's passing
+functions for the notebooks that follow and for the capstone. A checker's reference answer is always the library's own
 stage, e.g. :func:`pcnotes.stages.greedy_k_center` for "greedy k-center".
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from pcnotes.course.adoption import adopt, course_dir, learner_stages, library_stage
 from pcnotes.course.checking import STUB_PHRASE
 from pcnotes.course.nb02_patches import check_aggregator, check_align, check_mean_mapper, check_patchify
 from pcnotes.course.nb03_coreset import check_coreset_size, check_greedy_k_center
@@ -23,7 +25,7 @@ from pcnotes.course.nb05_evaluation import check_auroc, check_pro
 __all__ = [
     "CHECKERS", "STUB_PHRASE", "check_patchify", "check_align", "check_mean_mapper", "check_aggregator",
     "check_coreset_size", "check_greedy_k_center", "check_image_score", "check_reweighting", "check_auroc",
-    "check_pro",
+    "check_pro", "adopt", "learner_stages", "course_dir", "library_stage",
 ]  # fmt: skip
 
 #: exercise name -> (checker, the core notebook it belongs to)

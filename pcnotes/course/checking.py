@@ -19,9 +19,10 @@ the learner's result equals one of them, the line names that mistake and says
 how to fix it. A greedy loop that picks a point it already chose is told so.
 Otherwise the line says where the result differs. An exception raised by
 the learner's function is reported in one line with its type and message.
-The one exception that passes through is the learner edition's stub
-(``NotImplementedError("... write your solution here ...")``), so that a
-notebook stops at the first exercise nobody has written yet.
+The learner edition's stub (``NotImplementedError("... write your solution
+here ...")``) is reported as "not done yet", so that "Run all" reaches the
+end of a notebook with the library's stage in its place
+(:func:`pcnotes.course.adopt`).
 
 This module holds what every checker shares; the checkers themselves live in one
 module per notebook (``nb02_patches`` to ``nb05_evaluation``), and
@@ -201,8 +202,9 @@ def _check(exercise: str, fn: Callable, cases: list[_Case], expect: _Answer) -> 
         try:
             answer = fn(*args)
         except NotImplementedError as error:
-            if STUB_PHRASE in str(error):
-                raise  # the learner edition's stub: nothing written yet, stop here
+            if STUB_PHRASE in str(error):  # the learner edition's stub: the notebook goes on
+                return _say(exercise, False, "not done yet: write your solution in place of the "
+                                             "`raise NotImplementedError` line above, then run this check again")
             return _say(exercise, False, f"your function raised NotImplementedError: {_first_line(error)} "
                                          f"[on {case.label}]")
         except Exception as error:  # noqa: BLE001 - any learner error becomes one line
