@@ -9,8 +9,9 @@ One row per core notebook (DIR/NN_topic.py; deeper/ is not counted):
 A word is a whitespace-separated token with at least one letter or digit, so
 table rules, bullets and lone symbols do not count; every markdown cell counts,
 fenced blocks and hidden answers included. An exercise is a markdown heading
-that starts with "Exercise"; one whose heading says "fast finishers" is done
-after class by those who finish early, and costs 0 minutes.
+that starts with "Exercise". A section whose heading says "fast finishers" is
+done only by those who finish early, while the class moves on: its exercises,
+words and code cells cost 0 minutes (they are listed apart).
 
 The block of each notebook is read from the plan table of the teacher's guide
 (its "min" and "notebook" columns), the one place the plan is kept. The exit
@@ -34,7 +35,7 @@ WORDS_PER_MINUTE = 150
 MINUTES_PER_EXERCISE = 5.0
 MINUTES_PER_CODE_CELL = 0.5
 FAST_FINISHERS = "fast finishers"  # in an exercise's heading: not done in class
-EXERCISE = re.compile(r"^#{1,6}\s+Exercise", re.IGNORECASE | re.MULTILINE)
+HEADING = re.compile(r"^(#{1,6})\s+(.*)$")  # a markdown heading: its level and its title
 SESSION_MINUTES = 90
 # Minutes kept free in a notebook's block for a section that is planned but not yet written
 # there, until a heading with that title exists: 05's capstone, about 120 words and 4 code cells.
@@ -52,15 +53,32 @@ def markdown_words(py: Path) -> int:
 
 
 def load(py: Path) -> dict:
-    """Words, in-class exercises, fast finishers' exercises and code cells of one notebook."""
-    cells = jupytext.read(py).cells
-    markdown = [cell.source for cell in cells if cell.cell_type == "markdown"]
-    headings = [heading.lower() for text in markdown for heading in re.findall(r"^#{1,6}\s+.*$", text, re.MULTILINE)]
-    exercises = [heading for heading in headings if EXERCISE.match(heading)]
-    extra = sum(FAST_FINISHERS in heading for heading in exercises)
-    return {"words": sum(words(text) for text in markdown), "exercises": len(exercises) - extra,
-            "fast finishers": extra, "code cells": sum(cell.cell_type == "code" for cell in cells),
-            "headings": headings}
+    """Words, in-class exercises, fast finishers' exercises and code cells of one notebook.
+
+    A section whose heading says "fast finishers" runs to the next heading of its level or
+    above; its words and code cells are left out with its exercises, as it is not done in class.
+    """
+    counts = {"words": 0, "exercises": 0, "fast finishers": 0, "code cells": 0, "headings": []}
+    extra_level = 0  # the heading level of the fast finishers' section we are in, 0 outside one
+    for cell in jupytext.read(py).cells:
+        if cell.cell_type == "code":
+            counts["code cells"] += not extra_level
+            continue
+        if cell.cell_type != "markdown":
+            continue
+        for line in cell.source.splitlines():
+            heading = HEADING.match(line)
+            if heading:
+                level, title = len(heading.group(1)), heading.group(2).lower()
+                counts["headings"].append(title)
+                if extra_level and level <= extra_level:
+                    extra_level = 0
+                if FAST_FINISHERS in title and not extra_level:
+                    extra_level = level
+                if title.startswith("exercise"):
+                    counts["fast finishers" if extra_level else "exercises"] += 1
+            counts["words"] += 0 if extra_level else words(line)
+    return counts
 
 
 def estimate(counts: dict) -> float:
