@@ -21,9 +21,8 @@
 #
 # 1. score patches and images by their distance to the memory bank (eq. 6);
 # 2. follow the scores' shapes from `(1568,)` to two `(224, 224)` anomaly maps;
-# 3. say what squared distances and the Gaussian blur change in a heat map;
-# 4. compute eq. 7 and judge from a measurement whether it helps;
-# 5. explain why heat maps are normalised over the whole test set.
+# 3. read heat maps on one colour scale for the whole test set;
+# 4. compute eq. 7 (fast finishers).
 #
 # ```text
 # test patches (B·784, D) --nearest bank entry--> patch scores (B·784,) -> (B, 28, 28)
@@ -197,52 +196,10 @@ print("scores", prediction.scores.shape, "maps", prediction.maps.shape)
 print("the good image scores lower than the defective one:", bool(prediction.scores[0] < prediction.scores[1]))
 
 # %% [markdown]
-# ## Why blur with σ = 4?
-#
-# Each patch score covers an 8×8-pixel cell. Bilinear upsampling joins the cells with straight
-# ramps, so the 28×28 grid still shows. The Gaussian (σ = 4 pixels, half a cell, as in the paper
-# and the reference) melts the blocks into one blob and damps single noisy cells.
-
-# %%
-upsampled = upsample_scores(score_grids, size=224)
-fig, axes = plt.subplots(1, 4, figsize=(13, 3.3), layout="constrained")
-show_image(axes[0], batch[1])
-draw_mask_contour(axes[0], masks[example])
-axes[0].set_title("image + ground truth")
-vmin, vmax = shared_scale(upsampled[1])
-for ax, (image, title) in zip(axes[1:], [(score_grids[1], "patch scores 28×28"),
-                                         (upsampled[1], "bilinear 224×224"), (pair_maps[1], "+ Gaussian σ = 4")]):
-    ax.imshow(image, cmap="jet", vmin=vmin, vmax=vmax, interpolation="nearest")
-    ax.set_title(title)
-    ax.set_axis_off()
-_ = add_colorbar(fig, axes[1:], vmin, vmax, SCORE_LABEL)
-
-# %% [markdown]
-# ## The reference's squared-L2 quirk
-#
-# faiss returns **squared** distances, and
-# [patchcore-inspection](https://github.com/amazon-science/patchcore-inspection) scores with them.
-# The paper and `pcnotes` use the Euclidean distance; `squared=True` reproduces the reference.
-# Squaring is monotone, so rankings and image AUROC cannot change. What mixes scores (the blur,
-# eq. 7) gives other numbers.
-
-# %%
-squared_index = NearestNeighbours(model.memory_bank, squared=True)
-squared_distances, _ = squared_index.search(test_features, k=1)
-assert np.allclose(squared_distances, faiss_distances**2, rtol=1e-5)
-euclidean_grids = score_grid(faiss_index, test_features, n_test, grid)
-squared_grids = score_grid(squared_index, test_features, n_test, grid)
-scores, maps = image_scores(euclidean_grids), anomaly_map(euclidean_grids)
-squared_scores, squared_maps = image_scores(squared_grids), anomaly_map(squared_grids)
-assert np.array_equal(np.argsort(scores, kind="stable"), np.argsort(squared_scores, kind="stable"))
-print(f"image AUROC, Euclidean: {image_auroc(labels, scores):.3f}   squared: {image_auroc(labels, squared_scores):.3f}")
-print(f"pixel AUROC, Euclidean: {pixel_auroc(masks, maps):.4f}   squared: {pixel_auroc(masks, squared_maps):.4f}")
-contrast = [m[example].max() / np.median(m[example]) for m in (maps, squared_maps)]
-print(f"peak / median of one defective map, Euclidean: {contrast[0]:.2f}   squared: {contrast[1]:.2f}")
-
-# %% [markdown]
-# The squared map has more contrast, yet the pixel AUROC printed above barely moves: the blur
-# mixes neighbouring scores but rarely reorders pixels.
+# Four questions this notebook leaves out, each measured in
+# [deeper/04_scoring_details](deeper/04_scoring_details.ipynb): why blur with σ = 4, what the
+# reference's squared distances change, whether eq. 7 helps on every category, and why heat maps
+# are normalised over the whole test set.
 
 # %% [markdown]
 # ## Heat maps on defective images
@@ -251,6 +208,8 @@ print(f"peak / median of one defective map, Euclidean: {contrast[0]:.2f}   squar
 # ground-truth outline in white.
 
 # %%
+euclidean_grids = score_grid(faiss_index, test_features, n_test, grid)
+scores, maps = image_scores(euclidean_grids), anomaly_map(euclidean_grids)  # every test image
 kinds = sorted(set(test.defects) - {"good"})
 vmin, vmax = shared_scale(maps)
 fig, axes = plt.subplots(2, len(kinds), figsize=(3 * len(kinds) + 1, 6), squeeze=False, layout="constrained")
@@ -308,91 +267,14 @@ def reweighted_score(features: np.ndarray, bank: np.ndarray, batch_size: int, b:
 course.check_reweighting(reweighted_score)
 
 # %% [markdown]
-# ## Does eq. 7 help? Measured on every category
-#
-# One model per category: image AUROC of the plain maximum against eq. 7 at b = 9 (anomalib's
-# value), the mean weight of good and of defective images, and the **margin**, the lowest
-# defective score over the highest good one (above 1: every defective image outscores every good one).
-
-# %%
-B = 9
-
-
-def margin(image_scores_: np.ndarray, truth: np.ndarray) -> float:
-    return float(image_scores_[truth == 1].min() / image_scores_[truth == 0].max())
-
-
-print(f"{'category':12} AUROC max  AUROC eq.7  weight good  weight defective  margin max  margin eq.7")
-weight_gaps, margins = [], []
-for category in categories:
-    if category == CATEGORY:
-        fitted, truth, feats = model, labels, test_features
-    else:
-        fitted, other, _, _, (feats, _) = fit_and_extract(category)
-        truth = np.asarray(other.labels)
-    plain = image_scores(score_grid(fitted.index, feats, len(truth), grid))
-    eq7 = reweighted_image_scores(fitted.index, feats, len(truth), b=B)
-    weights = eq7 / plain
-    assert np.all((weights >= B / (B + 1) - 1e-6) & (weights < 1))
-    weight_gaps.append(weights[truth == 0].mean() - weights[truth == 1].mean())
-    margins.append((margin(plain, truth), margin(eq7, truth)))
-    print(f"{category:12} {image_auroc(truth, plain):9.3f}  {image_auroc(truth, eq7):10.3f}"
-          f"  {weights[truth == 0].mean():11.4f}  {weights[truth == 1].mean():16.4f}"
-          f"  {margins[-1][0]:10.3f}  {margins[-1][1]:11.3f}")
-print("defective images get the lower mean weight in", sum(gap > 0 for gap in weight_gaps), "of", len(categories),
-      "categories; eq. 7 narrows the margin in", sum(after < before for before, after in margins))
-
-# %% [markdown]
-# With the default 128-d feature the plain maximum already ranks every defective image above
-# every good one, and eq. 7 keeps that ranking. It does not help either: defective images get the
-# *lower* mean weight (a defect patch's nearest bank entry tends to sit in a dense normal region),
-# so the margin shrinks. Where good and defective scores overlap (a weaker feature, harder data),
-# that shrinking can swap images and cost AUROC. Hence it stays off by default.
-
-# %%
-if EMBEDDED:  # claims about the embedded set; other data may differ
-    assert all(gap > 0 for gap in weight_gaps) and all(after < before for before, after in margins)
-
-# %% [markdown]
-# ## Normalising heat maps: over the test set, or each on its own?
-#
-# The reference min-max normalises **over the whole test set**: one minimum and one maximum for
-# all maps, so a clean image stays cool. Normalising **each map on its own** stretches every map
-# to [0, 1], so the least normal spot of a flawless image turns red.
-
-# %%
-good = int(np.flatnonzero(labels == 0)[np.argmin(scores[labels == 0])])  # the cleanest good image
-whole_set = normalize_maps(maps, per_image=False)
-per_image_maps = normalize_maps(maps, per_image=True)
-fig, axes = plt.subplots(2, 3, figsize=(10, 6.2), layout="constrained")
-for row, (i, name) in enumerate(((good, "good"), (example, test.defects[example]))):
-    show_image(axes[row, 0], test_images[i])
-    draw_mask_contour(axes[row, 0], masks[i])
-    axes[row, 0].set_title(f"{name}, score {scores[i]:.2f}")
-    for column, (normalised, how) in enumerate(((whole_set, "whole test set"), (per_image_maps, "per image")), 1):
-        overlay_heatmap(axes[row, column], test_images[i], normalised[i], vmin=0, vmax=1)
-        axes[row, column].set_title(f"{how}: max {normalised[i].max():.2f}")
-_ = add_colorbar(fig, axes[:, 1:], 0, 1, "normalised score")
-
-# %%
-# NBVAL_CHECK_OUTPUT
-assert per_image_maps[good].max() == 1.0  # every map reaches 1 when normalised on its own
-assert whole_set[good].max() < whole_set[example].max()
-print("per image: the good image's map reaches 1.0:", bool(per_image_maps[good].max() == 1.0))
-print("whole set: the good image stays below the defective one:", bool(whole_set[good].max() < whole_set[example].max()))
-
-# %% [markdown]
-# A per-image map answers "where is this image *least* normal?", which always has an answer.
-#
 # ## Summary
 #
 # * A patch scores its distance to the nearest bank entry, an image its largest patch score
 #   (eq. 6). faiss and torch agree to 1e-4.
 # * Shapes: `(1568,) -> (2, 784) -> (2, 28, 28) -> (2, 224, 224)`, then bilinear upsampling and
 #   a Gaussian of σ = 4.
-# * The reference scores with squared distances: the same ranking, different maps.
-# * Eq. 7 damps defective images a little more than good ones on this data, so it narrows the
-#   margin and never helped here.
-# * Normalise maps over the whole test set, not per image.
+# * Heat maps share one colour scale over the whole test set.
+# * The blur, squared distances, eq. 7 on every category and per-image normalising:
+#   [deeper/04_scoring_details](deeper/04_scoring_details.ipynb).
 #
 # Next: [05 · Evaluation](05_evaluation.ipynb).
