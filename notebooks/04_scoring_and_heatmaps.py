@@ -14,7 +14,7 @@
 # %% [markdown]
 # # 04 · Scoring and heat maps: from nearest neighbours to pictures
 #
-# **15 minutes** · previous: [03 · Coreset](03_coreset.ipynb) ·
+# **12 minutes** · previous: [03 · Coreset](03_coreset.ipynb) ·
 # next: [05 · Evaluation](05_evaluation.ipynb)
 #
 # **Learning goals.** After this notebook you can
@@ -141,26 +141,6 @@ def image_score(features: np.ndarray, bank: np.ndarray, batch_size: int) -> np.n
 course.check_image_score(image_score)
 
 # %% [markdown]
-# ## Nearest neighbours: faiss and torch agree
-#
-# `NearestNeighbours` searches exactly, with faiss `IndexFlatL2` (as the reference does) or plain
-# torch (`|q|² − 2 q·b + |b|²`, then `topk`). Their float32 rounding differs, hence a tolerance.
-
-# %%
-faiss_index = NearestNeighbours(model.memory_bank, backend="faiss")
-torch_index = NearestNeighbours(model.memory_bank, backend="torch")
-faiss_distances, faiss_nearest = faiss_index.search(test_features, k=1)
-torch_distances, torch_nearest = torch_index.search(test_features, k=1)
-print(f"largest |faiss - torch| distance: {np.abs(faiss_distances - torch_distances).max():.1e}")
-print(f"same nearest entry for {np.mean(faiss_nearest == torch_nearest):.2%} of the patches")
-
-# %%
-# NBVAL_CHECK_OUTPUT
-same = np.allclose(faiss_distances, torch_distances, rtol=0, atol=1e-4)
-assert same
-print("faiss and torch nearest distances agree to 1e-4:", same)
-
-# %% [markdown]
 # ## From 1568 scores to two maps: the shapes
 #
 # Two test images, one good and one defective. `score_grid` scores each patch (`(1568,)`),
@@ -196,10 +176,8 @@ print("scores", prediction.scores.shape, "maps", prediction.maps.shape)
 print("the good image scores lower than the defective one:", bool(prediction.scores[0] < prediction.scores[1]))
 
 # %% [markdown]
-# Four questions this notebook leaves out, each measured in
-# [deeper/04_scoring_details](deeper/04_scoring_details.ipynb): why blur with σ = 4, what the
-# reference's squared distances change, whether eq. 7 helps on every category, and why heat maps
-# are normalised over the whole test set.
+# faiss against torch, why blur with σ = 4, squared distances, eq. 7 on every category, and
+# per-image normalising: [deeper/04_scoring_details](deeper/04_scoring_details.ipynb).
 
 # %% [markdown]
 # ## Heat maps on defective images
@@ -208,7 +186,7 @@ print("the good image scores lower than the defective one:", bool(prediction.sco
 # ground-truth outline in white.
 
 # %%
-euclidean_grids = score_grid(faiss_index, test_features, n_test, grid)
+euclidean_grids = score_grid(model.index, test_features, n_test, grid)
 scores, maps = image_scores(euclidean_grids), anomaly_map(euclidean_grids)  # every test image
 kinds = sorted(set(test.defects) - {"good"})
 vmin, vmax = shared_scale(maps)
@@ -224,7 +202,7 @@ for column, kind in enumerate(kinds):
 _ = add_colorbar(fig, axes[1, :], vmin, vmax, SCORE_LABEL)
 
 # %% [markdown]
-# ## Eq. 7: re-weighting the image score
+# ## For fast finishers: eq. 7, re-weighting the image score
 #
 # Let m_test* be the most anomalous test patch, m* its nearest bank entry and N_b(m*) the b
 # nearest bank neighbours of m*. The paper scales s* by one minus a softmax:
@@ -270,11 +248,9 @@ course.check_reweighting(reweighted_score)
 # ## Summary
 #
 # * A patch scores its distance to the nearest bank entry, an image its largest patch score
-#   (eq. 6). faiss and torch agree to 1e-4.
+#   (eq. 6).
 # * Shapes: `(1568,) -> (2, 784) -> (2, 28, 28) -> (2, 224, 224)`, then bilinear upsampling and
 #   a Gaussian of σ = 4.
 # * Heat maps share one colour scale over the whole test set.
-# * The blur, squared distances, eq. 7 on every category and per-image normalising:
-#   [deeper/04_scoring_details](deeper/04_scoring_details.ipynb).
 #
 # Next: [05 · Evaluation](05_evaluation.ipynb).

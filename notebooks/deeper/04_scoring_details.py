@@ -16,7 +16,7 @@
 #
 # Continues [04 · Scoring and heat maps](../04_scoring_and_heatmaps.ipynb). Reading for after class:
 # the same model (the default `mobilenet_v2`, `pooled_concat`, 16 training images of the first
-# category), then four questions a curious learner asks after the core notebook.
+# category), then faiss against torch and four questions a curious learner asks.
 #
 # **Learning goals.** After this notebook you can
 #
@@ -122,6 +122,12 @@ faiss_distances, faiss_nearest = faiss_index.search(test_features, k=1)
 torch_distances, torch_nearest = torch_index.search(test_features, k=1)
 print(f"largest |faiss - torch| distance: {np.abs(faiss_distances - torch_distances).max():.1e}")
 print(f"same nearest entry for {np.mean(faiss_nearest == torch_nearest):.2%} of the patches")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+same = np.allclose(faiss_distances, torch_distances, rtol=0, atol=1e-4)
+assert same
+print("faiss and torch nearest distances agree to 1e-4:", same)
 
 # %% [markdown]
 # ## From 1568 scores to two maps: the shapes
