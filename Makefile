@@ -70,9 +70,9 @@ notebooks: install
 learner: install
 	$(BIN)/python tools/learner.py --source notebooks --out learner $(if $(FORCE),--force)
 
-# Markdown words per core notebook; fails over the course's budget.
+# Minutes per core notebook by the timing model (docs/teachers_guide.md); fails over a block or the word budget.
 wordcount: install
-	$(BIN)/python tools/wordcount.py notebooks --max 6000
+	$(BIN)/python tools/wordcount.py notebooks --max 3000
 
 lab: install
 	$(BIN)/jupyter lab --notebook-dir=notebooks

@@ -16,8 +16,8 @@ words and code cells cost 0 minutes (they are listed apart).
 The block of each notebook is read from the plan table of the teacher's guide
 (its "min" and "notebook" columns), the one place the plan is kept. The exit
 status is 1 when a notebook's estimate is over its block (less what is
-reserved below for a section still to come), when the blocks do not sum to
-90 minutes, or, with ``--max``, when the core markdown is over that many words.
+reserved below for a section still to come), when a notebook's "**N minutes**"
+line disagrees with its block, when the blocks do not sum to 90 minutes, or, with ``--max``, when the core markdown is over that many words.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ WORDS_PER_MINUTE = 150
 MINUTES_PER_EXERCISE = 5.0
 MINUTES_PER_CODE_CELL = 0.5
 FAST_FINISHERS = "fast finishers"  # in an exercise's heading: not done in class
+STATED = re.compile(r"\*\*(\d+) minutes\*\*")  # the block a notebook states under its title
 HEADING = re.compile(r"^(#{1,6})\s+(.*)$")  # a markdown heading: its level and its title
 SESSION_MINUTES = 90
 # Minutes kept free in a notebook's block for a section that is planned but not yet written
@@ -58,7 +59,7 @@ def load(py: Path) -> dict:
     A section whose heading says "fast finishers" runs to the next heading of its level or
     above; its words and code cells are left out with its exercises, as it is not done in class.
     """
-    counts = {"words": 0, "exercises": 0, "fast finishers": 0, "code cells": 0, "headings": []}
+    counts = {"words": 0, "exercises": 0, "fast finishers": 0, "code cells": 0, "headings": [], "stated": None}
     extra_level = 0  # the heading level of the fast finishers' section we are in, 0 outside one
     for cell in jupytext.read(py).cells:
         if cell.cell_type == "code":
@@ -66,6 +67,9 @@ def load(py: Path) -> dict:
             continue
         if cell.cell_type != "markdown":
             continue
+        stated = STATED.search(cell.source)
+        if stated and counts["stated"] is None:
+            counts["stated"] = int(stated.group(1))
         for line in cell.source.splitlines():
             heading = HEADING.match(line)
             if heading:
@@ -130,7 +134,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{minutes:>8.1f} {block if block is not None else '-':>5}{note}")
         if block is None:
             problems.append(f"{py.stem} has no row in the plan table of {args.guide}")
-        elif minutes + keep > block:
+        elif counts["stated"] not in (None, block):
+            problems.append(f"{py.stem} says **{counts['stated']} minutes** under its title, the plan in "
+                            f"{args.guide} gives it {block}: make them agree")
+        if block is not None and minutes + keep > block:
             problems.append(f"{py.stem} takes {minutes:.1f} min (+{keep:g} kept) in a {block}-min block: "
                             f"move detail to {args.directory}/deeper/ or give it a bigger block in {args.guide}")
     total_block = sum(plan.values())
