@@ -14,12 +14,12 @@
 # %% [markdown]
 # # 00 · Setup: the tools, the weights and the data
 #
-# **5 minutes** · next: [01 · Layer hooks](01_layer_hooks.ipynb)
+# **6 minutes** · next: [01 · Layer hooks](01_layer_hooks.ipynb)
 #
 # **Learning goals.** After this notebook you can
 #
 # 1. say what PatchCore does, and which notebook builds which stage;
-# 2. tell which backbone weights are loaded, and why random ones are never swapped in silently;
+# 2. tell which backbone weights are loaded;
 # 3. list the categories and defect kinds of your data set.
 #
 # The course follows PatchCore (Roth et al., CVPR 2022, [arXiv 2106.08265](https://arxiv.org/abs/2106.08265))
@@ -35,7 +35,7 @@
 # 3. A test patch's **distance to its nearest neighbour** in the bank is its anomaly score; the
 #    largest is the image score, the upsampled grid of them the heat map.
 #
-# Nothing is trained: "fit" means extracting features and choosing some.
+# Nothing is trained.
 #
 # ## The course
 #
@@ -48,7 +48,7 @@
 # | [05 · Evaluation](05_evaluation.ipynb) (8) | AUROC (PRO) |
 # | [06 · Coreset explorer](06_coreset_explorer.ipynb) | – |
 #
-# Deep dives sit in `notebooks/deeper/`, linked from where they belong.
+# Deep dives sit in `notebooks/deeper/`.
 
 # %%
 # Colab, Binder or any Python without pcnotes: install it first (a no-op where pcnotes is installed).
@@ -92,28 +92,14 @@ torch.manual_seed(0)
 plt.rcParams["figure.dpi"] = 80
 
 # %% [markdown]
-# ## What is installed
-#
-# Versions vary, so nbval does not compare them. All runs on the CPU.
-
-# %%
-versions = {
-    "python": platform.python_version(),
-    "torch": torch.__version__,
-    "torchvision": torchvision.__version__,
-    "faiss": faiss.__version__,
-    "numpy": np.__version__,
-    "pcnotes": pcnotes.__version__,
-}
-for name, version in versions.items():
-    print(f"{name:12s} {version}")
+# Versions, and what happens when ImageNet weights cannot be loaded (no silent fallback to
+# random weights): [deeper/00_installed_and_weights](deeper/00_installed_and_weights.ipynb).
 
 # %% [markdown]
 # ## Which backbone weights are loaded
 #
-# The paper's `wide_resnet50_2` needs torchvision's ImageNet download. `pcnotes` ships the
-# ImageNet weights of the default, **`mobilenet_v2`**, in `data/`. `load_backbone` checks their
-# sha256 and returns the network with a record of its weights.
+# `pcnotes` ships the ImageNet weights of the default backbone, **`mobilenet_v2`** (the paper's
+# `wide_resnet50_2` needs a download). `load_backbone` checks their sha256.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -127,30 +113,10 @@ print(f"parameters loaded: {sum(p.numel() for p in backbone.features.parameters(
 # PatchCore never runs it (notebook 01 stops the forward pass at a middle layer).
 
 # %% [markdown]
-# ### No silent fallback
-#
-# When ImageNet weights cannot be loaded, `load_backbone` raises an error naming the file to
-# fetch and where to put it. Random weights come only from `weights="random"`, as in notebooks
-# 01 and 02 for the paper's shapes. An unknown value fails too:
-
-# %%
-# NBVAL_CHECK_OUTPUT
-try:
-    load_backbone("mobilenet_v2", weights="imagenet1k")
-except ValueError as error:
-    print("ValueError:", error)
-
-# %% [markdown]
-# Random features are not useless: random convolutions are still local texture detectors, and
-# on simple procedural textures they can separate defects (notebook 05 compares them with
-# ImageNet features on our data). But a silent fallback is another model than the one you asked
-# for, and PatchCore's case for real photographs rests on pretrained features.
-#
 # ## The data set
 #
-# MVTec AD, the paper's benchmark, is not shipped (non-commercial licence). `pcnotes.data.synth`
-# draws a small set in its folder layout from a seed. Set `PCNOTES_DATA` to a folder in that
-# layout, MVTec AD for example, and notebooks 00–05 read it instead.
+# MVTec AD, the paper's benchmark, is not shipped (non-commercial licence); `pcnotes.data.synth`
+# draws a small set in its layout from a seed. Set `PCNOTES_DATA` to read MVTec AD instead.
 
 # %%
 root = ensure_default_dataset(seed=0)  # $PCNOTES_DATA when it is set
@@ -160,7 +126,7 @@ categories = list_categories(root)
 defects = {category: list_defects(root, category) for category in categories}
 
 # %% [markdown]
-# Categories and defect kinds come from the folders. `train` holds only good images; `test`
+# `train` holds only good images; `test`
 # good ones and a folder per defect kind; `ground_truth` a mask per defective image.
 
 # %%
@@ -221,10 +187,7 @@ fig.tight_layout()
 #
 # ## Summary
 #
-# * PatchCore: frozen middle-layer patch features, a coreset memory bank of normal patches,
-#   nearest-neighbour distance as the score.
-# * `mobilenet_v2` loads shipped, checked ImageNet weights; random weights only on request.
-# * The data is drawn from a seed or read from `PCNOTES_DATA`; categories and defects come from
-#   its folders.
+# * `mobilenet_v2` loads shipped, checked ImageNet weights.
+# * The data is drawn from a seed, or read from `PCNOTES_DATA`.
 #
 # Next: [01 · Layer hooks](01_layer_hooks.ipynb).

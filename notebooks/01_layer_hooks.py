@@ -14,7 +14,7 @@
 # %% [markdown]
 # # 01 · Layer hooks: reading the middle of a frozen network
 #
-# **10 minutes** · previous: [00 · Setup](00_setup.ipynb) ·
+# **9 minutes** · previous: [00 · Setup](00_setup.ipynb) ·
 # next: [02 · Locally aware patches](02_locally_aware_patches.ipynb)
 #
 # **Learning goals.** After this notebook you can
@@ -97,9 +97,8 @@ print("wide_resnet50_2 weights:", wrn_weights)
 # ### A forward hook by hand
 #
 # A forward hook is a function PyTorch calls right after a module's `forward`, with the module,
-# its inputs and its **output**. `register_forward_hook` returns a handle, and `handle.remove()`
-# takes the hook off again; otherwise it stays for every later pass. A hook stops nothing:
-# `layer4`, the pooling and the 1000-class head still run, and PatchCore throws them away.
+# its inputs and its **output**. `register_forward_hook` returns a handle; `handle.remove()`
+# takes the hook off. A hook stops nothing: `layer4`, the pooling and the head still run.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -196,15 +195,13 @@ assert mobile_features["features.13"].shape == (2, 96, 14, 14)
 # %% [markdown]
 # ## Why middle layers, not the first or the last
 #
-# The paper's argument (section 3.1): **early layers** have a fine grid but encode generic
-# edges and colours; the **last layers** are biased towards ImageNet's classes, and their 7×7
-# grid is too coarse to say *where* a small defect is. **Middle layers** keep a useful grid and
-# already combine edges into mid-level patterns.
+# The paper (section 3.1): **early layers** have a fine grid but generic edges; the **last
+# layers** are biased to ImageNet's classes, and 7×7 is too coarse to say *where* a small defect
+# is. **Middle layers** keep a useful grid and combine edges into mid-level patterns.
 #
-# Here is the defective image through an early block, the two defaults and a late one. Top row:
-# the length of each position's feature vector. Bottom row: a one-layer PatchCore, each
-# position's distance to its nearest neighbour among the same block's features of 8 normal
-# images (no 3×3 patches, no coreset). Red: the ground-truth mask, scaled to each grid.
+# The defective image through an early block, the two defaults and a late one. Top: each
+# position's feature norm. Bottom: its distance to the nearest of the same block's features of
+# 8 normal images, a one-layer PatchCore. Red: the ground-truth mask.
 
 # %%
 blocks = ("features.2", "features.6", "features.13", "features.17")
@@ -252,25 +249,18 @@ fig.tight_layout()
 # %% [markdown]
 # What to look for:
 #
-# * `features.2` is sharp but answers to **edges**: its norm draws the grout lines, and in the
-#   1-NN row the stain's outline competes with perfectly normal grout.
-# * `features.6` and `features.13`: the normal grout pattern is found among the normal images
-#   and fades, and the strongest 1-NN responses sit on the stain.
-# * `features.17`: each position sees most of the image. The response is a broad blob whose
-#   peak need not lie on the defect.
+# * `features.2` answers to **edges**: the stain's outline competes with normal grout.
+# * `features.6` and `features.13`: normal grout fades; the strongest responses sit on the stain.
+# * `features.17`: a broad blob whose peak need not lie on the defect.
 #
-# One image is a hint, not evidence. The whole pipeline run with other layer pairs, and what it
-# shows: [deeper/01_layer_choice](deeper/01_layer_choice.ipynb).
+# One image is a hint, not evidence; other layer pairs through the whole pipeline:
+# [deeper/01_layer_choice](deeper/01_layer_choice.ipynb).
 #
 # ## Summary
 #
-# * `module.register_forward_hook(fn)` calls `fn(module, inputs, output)` after every forward
-#   pass; the handle's `remove()` takes it off again.
-# * `FeatureExtractor` hooks the requested layers, ends the forward pass at the last of them
-#   (`layer4` never runs) and always removes its hooks.
-# * `wide_resnet50_2`: `layer2 → (B, 512, 28, 28)`, `layer3 → (B, 1024, 14, 14)`.
-#   `mobilenet_v2`: `features.6 → (B, 32, 28, 28)`, `features.13 → (B, 96, 14, 14)`.
-# * Middle layers trade resolution against abstraction: early blocks are sharp but generic,
-#   late blocks ImageNet-specific and coarse.
+# * A forward hook reads a layer's output; `FeatureExtractor` stops after the last layer it needs.
+# * `wide_resnet50_2`: `(B, 512, 28, 28)` and `(B, 1024, 14, 14)`; `mobilenet_v2`:
+#   `(B, 32, 28, 28)` and `(B, 96, 14, 14)`.
+# * Middle layers: a grid fine enough to localise, features past mere edges.
 #
 # Next: [02 · Locally aware patches](02_locally_aware_patches.ipynb).

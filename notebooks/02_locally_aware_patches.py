@@ -14,19 +14,17 @@
 # %% [markdown]
 # # 02 · Locally aware patches: from two feature maps to one vector per patch
 #
-# **20 minutes** · previous: [01 · Layer hooks](01_layer_hooks.ipynb) ·
+# **19 minutes** · previous: [01 · Layer hooks](01_layer_hooks.ipynb) ·
 # next: [03 · Coreset](03_coreset.ipynb)
 #
 # **Learning goals.** After this notebook you can
 #
-# 1. cut a feature map into 3×3 patches with `unfold`, a reshape and a permute;
-# 2. align `layer3`'s patches onto `layer2`'s grid with a bilinear resize;
-# 3. write the mean mapper and the aggregator, and follow every shape down to `(N, 1024)`;
-# 4. say why a narrow backbone such as `mobilenet_v2` gets a different patch feature.
+# 1. cut a feature map into 3×3 patches with `unfold`;
+# 2. align `layer3`'s patches onto `layer2`'s grid;
+# 3. follow every shape down to one vector per patch, for both patch features.
 #
-# Stages 2–4 of the pipeline: `{layer2, layer3} → patchify → align → mean map + aggregate`.
-# The shapes are those of `wide_resnet50_2` for two 224×224 images. Its weights are random
-# here: shapes do not depend on weights.
+# Stages 2–4: `{layer2, layer3} → patchify → align → mean map + aggregate`, the paper's eqs. 1–3,
+# with the shapes of `wide_resnet50_2` (random weights) for two 224×224 images.
 
 # %%
 # Colab, Binder or any Python without pcnotes: install it first (a no-op where pcnotes is installed).
@@ -69,9 +67,7 @@ from pcnotes.stages import (
 _ = torch.manual_seed(0)
 
 # %% [markdown]
-# ## The two feature maps (notebook 01)
-#
-# One normal training image and one defective test image of a category of the data set.
+# ## The two feature maps of a normal and a defective image (notebook 01)
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -103,11 +99,9 @@ for row, col in [(0, 0), (1, 1)]:
     print(f"window around ({row}, {col}), column {row * 4 + col}:\n", columns[0, :, row * 4 + col].reshape(3, 3).int())
 
 # %% [markdown]
-# Around the inner position (1, 1) the window is the real neighbourhood. At the corner (0, 0),
-# 5 of the 9 values are padded **zeros**, and they count in every average that follows. A
-# position with its neighbours is what PatchCore calls a **locally aware patch**. It adds
-# context without coarsening the grid. A deeper layer or a stride of 2 would add context too,
-# but halve the grid, and a coarse grid cannot localise a small defect.
+# At the corner (0, 0), 5 of the 9 values are padded **zeros**, and they count in every average
+# that follows. A position with its neighbourhood (the paper's eq. 1) is a **locally aware
+# patch**: context without a coarser grid, which could not localise a small defect.
 #
 # ## Exercise: patchify
 
@@ -128,9 +122,8 @@ def patchify(features: torch.Tensor, patch_size: int) -> torch.Tensor:
 patchify = course.adopt("patchify", patchify, course.check_patchify(patchify))
 
 # %% [markdown]
-# `course.adopt` keeps your function when it passes, and saves it for the capstone at the end of
-# notebook 05; otherwise the library's runs from here on, and one line says so. Either way the
-# cells below call `patchify`.
+# `course.adopt` keeps your function if it passes (and saves it for 05's capstone); if not, it
+# says so and the library's runs.
 #
 # **Predict before you run:** the shape of `unfold` on `layer2`, and of its patches?
 
@@ -153,8 +146,8 @@ assert patches3.shape == (2, 196, 1024, 3, 3) and grid3 == (14, 14)
 #
 # Layer3 is patchified on **its own** 14×14 grid first; only then are the patches resized. Each of
 # the 1024·3·3 entries of a patch is a 14×14 map over the grid, and each such map is resized to
-# 28×28 with bilinear interpolation, `align_corners=False`: pixel centres line up, and every new
-# value is a weighted mean of its nearest old ones. Where the 28 samples fall, with a picture:
+# 28×28 with bilinear interpolation, `align_corners=False` (pixel centres line up). Where the 28
+# samples fall:
 # [deeper/02_pooling_arithmetic](deeper/02_pooling_arithmetic.ipynb).
 
 # %% tags=["solution"]
@@ -184,7 +177,7 @@ assert aligned3.shape == (2, 784, 1024, 3, 3)
 # %% [markdown]
 # ## Flatten over the batch
 #
-# From here on, images do not matter: every position of every image is one patch in one list.
+# Every position of every image is now one patch in one list.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -196,7 +189,7 @@ assert flat2.shape == (1568, 512, 3, 3) and flat3.shape == (1568, 1024, 3, 3)
 # %% [markdown]
 # ## Exercises for fast finishers: the mean mapper and the aggregator
 #
-# The layers give patches of different sizes. The **mean mapper** flattens one layer's patch and
+# The **mean mapper** flattens one layer's patch and
 # average-pools it to 1024 numbers with `F.adaptive_avg_pool1d`. Stacking the layers gives
 # `(N, 2, 1024)`. The **aggregator** flattens that and pools again to 1024: one vector per patch.
 
@@ -222,8 +215,7 @@ def aggregator(layer_embeddings: torch.Tensor, dim: int) -> torch.Tensor:
 aggregator = course.adopt("aggregator", aggregator, course.check_aggregator(aggregator))
 
 # %% [markdown]
-# Your mean mapper and aggregator (or the library's, where a check failed) on the two layers, and
-# the library's `embed`, which runs stages 2–4 in one call:
+# Your two stages on both layers, and the library's `embed` (stages 2–4 in one call):
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -236,21 +228,18 @@ print("embed:", tuple(embedded.shape), "grid", grid, " same values:", same)
 assert stacked.shape == (1568, 2, 1024) and features.shape == (1568, 1024) and same
 
 # %% [markdown]
-# Nothing here is learned. With these sizes the two pools are one fixed linear map, a 3×3 kernel
-# per layer2 channel and averages of layer3 channel pairs; the layers are never mixed. Its closed
-# form: [deeper/02_pooling_arithmetic](deeper/02_pooling_arithmetic.ipynb).
+# Nothing here is learned: with these sizes the two pools are one fixed linear map that never
+# mixes the layers. Its closed form: [deeper/02_pooling_arithmetic](deeper/02_pooling_arithmetic.ipynb).
 #
 # ## Two patch features, and which backbone gets which
 #
-# `PatchCoreConfig(patch_feature=...)` (or `--patch-feature` on the command line) chooses:
+# `PatchCoreConfig(patch_feature=...)` chooses:
 #
-# * `"mean_mapped"`: the mean mappers and aggregator above, the paper's and
-#   [patchcore-inspection](https://github.com/amazon-science/patchcore-inspection)'s;
-# * `"pooled_concat"`: each layer's map average-pooled over 3×3 (stride 1, zero padding, the
-#   zeros counted), the deeper one resized bilinearly to the first grid, the channels
-#   concatenated. One number per channel.
+# * `"mean_mapped"`: the mean mappers and aggregator above (eq. 2's f_agg in the reference);
+# * `"pooled_concat"`: each layer average-pooled over 3×3, resized to the first grid, the
+#   channels concatenated: one number per channel.
 #
-# The default depends on the backbone. Here are both on the shipped `mobilenet_v2`:
+# Both on `mobilenet_v2`, whose default is the second:
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -265,100 +254,16 @@ print("defaults:", {name: PatchCoreConfig(backbone=name).patch_feature for name 
 assert mean_mapped.shape == (1568, 1024) and pooled.shape == (1568, 32 + 96)
 
 # %% [markdown]
-# `pooled_concat` is the same locally aware patch, averaged per channel: the mean mapper with
-# `dim = C`. Pooling and the bilinear resize are both linear, so their order does not matter:
-
-# %%
-# NBVAL_CHECK_OUTPUT
-shallow, deep = mobile_maps.values()
-p_shallow, g_shallow = patchify(shallow, 3), tuple(shallow.shape[-2:])  # your stages, where adopted
-p_deep, g_deep = patchify(deep, 3), tuple(deep.shape[-2:])
-per_channel = torch.cat([mean_mapper(p_shallow.flatten(0, 1), 32),
-                         mean_mapper(align(p_deep, g_deep, g_shallow).flatten(0, 1), 96)], dim=1)
-same = torch.allclose(pooled, per_channel, atol=1e-5)
-print("pooled_concat == per-channel mean of the aligned patches:", same)
-assert same
+# Why `mobilenet_v2` gets `pooled_concat`, by ranks and matrix norms:
+# [deeper/02_two_patch_features](deeper/02_two_patch_features.ipynb). The counted padding zeros
+# and patchifying layer3 before resizing are patchcore-inspection's choices, not the paper's;
+# `pcnotes` keeps them.
 
 # %% [markdown]
-# ### What each layer gets
-#
-# Both features are linear maps from a patch's entries. Push one entry at a time through them to
-# get each layer's matrix, and read off how many output dimensions it fills, how many of them
-# are independent (the rank), and its share of the squared distance if every entry varied
-# equally and independently (the squared matrix norm).
-
-# %%
-def layer_matrix(feature: str, channels: tuple, layer: int, p: int = 3) -> torch.Tensor:
-    """Row i: the patch feature when entry i of layer `layer`'s patch is 1 and all else is 0."""
-    entries = channels[layer] * p * p
-    rows = []
-    for start in range(0, entries, 1024):  # 1024 basis vectors at a time
-        chunk = torch.zeros(min(1024, entries - start), entries)
-        chunk[:, start:start + len(chunk)] = torch.eye(len(chunk))
-        chunk = chunk.reshape(-1, channels[layer], p, p)
-        if feature == "pooled_concat":  # one mean per channel, the layers side by side
-            rows.append(torch.cat([mean_map(chunk, dim=c) if l == layer else torch.zeros(len(chunk), c)
-                                   for l, c in enumerate(channels)], dim=1))
-        else:  # mean_mapped: a mean mapper per layer, then the aggregator
-            per_layer = [mean_map(chunk, 1024) if l == layer else torch.zeros(len(chunk), 1024)
-                         for l in range(len(channels))]
-            rows.append(aggregate(torch.stack(per_layer, dim=1), 1024))
-    return torch.cat(rows)
-
-
-# %%
-# NBVAL_CHECK_OUTPUT
-deeper_share = {}
-print("backbone         feature        layer  channels  entries  dims  rank  share")
-for backbone, channels in (("wide_resnet50_2", (512, 1024)), ("mobilenet_v2", (32, 96))):
-    for feature in ("mean_mapped", "pooled_concat"):
-        matrices = [layer_matrix(feature, channels, layer) for layer in range(2)]
-        norms = [m.double().pow(2).sum().item() for m in matrices]
-        for layer, matrix in enumerate(matrices):
-            used = matrix[:, matrix.abs().sum(dim=0) > 0].double()
-            rank = torch.linalg.matrix_rank(used.T @ used, hermitian=True).item()
-            print(f"{backbone:16s} {feature:14s} {layer:5d} {channels[layer]:9d} {matrix.shape[0]:8d}"
-                  f" {used.shape[1]:5d} {rank:5d} {norms[layer] / sum(norms):6.0%}")
-        deeper_share[backbone, feature] = norms[1] / sum(norms)
-for backbone, channels in (("wide_resnet50_2", (512, 1024)), ("mobilenet_v2", (32, 96))):
-    ratio = deeper_share[backbone, "mean_mapped"] / deeper_share[backbone, "pooled_concat"]
-    print(f"{backbone}: the deeper layer has {channels[1] // channels[0]}x the channels; mean_mapped gives it"
-          f" {ratio:.2f} of the share pooled_concat gives it")
-print("bank row length, mobilenet_v2: 1024 (mean_mapped) /", pooled.shape[1], "(pooled_concat) =",
-      1024 // pooled.shape[1])
-
-# %% [markdown]
-# The table shows:
-#
-# * `mean_mapped` gives each layer half of the 1024 dimensions, whatever its channels. For
-#   `wide_resnet50_2` both layers are *compressed* into their half: 4608 and 9216 entries, 512
-#   independent dimensions each, and 1536 channels become 1024 numbers.
-# * For `mobilenet_v2` the same map *stretches* the shallow layer: its 288 entries fill 512
-#   dimensions, of which only 288 are independent, so its entries are copied and counted several
-#   times. The deeper, more semantic layer has three times the channels, yet gets the smaller
-#   share of the distance, half of what `pooled_concat` gives it.
-# * `pooled_concat` shares in proportion to the channels, in 128 numbers for `mobilenet_v2`: a
-#   bank 8 times smaller than at 1024.
-#
-# The mean mapper underweights the deeper layer on both backbones. That is the paper's setting
-# for `wide_resnet50_2`, so `pcnotes` keeps it there. For `mobilenet_v2` the default is
-# `pooled_concat`, chosen by measuring on real photographs (`benchmarks/real_data.py`, see the
-# README). Notebook [05](05_evaluation.ipynb) compares the two on the embedded data.
-#
-# **Reference and departures.** The counted padding zeros and patchifying layer3 before
-# resizing are patchcore-inspection's choices, not the paper's. `pcnotes` keeps them, so that
-# `mean_mapped` computes what the reference computes. It departs only by offering
-# `pooled_concat`, anomalib's feature, and making it the narrow backbone's default.
-#
 # ## Summary
 #
-# * `unfold` (stride 1, zero padding 1) gives each position its 3×3 neighbourhood: context
-#   without a coarser grid. Layer2: `(2, 4608, 784) → (2, 784, 512, 3, 3)`.
-# * Layer3 is patchified on its 14×14 grid, then each patch entry is resized bilinearly to
-#   28×28: `(2, 196, 1024, 3, 3) → (2, 784, 1024, 3, 3)`.
-# * Flattened `(1568, 512, 3, 3)` and `(1568, 1024, 3, 3)`; mean mappers `(1568, 2, 1024)`;
-#   aggregator `(1568, 1024)`.
-# * `mean_mapped` halves the vector between the layers; `pooled_concat` keeps one mean per
-#   channel, the default for `mobilenet_v2`.
+# * Layer2 `(2, 512, 28, 28) → (2, 784, 512, 3, 3)`; layer3 patchified on 14×14, then resized:
+#   `(2, 784, 1024, 3, 3)`. Flattened, mean-mapped and aggregated: `(1568, 1024)`.
+# * `pooled_concat` keeps one mean per channel: `mobilenet_v2`'s default, `(1568, 128)`.
 #
 # Next: [03 · Coreset](03_coreset.ipynb).

@@ -14,18 +14,16 @@
 # %% [markdown]
 # # 03 · The coreset: a small memory bank that still covers everything
 #
-# **15 minutes** · previous: [02 · Locally aware patches](02_locally_aware_patches.ipynb) ·
+# **19 minutes** · previous: [02 · Locally aware patches](02_locally_aware_patches.ipynb) ·
 # next: [04 · Scoring and heat maps](04_scoring_and_heatmaps.ipynb)
 #
 # **Learning goals.** After this notebook you can
 #
-# 1. work out the size of the memory bank, in rows and bytes, and what it costs each test image;
-# 2. write the coreset size and the greedy k-center loop, and have them checked;
-# 3. say what the coverage radius measures, and compare random, approximate greedy and greedy
-#    coresets with it.
+# 1. size the memory bank and its cost per test image;
+# 2. write the coreset size and greedy k-center (Algorithm 1);
+# 3. compare samplers by their coverage radius.
 #
-# Stage 5 of the pipeline: all training patches `(N, D)` → coreset → memory bank `(M, D)`, with
-# `M = max(1, int(N · ratio))`.
+# Stage 5: bank `(N, D)` → coreset `(M, D)`.
 
 # %%
 # Colab, Binder or any Python without pcnotes: install it first (a no-op where pcnotes is installed).
@@ -59,14 +57,9 @@ plt.rcParams["figure.dpi"] = 80
 # %% [markdown]
 # ## Why subsample the memory bank?
 #
-# The memory bank keeps one patch feature for every grid position of every normal training image.
-# At test time, each patch of a test image looks for its nearest neighbour in the bank, so both
-# the memory and the search time grow with the bank's N rows. Most rows are redundant: a patch of
-# plain fabric looks like thousands of others. A **coreset** is a small subset that still leaves
-# no training patch far from a kept one.
-#
-# The paper's setting: `wide_resnet50_2` at 224 px, whose `layer2` has stride 8, so a 28×28 grid,
-# and 1024-d patch features (notebook 02), for 100 training images and a 10 % coreset.
+# The memory bank M (eq. 4) holds a feature per grid position of every normal training image,
+# and every test patch searches all of it. Most rows are redundant; a **coreset** keeps a few
+# that leave no patch far from a kept one. The paper's setting:
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -99,9 +92,8 @@ coreset_size = course.adopt("coreset_size", coreset_size, course.check_coreset_s
 # %% [markdown]
 # ## Real patch features
 #
-# Sixteen training images of the data set's first category, through stages 1–4 with the default
-# model (`mobilenet_v2`, shipped ImageNet weights). Its patch feature is the pooled concatenation
-# of notebook 02, 128-d.
+# Sixteen training images of the first category through the default model: 128-d
+# `pooled_concat` features of `mobilenet_v2` (notebook 02).
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -117,29 +109,16 @@ assert features.shape == (NUM_IMAGES * 784, 128) and grid == (28, 28)
 print(f"{CATEGORY}: images", tuple(images.shape), "-> patch features:", features.shape, features.dtype)
 
 # %% [markdown]
-# The full training set of every category of the data set gives these banks, sized by your
-# `coreset_size` (or the library's, where its check failed):
-
-# %%
-# NBVAL_CHECK_OUTPUT
-for category in list_categories(root):
-    n_rows = len(load_split(root, category, "train", config)) * grid[0] * grid[1]
-    bank, kept = (n_rows, features.shape[1]), (coreset_size(n_rows, RATIO), features.shape[1])
-    print(f"{category}: memory bank {bank} -> {kept} at 10 %")
-
-# %% [markdown]
 # ## Three ways to keep 10 %
 #
-# * `random_coreset`: uniform sampling without replacement, the baseline;
-# * `greedy_coreset`, greedy k-center: start from the most remote point, then keep adding the
-#   point farthest from everything chosen so far;
-# * `approximate_greedy_coreset`, PatchCore's default: the same loop, but each point's starting
-#   distance is its mean distance to 10 random start points, instead of the norm of its row of the
-#   N×N distance matrix, which costs N² distances.
+# * `random_coreset`: uniform sampling, the baseline;
+# * `greedy_coreset`: the paper's Algorithm 1, greedy k-center: keep adding the point farthest
+#   from everything chosen so far;
+# * `approximate_greedy_coreset`, the default: the same loop from cheaper starting distances.
 #
-# Both greedy samplers first apply a seeded random projection to 128 dimensions, which keeps
-# distances roughly the same and, on the paper's 1024-d features, makes each one much cheaper. Our
-# features are already 128-d, so here the projection changes nothing.
+# The paper leaves the first pick open; starting from the largest row norm of the distance
+# matrix, or the mean distance to 10 random points, is patchcore-inspection's choice. Both
+# project to 128-d first (the paper's ψ); ours are 128-d already.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -183,8 +162,8 @@ def greedy_k_center(points: np.ndarray, m: int) -> np.ndarray:
 greedy_k_center = course.adopt("greedy_k_center", greedy_k_center, course.check_greedy_k_center(greedy_k_center))
 
 # %% [markdown]
-# On 800 real patches your loop (or the library's, where its check failed) picks the same points as the library's, with its projection
-# turned off so that both work in the same space:
+# On 800 real patches your loop picks the library's points (its projection turned off, so that
+# both work in one space):
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -195,15 +174,12 @@ assert np.array_equal(ours, library)
 print("same 40 picks as pcnotes.stages.s5_coreset.greedy_coreset:", np.array_equal(ours, library))
 
 # %% [markdown]
-# The library never builds the N×N matrix (the reference does: 4·N² bytes), and its default loop
-# skips most distance computations yet returns the same indices. How, and how much faster:
+# The library never builds the N×N matrix and skips most distances, with the same picks:
 # [deeper/03_fast_greedy](deeper/03_fast_greedy.ipynb).
 #
 # ## What each coreset looks like
 #
-# A 2-D PCA of the bank (grey) with the kept points in red. Random sampling follows the
-# **density**: most red points sit where the grey is thickest. Greedy sampling follows the
-# **extent**: it reaches the sparse edges first, because they are far from everything chosen.
+# Kept points red: random follows the **density**, greedy the **extent**.
 
 # %%
 fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), sharex=True, sharey=True)
@@ -215,15 +191,10 @@ fig.tight_layout()
 # %% [markdown]
 # ## The coverage radius
 #
-# How well does a coreset C cover the bank? Its **coverage radius** is the distance from the
-# worst-covered bank point to its nearest kept point:
-#
-# $$r(C) = \max_{x \in \text{bank}} \; \min_{c \in C} \lVert x - c \rVert .$$
-#
-# Discs of radius r around the kept points cover every point, and the worst one lies on a rim.
-# Choosing the M points with the smallest radius is the k-center problem. It is NP-hard, but
-# greedy selection's radius is at most twice the optimum. Here it is in 2-D, with a small, remote
-# cluster standing for rare normal patches such as a seam:
+# $r(C) = \max_{m \in M} \min_{n \in C} \lVert m - n \rVert_2$: how far the worst-covered
+# bank point is from the coreset C. Eq. 5, *minimax facility location*, seeks the smallest r:
+# NP-hard, and greedy gets within twice the optimum. In 2-D, a small remote
+# cluster plays the rare normal patches:
 
 # %%
 toy = np.vstack([rng.normal(size=(380, 2)), rng.normal(loc=(4.5, 4.0), scale=0.3, size=(20, 2))])
@@ -247,56 +218,13 @@ for ax, (name, indices) in zip(axes, toy_sets.items()):
 fig.tight_layout()
 
 # %% [markdown]
-# Now on the real features: the radius of each sampler for ratios from 1 % to 20 %, on the first
-# 8 images' patches.
-
-# %%
-# NBVAL_CHECK_OUTPUT
-RATIOS = (0.01, 0.02, 0.05, 0.1, 0.2)
-sweep_bank = features[: min(8, NUM_IMAGES) * 784]
-radius = {name: [coreset.coverage_radius(sweep_bank, sampler(sweep_bank, r, seed=SEED)) for r in RATIOS]
-          for name, sampler in samplers.items()}
-for name in ("approximate greedy", "greedy"):
-    assert all(np.diff(radius[name]) <= 0), f"{name}: radius grew with the ratio"
-    assert all(g < r for g, r in zip(radius[name], radius["random"])), f"{name} vs random"
-print("bank:", sweep_bank.shape, " coreset sizes:", [coreset.coreset_size(len(sweep_bank), r) for r in RATIOS])
-
-# %%
-for name in samplers:
-    print(f"{name:18s}", "  ".join(f"{r:6.2f}" for r in radius[name]))
-target = radius["greedy"][0]
-matches = [r for r, rad in zip(RATIOS, radius["random"]) if rad <= target]
-print("smallest ratio at which random reaches greedy's 1 % radius:",
-      f"{matches[0]:.0%}, {matches[0] / RATIOS[0]:.0f}x as many points" if matches else "none up to 20 %")
-
-fig, ax = plt.subplots(figsize=(6, 3.8))
-for name, marker in zip(samplers, "o^s"):
-    ax.plot(RATIOS, radius[name], marker=marker, label=name)
-ax.set_xscale("log")
-ax.set_xlabel("coreset ratio")
-ax.set_ylabel("coverage radius (feature space)")
-ax.set_title("largest distance from a bank point to the coreset")
-ax.legend()
-fig.tight_layout()
+# The radius from 1 % to 20 %: [deeper/03_radius_sweep](deeper/03_radius_sweep.ipynb), and live
+# in notebook 06.
 
 # %% [markdown]
-# Greedy's radius never grows with the ratio: a larger greedy coreset is the smaller one plus more
-# points (notebook 06 checks this). Random sampling improves slowly and unevenly, because its
-# radius is set by a few outlying patches, and a random draw keeps each of them with a
-# probability equal to the ratio. The last printed line says how many times more points random
-# sampling needs to match greedy's 1 % radius. Those outliers are rare *normal* patches: dropped, they
-# would find no close neighbour at test time and look like defects. The two greedy variants
-# differ only in their starting distances, so their curves nearly coincide.
-#
 # ## Summary
 #
-# * The bank holds one row per patch of every training image: 100 images give (78400, 1024), a
-#   10 % coreset (7840, 1024), with `M = max(1, int(N · ratio))`.
-# * Greedy k-center keeps adding the worst-covered point. It reaches rare patches early, where
-#   random sampling follows the density.
-# * The coverage radius is the largest distance from a bank point to the coreset. Greedy's is
-#   below random's at every ratio, and random sampling needs many more points to match it.
-# * Approximate greedy, PatchCore's default, starts from the mean distance to 10 random points
-#   instead of the N×N matrix; both greedy samplers work in a 128-d random projection.
+# * A coreset keeps `max(1, int(N · ratio))` of the bank's N rows.
+# * Greedy k-center adds the worst-covered point: a small radius (eq. 5), rare patches kept.
 #
 # Next: [04 · Scoring and heat maps](04_scoring_and_heatmaps.ipynb).

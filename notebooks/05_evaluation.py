@@ -19,21 +19,18 @@
 #
 # **Learning goals.** After this notebook you can
 #
-# 1. compute image AUROC by counting pairs, and the PRO of one threshold;
+# 1. compute image AUROC by counting pairs;
 # 2. say what image AUROC, pixel AUROC and AUPRO each reward;
-# 3. compare patch features and backbone weights on every category, and say what the data shows;
-# 4. find the images the model gets most wrong, and choose options for your own photographs.
+# 3. read ROC and PRO curves.
 
 # %% [markdown]
 # ## Three metrics, three questions
 #
-# * **Image AUROC**: the probability that a random defective image outscores a random good one
-#   (1 perfect, 0.5 chance).
-# * **Pixel AUROC**: the same over **pixels**, mask as label, map as score. Every pixel counts
-#   once, so large defects dominate, and good pixels are so many that it sits near 1.
-# * **AUPRO**: every connected defect region counts once. At a threshold t a region's overlap is
-#   the fraction of its pixels with map ≥ t, and PRO(t) is the mean over regions. It is plotted
-#   against the false-positive rate on good pixels up to FPR = 0.3 and the area divided by 0.3.
+# * **Image AUROC**: the chance that a random defective image outscores a random good one.
+# * **Pixel AUROC**: the same over **pixels**. Large defects dominate, and good pixels are so
+#   many that it sits near 1.
+# * **AUPRO**: every defect region counts once. PRO(t) is the mean over regions of the fraction
+#   of each region's pixels with map ≥ t; its area up to FPR = 0.3, divided by 0.3.
 
 # %%
 # Colab, Binder or any Python without pcnotes: install it first (a no-op where pcnotes is installed).
@@ -90,9 +87,8 @@ SCORE_LABEL = "anomaly score (Euclidean distance in feature space)"
 # %% [markdown]
 # ## The backbone runs once per image
 #
-# A small, fast configuration: 16 training images per category, the whole test set. Each image
-# goes once through the backbone with ImageNet weights and once with seeded random ones; every
-# experiment reuses these feature maps. On all training images: `python -m pcnotes evaluate`.
+# 16 training images per category, the whole test set, each through the backbone once (all
+# training images: `python -m pcnotes evaluate`).
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -123,7 +119,7 @@ for category in categories:
     print(f"{category}: train {len(train_images)}, test {len(test)} ({int(data[category]['labels'].sum())} defective); {shapes}")
 
 # %% [markdown]
-# From feature maps to metrics: the stages of notebooks 02–04, with a 10 % greedy coreset.
+# The stages of notebooks 02–04, with the default coreset (10 %, approximate greedy).
 # `fit_features` and `score_features` are PatchCore's seam below the images: they take patch
 # features `(N·H·W, D)` and their grid, so the backbone's maps are reused for every experiment.
 
@@ -191,8 +187,7 @@ auroc = course.adopt("auroc", auroc, course.check_auroc(auroc))
 # %% [markdown]
 # ## ROC curves
 #
-# The pixel curves hug the left edge, yet a few percent of FPR is thousands of falsely flagged
-# pixels: a pixel AUROC near 1 says less than it seems.
+# A few percent of FPR is thousands of false pixels, so pixel AUROC flatters.
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
@@ -244,6 +239,8 @@ def pro(masks: np.ndarray, maps: np.ndarray, threshold: float) -> float:
 pro = course.adopt("pro", pro, course.check_pro(pro))
 
 # %% [markdown]
+# ## AUPRO: the PRO curve
+#
 # PRO(t) over all thresholds, against the FPR on good pixels:
 
 # %%
@@ -261,158 +258,13 @@ axes[0].legend(fontsize=8, loc="lower right")
 fig.tight_layout()
 
 # %% [markdown]
-# A region is fully found only when all its pixels pass the threshold; small or faint regions
-# get there only at thresholds that already flag good pixels. That makes AUPRO the strictest of
-# the three.
-#
-# ## Two patch features
-#
-# From notebook 02: `mean_mapped` (the reference's mean mappers and aggregator, 1024-d) and
-# `pooled_concat` (3×3 average pool per layer, channels concatenated, 128-d here):
-
-# %%
-for category in categories:
-    results[category, "imagenet", "mean_mapped"] = evaluate(category, "imagenet", "mean_mapped")
-
-
-def mean_metrics(weights: str, patch_feature: str) -> dict:
-    return {key: float(np.mean([results[c, weights, patch_feature]["metrics"][key] for c in categories]))
-            for key in ("image_auroc", "pixel_auroc", "aupro")}
-
-
-def print_table(rows) -> None:
-    print(f"{'':38s} {'image AUROC':>11s} {'pixel AUROC':>11s} {'AUPRO':>7s}")
-    for weights, patch_feature in rows:
-        for category in categories:
-            result = results[category, weights, patch_feature]
-            print_row(f"{category}, {weights}, {patch_feature} {result['bank'][1]}-d", result["metrics"])
-        print_row(f"mean, {weights}, {patch_feature}", mean_metrics(weights, patch_feature))
-
-
-print_table([("imagenet", "mean_mapped"), ("imagenet", "pooled_concat")])
-
-# %%
-gap = {key: abs(mean_metrics("imagenet", "mean_mapped")[key] - mean_metrics("imagenet", "pooled_concat")[key])
-       for key in ("image_auroc", "pixel_auroc", "aupro")}
-print("mean difference between the two features:", {key: round(value, 3) for key, value in gap.items()})
-assert not EMBEDDED or max(gap.values()) < 0.03
+# Small or faint regions are found only at thresholds that already flag good pixels: AUPRO is
+# the strictest of the three.
 
 # %% [markdown]
-# On these drawn textures the two features score about the same, and `pooled_concat` is 8×
-# shorter: a smaller bank and a faster search. Why it is mobilenet_v2's default: the reference's
-# 1024-d mean mapper stretches the shallow layer's 32 × 9 values to 1024, and gives the deeper
-# layer, with three times the channels, the same half of the vector. For wide_resnet50_2 (512
-# and 1024 channels) that fits, and stays its default. Which suits *your* photographs,
-# `real_data.py` measures (below).
-#
-# ## Are ImageNet features needed?
-#
-# The same mobilenet_v2 with seeded random weights:
-
-# %%
-for category in categories:
-    results[category, "random", config.patch_feature] = evaluate(category, "random")
-print_table([("imagenet", config.patch_feature), ("random", config.patch_feature)])
-for key in ("image_auroc", "pixel_auroc", "aupro"):
-    loss = mean_metrics("imagenet", config.patch_feature)[key] - mean_metrics("random", config.patch_feature)[key]
-    print(f"{key}: ImageNet minus random weights, mean over categories: {loss:+.3f}")
-gaps = {c: results[c, "imagenet", config.patch_feature]["metrics"]["aupro"]
-        - results[c, "random", config.patch_feature]["metrics"]["aupro"] for c in categories}
-print(f"AUPRO gap smallest on {min(gaps, key=gaps.get)} ({min(gaps.values()):+.3f}), "
-      f"largest on {max(gaps, key=gaps.get)} ({max(gaps.values()):+.3f})")
-if EMBEDDED:
-    assert mean_metrics("imagenet", config.patch_feature)["aupro"] > mean_metrics("random", config.patch_feature)["aupro"]
-    assert min(results[c, "random", config.patch_feature]["metrics"]["image_auroc"] for c in categories) > 0.85
-
-# %% [markdown]
-# Random weights are far from useless here. Random 3×3 convolutions still respond to edges,
-# colour and contrast, and the drawn defects break a regular texture with exactly such changes.
-# On the category printed as the smallest gap they come close to ImageNet, and a test on that
-# category alone can even show them ahead. Over all categories ImageNet wins, most clearly in
-# AUPRO: telling a faint defect from unusual normal texture takes features that know textures.
-# How far random features fall on real photographs these textures cannot show;
-# `real_data.py --weights random` measures it (next section).
-#
-# More sweeps (backbones, coreset ratios, random coresets):
+# Where the model fails, two patch features, random weights, your photographs:
+# [deeper/05_choices](deeper/05_choices.ipynb); backbones, coreset ratios:
 # [deeper/05_sweeps](deeper/05_sweeps.ipynb).
-#
-# ## Where the model fails
-#
-# Per category, the **highest-scored good image** and the **lowest-scored defective image**, the
-# true defect outlined, maps on the category's colour scale.
-
-# %%
-def hardest(labels: np.ndarray, scores: np.ndarray) -> tuple[int, int]:
-    """Indices of the highest-scored good image and the lowest-scored defective image."""
-    good, defective = np.flatnonzero(labels == 0), np.flatnonzero(labels == 1)
-    return int(good[np.argmax(scores[good])]), int(defective[np.argmin(scores[defective])])
-
-
-hard_cases = {category: hardest(data[category]["labels"], default[category]["scores"]) for category in categories}
-for category, (top_good, low_defect) in hard_cases.items():
-    test, scores = data[category]["test"], default[category]["scores"]
-    print(f"{category}: top good {scores[top_good]:.2f} ({test.paths[top_good].split('/test/')[1]}), lowest "
-          f"defective {scores[low_defect]:.2f} ({test.paths[low_defect].split('/test/')[1]}), "
-          f"margin {scores[low_defect] - scores[top_good]:+.2f}")
-
-# %%
-fig, axes = plt.subplots(len(categories), 4, figsize=(12, 2.9 * len(categories)), squeeze=False)
-for row, category in enumerate(categories):
-    d, result = data[category], default[category]
-    vmin, vmax = shared_scale(result["maps"])  # one colour scale per category
-    for column, i, what in zip((0, 2), hard_cases[category], ("highest good", "lowest defect")):
-        show_image(axes[row, column], d["images"][i])
-        draw_mask_contour(axes[row, column], d["masks"][i])
-        axes[row, column].set_title(f"{category}: {what}\n{d['test'].defects[i]}, score {result['scores'][i]:.2f}",
-                                    fontsize=9)
-        overlay_heatmap(axes[row, column + 1], d["images"][i], result["maps"][i], vmin=vmin, vmax=vmax)
-        axes[row, column + 1].set_title("anomaly map", fontsize=9)
-    add_colorbar(fig, axes[row, :], vmin, vmax, "anomaly score\n(Euclidean distance\nin feature space)", shrink=0.9)
-
-# %% [markdown]
-# A positive margin means every defective image outscores every good one. The lowest defects
-# change little: a dark stain on a dark weave, a thin scratch along the grain. The top good
-# images light up at the border, where features are partly computed from zero padding.
-#
-# ## Your own photographs
-#
-# Three options matter (`python -m pcnotes evaluate --help`):
-#
-# * **Crop or whole image.** Resizing the shorter side to 256 and keeping the centre 224 × 224
-#   (the reference's) keeps only the middle of an elongated photograph, and a defect near an end
-#   is cut away while the image stays labelled defective. So the CLI keeps that size for square
-#   photographs only; for others it keeps the whole image at their median aspect ratio, e.g.
-#   `--resize 256x608` (height × width; the crop is then `none`), in the config
-#   `resize=(256, 608), crop=None`. `--resize` and `--crop` override its choice.
-# * **Patch feature:** `--patch-feature mean_mapped|pooled_concat`.
-# * **Resolution against time.** The grid follows the input at stride 8; the bank, the coreset
-#   and the kNN search all grow with the patches (next cell).
-#
-# `benchmarks/real_data.py --data-root DIR` evaluates a folder in MVTec AD layout
-# (`CATEGORY/train/good`, `CATEGORY/test/DEFECT`, `CATEGORY/ground_truth/DEFECT`) under a grid of
-# these options, and writes `benchmarks/results/real_data_NAME.json`; the cell after next prints it.
-
-# %%
-# NBVAL_CHECK_OUTPUT
-probe = PatchCore(config)
-for height, width in ((224, 224), (320, 320), (256, 608)):
-    _, grid = probe.embed(torch.zeros(1, 3, height, width))
-    patches = grid[0] * grid[1]
-    print(f"input {height}x{width}: grid {grid[0]}x{grid[1]}, {patches} patches per image, "
-          f"memory bank of {coreset_size(NUM_TRAIN * patches, config.coreset_ratio)} for {NUM_TRAIN} images at 10 %")
-
-# %%
-files = sorted(results_dir().glob("real_data_*.json"))
-if not files:
-    print("no benchmarks/results/real_data_*.json yet: run benchmarks/real_data.py --data-root DIR")
-for path in files:
-    record = json.loads(path.read_text())
-    print(f"{display_path(path)}: {len(record['categories'])} categories, {record['backbone']} "
-          f"({record['weights']}), coreset {record['coreset_ratio']}")
-    for result in record["results"]:
-        mean = result["mean"]
-        print(f"  {result['option']:28s} D {mean['feature_dim']:5d}  image AUROC {mean['image_auroc']:.3f}  "
-              f"pixel AUROC {mean['pixel_auroc']:.3f}  AUPRO {mean['aupro']:.3f}")
 
 # %% [markdown]
 # ## Your PatchCore
@@ -467,12 +319,6 @@ if set(yours) == set(RUNS):  # every stage yours: the same bank, scores and AURO
 #
 # ## Summary
 #
-# * Image AUROC is the fraction of (defective, good) pairs ranked right, ties 1/2. Pixel AUROC
-#   ranks pixels, so large defects dominate; AUPRO averages per region up to FPR = 0.3.
-# * On the drawn textures both patch features score alike; `pooled_concat` is 8× shorter.
-# * Random weights come close on the most regular drawn texture; over all categories ImageNet wins.
-# * Misses are faint or thin defects; false alarms are rare normal texture and border patches.
-# * For photographs, choose crop or whole image, patch feature and resolution, and measure with
-#   `benchmarks/real_data.py`.
+# * Image AUROC counts pairs; pixel AUROC favours large defects; AUPRO counts each region once.
 #
 # Next: [06 · Coreset explorer](06_coreset_explorer.ipynb).

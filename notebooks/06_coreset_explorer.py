@@ -14,15 +14,12 @@
 # %% [markdown]
 # # 06 · Coreset explorer: what a smaller memory bank costs
 #
-# **10 minutes** · previous: [05 · Evaluation](05_evaluation.ipynb) ·
-# next, after class: [06 deeper · How the explorer keeps up](deeper/06_explorer_internals.ipynb)
+# **10 minutes** · previous: [05 · Evaluation](05_evaluation.ipynb)
 #
 # **Learning goals.** After this notebook you can
 #
-# 1. say what the coreset ratio trades: memory and search time against coverage;
-# 2. say why greedy k-center covers better than random sampling;
-# 3. find the ratio below which the metrics drop;
-# 4. explain why a bigger bank can rank images worse.
+# 1. say what the coreset ratio trades;
+# 2. find where the metrics drop, for greedy and random.
 
 # %%
 # Colab, Binder or any Python without pcnotes: install it first (a no-op where pcnotes is installed).
@@ -39,8 +36,6 @@ if importlib.util.find_spec("pcnotes") is None:
 
 # %%
 # %matplotlib inline
-import time
-
 import numpy as np
 import torch
 from IPython.display import display
@@ -54,19 +49,13 @@ torch.manual_seed(0)
 # %% [markdown]
 # ## Features once, then any ratio
 #
-# `prepare` extracts the first category's patch features (the others when picked) and the
-# tables that make a new ratio quick. We use the paper's `mean_mapped` feature
-# ([notebook 02](02_locally_aware_patches.ipynb)): here the 128-d default ranks almost every
-# image right at any ratio, leaving the slider little to show.
-
-# %%
-start = time.perf_counter()
-state = prepare(config=PatchCoreConfig(patch_feature="mean_mapped"), neighbours=64)
-data = state.data()
-print(f"{data.name}: features and tables in {time.perf_counter() - start:.0f} s")
+# `prepare` extracts one category's features once, with the paper's `mean_mapped` (the 128-d
+# default ranks almost every image right at any ratio).
 
 # %%
 # NBVAL_CHECK_OUTPUT
+state = prepare(config=PatchCoreConfig(patch_feature="mean_mapped"), neighbours=64)
+data = state.data()
 h, w = data.grid
 print("categories:", state.categories, "| loaded:", data.name, "| grid:", data.grid)
 print("training patches", data.train_features.shape, f"= {data.num_train_images} images × {h} × {w}")
@@ -78,43 +67,26 @@ assert data.test_features.shape == (data.num_test * h * w, 1024)
 # %% [markdown]
 # ## The explorer
 #
-# Move the **coreset ratio** and the **sampler**. You see the bank's size, memory and coverage
-# radius, the three metrics, the bank in two principal components (kept patches red), the
-# AUROC curve of every setting tried, and a heat map. Every number is what a full PatchCore run with that bank gives; how
-# it keeps up is the [deep dive](deeper/06_explorer_internals.ipynb). A change made while it
-# says "updating…" is applied next; the latest wins.
+# Move the **coreset ratio** and the **sampler**, and watch the bank's size, its coverage
+# radius, the metrics and a heat map ([how](deeper/06_explorer_internals.ipynb)).
 
 # %% tags=["remove-output"]
 explorer = build_explorer(state, ratio=0.01, sampler="approximate_greedy")
 explorer
 
 # %% [markdown]
-# What a new ratio costs:
-
-# %%
-figure = ExplorerFigure(dpi=72)
-numbers, drawn = [], []
-for ratio in (0.004, 0.006, 0.008):  # banks not seen yet
-    start = time.perf_counter()
-    stats = update(ratio, "approximate_greedy", cache=state)
-    numbers.append(time.perf_counter() - start)
-    figure.draw(stats, state.history(data.name))
-    figure.png()
-    drawn.append(time.perf_counter() - start)
-print(f"a new ratio: {np.median(numbers):.2f} s for the numbers, {np.median(drawn):.2f} s with the figure "
-      f"(median of {len(numbers)})")
+# What a bigger bank does to each kind of image: [deeper/06_bank_size](deeper/06_bank_size.ipynb).
 
 # %% [markdown]
 # ### What to try
 #
-# 1. At 1 %, random or approximate greedy: whose coverage radius is larger? Where are the red points?
-# 2. With greedy, step up from 0.1 %. Where do the metrics stop improving while the bank grows?
-#    How large must a random bank be to catch up?
-# 3. Go down to 0.1 %. What happens to the heat map's background?
+# 1. At 1 %, is random's radius or greedy's larger? Where are the red points?
+# 2. Step up from 0.1 %: where do greedy's metrics stop improving, and random's catch up?
+# 3. At 0.1 %, what happens to the heat map's background?
 #
-# ## A snapshot, for readers without a kernel
+# ## A snapshot, without a kernel
 #
-# The same numbers from `update`. At 100 % every sampler keeps every patch:
+# From `update`:
 
 # %%
 rows = []
@@ -131,49 +103,13 @@ for sampler, ratio, size, radius, image, pixel, pro in sorted(rows):
     print(f"{sampler:<22}{ratio:>7}{size:>7}{radius:>8.2f}{image:>11.3f}{pixel:>10.3f}{pro:>7.3f}")
 
 # %%
+figure = ExplorerFigure(dpi=72)
 stats = update(0.01, "approximate_greedy", cache=state)  # opens on the largest defect
 for name, value in stats_rows(stats):
     print(f"{name:>15}: {value}")
 display(figure.draw(stats, state.history(data.name)))
 
 # %% [markdown]
-# ### Why can a bigger bank rank images worse?
-#
-# In the table, greedy's image AUROC at 1 % beats the whole bank's. A bigger bank brings every
-# test patch closer to the bank, so every image score falls. By how much, per kind of image:
-
-# %%
-small = update(0.01, "approximate_greedy", cache=state)
-good, kinds = data.labels == 0, np.array(data.defects)
-assert small.image_auroc == image_auroc(data.labels, small.image_scores)
-print(f"image AUROC: {small.image_auroc:.3f} at 1 % (approximate greedy), {full.image_auroc:.3f} at 100 %")
-print(f"{'images':<15}{'score at 1 %':>14}{'at 100 %':>10}{'fall':>8}")
-fall = {}
-for kind in ["good"] + sorted(set(kinds[~good])):
-    at_small, at_full = small.image_scores[kinds == kind].mean(), full.image_scores[kinds == kind].mean()
-    fall[kind] = (at_small - at_full) / at_small
-    print(f"{kind:<15}{at_small:>14.2f}{at_full:>10.2f}{fall[kind]:>8.0%}")
-print("falls most:", max(fall, key=fall.get))
-
-
-def wrong_pairs(scores):
-    """The (defective, good) pairs whose defective image does not score higher."""
-    return [(d, g) for d in np.flatnonzero(~good) for g in np.flatnonzero(good) if scores[d] <= scores[g]]
-
-
-for name, result in [("1 %", small), ("100 %", full)]:
-    pairs = wrong_pairs(result.image_scores)
-    print(f"{name:>6}: {len(pairs)} of {(~good).sum() * good.sum()} pairs in the wrong order; "
-          f"defects in them: {', '.join(sorted({kinds[d] for d, _ in pairs})) or 'none'}")
-top = int(np.flatnonzero(good)[np.argmax(full.image_scores[good])])
-print(f"highest-scoring good image at 100 %: {data.image_labels[top]}, "
-      f"{small.image_scores[top]:.2f} at 1 % and {full.image_scores[top]:.2f} at 100 %")
-
-# %% [markdown]
-# They do not fall alike. The top good image owes its score to one patch unlike any training
-# patch, so no bank brings it down. The defect kind that falls most looks like normal texture:
-# the whole bank adds look-alikes, so more of it drops below good images.
-#
 # ## Exercise: predict
 #
 # Is the approximate greedy coreset for 1 % the first picks of the one for 10 %? Is the random
@@ -196,11 +132,5 @@ print(f"{inside} of the {len(first)} random patches for 1 % are in the random ba
 # %% [markdown]
 # ## Summary
 #
-# * A smaller bank saves memory and search time and loses coverage: patches far from every
-#   kept one become false alarms.
-# * Greedy k-center keeps the radius small by picking the worst-covered patch; random sampling
-#   spends its budget where patches are dense.
-# * With greedy the metrics stay nearly flat over a wide range of ratios.
-# * A bigger bank also pulls normal-looking defects towards normal.
-#
-# The course ends here; the [cheat sheet](../docs/cheatsheet.md) sums it up.
+# A smaller bank saves memory and time and loses coverage; greedy keeps the radius small. The
+# [cheat sheet](../docs/cheatsheet.md) sums up the course.

@@ -14,7 +14,7 @@
 # %% [markdown]
 # # 05 deeper · Sweeps: backbones, coreset ratios and random coresets
 #
-# Continues [05 · Evaluation](../05_evaluation.ipynb), after *Are ImageNet features needed?*.
+# Continues [05 · Evaluation](../05_evaluation.ipynb), after [05_choices](05_choices.ipynb).
 # Reading for after class.
 #
 # **Learning goals.** After this notebook you can

@@ -689,11 +689,11 @@ def cmd_fit(args) -> int:
 
     train_dir = args.train_dir
     paths = list_images(train_dir)  # a missing folder, named
+    config = _config(args, paths)  # a bad option fails first
     if not paths:
         raise no_images(train_dir, "training images")
     note_skipped(train_dir)
     photo_sizes(paths)  # every training file read (not decoded): an unreadable one fails now
-    config = _config(args, paths)
     _print_size(args, config, paths)
     folders.check_target(args.model, "fit", inputs=[train_dir], force=args.force)  # PatchCore.save replaces it
     model = PatchCore(config)

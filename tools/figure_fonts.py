@@ -1,0 +1,112 @@
+"""The smallest text of every notebook figure, in pixels, as the book shows it.
+
+    python tools/figure_fonts.py [NOTEBOOK.py ...] [--column 688] [--min 9]
+
+Runs each notebook (default: the core ones, notebooks/NN_topic.py) in a fresh kernel,
+with a hook that looks at every figure before the inline backend shows it: the smallest
+visible text (font size in points × dpi / 72, in pixels of the saved image) and the width of
+the image as saved (``bbox_inches="tight"``, like the inline backend). The book shows an image
+at its own width, or shrunk to the column when wider, so
+
+    rendered px = font px × min(image width, column) / image width.
+
+The column is the width an output image gets in the book (tools/build_book.py) in a
+1280-pixel-wide browser window: 688 px (790 px from 1440 px on). Exit status 1 when any
+figure's smallest text renders under ``--min`` pixels. Nothing is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import jupytext
+from nbclient import NotebookClient
+from nbformat.v4 import new_code_cell
+from nbsync import NAME_PATTERN
+
+COLUMN_PX = 688
+MIN_PX = 9.0
+MARK = "FIGURE_FONTS "
+
+HOOK = '''
+import io as _io
+
+import matplotlib.pyplot as _plt
+from matplotlib.text import Text as _Text
+from PIL import Image as _Image
+
+_FIGURE_FONTS = []
+
+
+def _drawn_texts(fig):
+    """Visible, non-empty texts; tick labels only of axes that are drawn."""
+    hidden = set()
+    for ax in fig.axes:
+        if not ax.axison:
+            hidden.update(ax.get_xticklabels() + ax.get_yticklabels())
+    return [t for t in fig.findobj(_Text) if t.get_visible() and t.get_text().strip() and t not in hidden]
+
+
+def _record_figure_fonts():
+    for number in _plt.get_fignums():
+        fig = _plt.figure(number)
+        fig.canvas.draw()
+        texts = _drawn_texts(fig)
+        if not texts:
+            continue
+        smallest = min(texts, key=lambda t: t.get_fontsize())
+        buffer = _io.BytesIO()
+        fig.savefig(buffer, format="png", bbox_inches="tight", dpi=fig.dpi)
+        width = _Image.open(buffer).width
+        _FIGURE_FONTS.append({"cell": get_ipython().execution_count - 1, "width": width,
+                              "font_px": smallest.get_fontsize() * fig.dpi / 72,
+                              "text": smallest.get_text()[:40]})
+
+
+get_ipython().events.register("post_execute", _record_figure_fonts)
+'''
+
+
+def rendered_px(font_px: float, width: int, column: int = COLUMN_PX) -> float:
+    """The font's height in the book: images wider than the column are shrunk to it."""
+    return font_px * min(width, column) / width
+
+
+def measure(py: Path, timeout: int = 600) -> list[dict]:
+    """One record per figure: code cell number, image width, smallest font (px), its text."""
+    notebook = jupytext.read(py)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    notebook.cells = [new_code_cell(HOOK)] + code + [new_code_cell(f"print({MARK!r} + __import__('json').dumps(_FIGURE_FONTS))")]
+    NotebookClient(notebook, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(py.parent)}}).execute()
+    for output in notebook.cells[-1].outputs:
+        if output.get("name") == "stdout" and MARK in output.text:
+            return json.loads(output.text.split(MARK, 1)[1])
+    raise RuntimeError(f"{py}: no figure record came back")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("notebooks", nargs="*", type=Path, help="jupytext .py notebooks; default: the core ones")
+    parser.add_argument("--column", type=int, default=COLUMN_PX, help="the book's column width in px")
+    parser.add_argument("--min", type=float, default=MIN_PX, help="the smallest legible text in px")
+    args = parser.parse_args(argv)
+    notebooks = args.notebooks or sorted(Path("notebooks").glob(f"{NAME_PATTERN}.py"))
+    small = 0
+    print(f"{'notebook':<28} {'cell':>4} {'width':>5} {'font':>5} {'shown':>5}  smallest text")
+    for py in notebooks:
+        for record in measure(py):
+            shown = rendered_px(record["font_px"], record["width"], args.column)
+            flag = "  <-- under %g px" % args.min if shown < args.min else ""
+            small += shown < args.min
+            print(f"{py.stem:<28} {record['cell']:>4} {record['width']:>5} {record['font_px']:>5.1f} {shown:>5.1f}"
+                  f"  {record['text']!r}{flag}")
+    if small:
+        print(f"{small} figures with text under {args.min:g} px at a {args.column}-px column", file=sys.stderr)
+    return 1 if small else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
