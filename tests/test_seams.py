@@ -264,3 +264,24 @@ def test_the_learners_saved_stages_run_a_patchcore(course_folder):
     assert model.memory_bank.shape == library.memory_bank.shape
     np.testing.assert_allclose(model.memory_bank, features[: len(library.memory_bank)], atol=1e-5)
     assert not np.allclose(model.memory_bank, library.memory_bank, atol=1e-5)
+
+
+@pytest.mark.parametrize("overrides, stages", [
+    ({}, None),
+    ({"patch_feature": "mean_mapped"}, None),
+    ({"patch_feature": "mean_mapped"}, {"align": STAGES["align"]}),
+])
+def test_patch_features_from_the_backbones_maps_equal_embed(overrides, stages):
+    model = PatchCore(PatchCoreConfig(**{**SMALL, **overrides}), stages=stages)
+    (features, grid), (embedded, embedded_grid) = model.patch_features(model.extractor(TEST)), model.embed(TEST)
+    assert grid == embedded_grid == (6, 6)
+    torch.testing.assert_close(features, embedded, rtol=0, atol=0)
+
+
+def test_patch_features_of_other_layers_are_refused_naming_both():
+    model = PatchCore(PatchCoreConfig(**SMALL))
+    maps = model.extractor(TEST)
+    with pytest.raises(ValueError) as error:
+        model.patch_features({"features.13": maps["features.13"]})
+    assert str(error.value) == ("feature maps of the layers features.6, features.13 expected (the config's), "
+                                "got features.13")
