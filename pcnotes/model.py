@@ -19,7 +19,8 @@ any of the course's exercise functions in place of the library's stage of
 the same signature (:data:`STAGES` names them, with their defaults): the
 learner's own code then builds the bank and scores the images.
 ``fit_features`` and ``score_features`` are the seam below images: they take
-patch features ``(B*h*w, D)`` and their grid, as ``extract`` gives them.
+patch features ``(B*h*w, D)`` and their grid, as ``extract`` gives them, or
+``patch_features`` from backbone maps computed once for several models.
 
 ``save`` writes ``config.json`` plus ``memory_bank.npy``: no pickle, and the
 backbone is rebuilt from the config (its weights are named there, random ones
