@@ -43,7 +43,7 @@ import torch
 from pcnotes import PatchCore, PatchCoreConfig, ensure_default_dataset, list_categories, load_split, stack
 
 SEED = 0
-torch.manual_seed(SEED)
+_ = torch.manual_seed(SEED)
 
 # %% [markdown]
 # ## The backbone runs once per weights
