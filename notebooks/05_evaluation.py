@@ -49,8 +49,6 @@ if importlib.util.find_spec("pcnotes") is None:
 # %matplotlib inline
 # JPEG: photos of textures stay small in the .ipynb
 # %config InlineBackend.figure_formats = ["jpeg"]
-import json
-
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -59,25 +57,16 @@ from scipy import ndimage
 from pcnotes import (
     PatchCore,
     PatchCoreConfig,
+    Prediction,
     course,
-    display_path,
     ensure_default_dataset,
     list_categories,
     load_split,
     read_manifest,
-    results_dir,
     stack,
 )
-from pcnotes.app.plots import add_colorbar, draw_mask_contour, overlay_heatmap, shared_scale, show_image
-from pcnotes.stages import (
-    compute_metrics,
-    coreset_size,
-    embed,
-    label_regions,
-    pooled_concat,
-    pro_curve,
-    roc_curve_points,
-)
+from pcnotes.app.plots import draw_mask_contour, overlay_heatmap, shared_scale
+from pcnotes.stages import compute_metrics, label_regions, pro_curve, roc_curve_points
 
 SEED = 0
 torch.manual_seed(SEED)
@@ -97,7 +86,7 @@ EMBEDDED = read_manifest(root) is not None  # the generated set: claims about it
 config = PatchCoreConfig(seed=SEED)  # the default: mobilenet_v2, ImageNet, pooled_concat
 categories = list_categories(root)
 NUM_TRAIN = 16
-extractors = {weights: PatchCore(config, weights=weights).extractor for weights in ("imagenet", "random")}
+extractor = PatchCore(config).extractor
 
 
 @torch.no_grad()
@@ -113,31 +102,29 @@ for category in categories:
     train_images = torch.stack([train[i]["image"] for i in range(min(NUM_TRAIN, len(train)))])
     test_images, masks = stack(test)
     data[category] = {"test": test, "images": test_images, "masks": masks, "labels": np.asarray(test.labels),
-                      "maps": {w: (feature_maps(e, train_images), feature_maps(e, test_images))
-                               for w, e in extractors.items()}}
-    shapes = ", ".join(f"{layer} {tuple(fmap.shape[1:])}" for layer, fmap in data[category]["maps"]["imagenet"][1].items())
+                      "maps": (feature_maps(extractor, train_images), feature_maps(extractor, test_images))}
+    shapes = ", ".join(f"{layer} {tuple(fmap.shape[1:])}" for layer, fmap in data[category]["maps"][1].items())
     print(f"{category}: train {len(train_images)}, test {len(test)} ({int(data[category]['labels'].sum())} defective); {shapes}")
 
 # %% [markdown]
 # The stages of notebooks 02–04, with the default coreset (10 %, approximate greedy).
-# `fit_features` and `score_features` are PatchCore's seam below the images: they take patch
-# features `(N·H·W, D)` and their grid, so the backbone's maps are reused for every experiment.
+# `patch_features`, `fit_features` and `score_features` are PatchCore's seam below the images:
+# patch features `(N·H·W, D)` and their grid from the backbone's maps, so the maps are reused.
 
 # %%
-def patch_features(maps: dict, patch_feature: str) -> tuple[np.ndarray, tuple[int, int]]:
-    """``{layer: (N, C, h, w)}`` -> ``(N*H*W, D)`` and the grid ``(H, W)``."""
-    features, grid = pooled_concat(maps) if patch_feature == "pooled_concat" else embed(maps)
-    return features.numpy(), grid
+def fit_and_score(model: PatchCore, category: str, num_train: int = NUM_TRAIN) -> tuple[PatchCore, Prediction]:
+    """Fit ``model`` on the first ``num_train`` training maps, score the test set: ``(model, prediction)``."""
+    train_maps, test_maps = data[category]["maps"]
+    train_features, grid = model.patch_features({layer: fmap[:num_train] for layer, fmap in train_maps.items()})
+    test_features, _ = model.patch_features(test_maps)
+    model.fit_features(train_features.numpy(), grid)
+    return model, model.score_features(test_features.numpy(), grid, size=tuple(data[category]["images"].shape[-2:]))
 
 
-def evaluate(category: str, weights: str = "imagenet", patch_feature: str = config.patch_feature) -> dict:
-    """Fit on the train feature maps, score the test set: scores (N,), maps (N, H, W), metrics."""
+def evaluate(category: str) -> dict:
+    """The default model: scores (N,), maps (N, H, W), its bank's shape and the three metrics."""
     d = data[category]
-    train_maps, test_maps = d["maps"][weights]
-    train_features, grid = patch_features(train_maps, patch_feature)
-    test_features, _ = patch_features(test_maps, patch_feature)
-    model = PatchCore(config, patch_feature=patch_feature).fit_features(train_features, grid)
-    scores, maps = model.score_features(test_features, grid, size=tuple(d["images"].shape[-2:]))
+    model, (scores, maps) = fit_and_score(PatchCore(config), category)
     return {"scores": scores, "maps": maps, "bank": model.memory_bank.shape,
             "metrics": compute_metrics(d["labels"], scores, d["masks"], maps)}
 
@@ -146,8 +133,7 @@ def evaluate(category: str, weights: str = "imagenet", patch_feature: str = conf
 # ## Every category, default configuration
 
 # %%
-results = {(category, "imagenet", config.patch_feature): evaluate(category) for category in categories}
-default = {category: results[category, "imagenet", config.patch_feature] for category in categories}
+default = {category: evaluate(category) for category in categories}
 
 
 def print_row(name: str, m: dict) -> None:
@@ -283,12 +269,9 @@ CAPSTONE = PatchCoreConfig(seed=SEED, patch_feature="mean_mapped", sampler="gree
 RUNS = ("patchify", "align", "mean_mapper", "aggregator", "coreset_size", "greedy_k_center", "image_score", "auroc")
 yours = {name: fn for name, fn in course.learner_stages().items() if name in RUNS}
 category = categories[0]
-train = load_split(root, category, "train", CAPSTONE)
-train_images = torch.stack([train[i]["image"] for i in range(min(8, len(train)))])
-d = data[category]
-mine = PatchCore(CAPSTONE, stages=yours).fit(train_images)
-library = PatchCore(CAPSTONE).fit(train_images)
-mine_prediction, library_prediction = mine.predict(d["images"]), library.predict(d["images"])
+d = data[category]  # the same backbone and layers as above: its maps are reused
+mine, mine_prediction = fit_and_score(PatchCore(CAPSTONE, stages=yours), category, num_train=8)
+library, library_prediction = fit_and_score(PatchCore(CAPSTONE), category, num_train=8)
 print("your memory bank:", mine.memory_bank.shape, " test scores:", mine_prediction.scores.shape)
 
 # %%

@@ -19,7 +19,8 @@ any of the course's exercise functions in place of the library's stage of
 the same signature (:data:`STAGES` names them, with their defaults): the
 learner's own code then builds the bank and scores the images.
 ``fit_features`` and ``score_features`` are the seam below images: they take
-patch features ``(B*h*w, D)`` and their grid, as ``extract`` gives them.
+patch features ``(B*h*w, D)`` and their grid, as ``extract`` gives them, or
+``patch_features`` from backbone maps computed once for several models.
 
 ``save`` writes ``config.json`` plus ``memory_bank.npy``: no pickle, and the
 backbone is rebuilt from the config (its weights are named there, random ones
@@ -184,11 +185,24 @@ class PatchCore:
         ``D`` is ``target_dim`` for ``"mean_mapped"`` and the layers' summed
         channels for ``"pooled_concat"`` (see :attr:`feature_dim`).
         """
-        feature_maps = list(self.extractor(images).values())
+        return self.patch_features(self.extractor(images))
+
+    @torch.no_grad()
+    def patch_features(self, feature_maps: dict[str, torch.Tensor]) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Stages 2-4 on the backbone's maps: ``{layer: (B, C_l, H_l, W_l)} -> (B*h*w, D)`` and ``(h, w)``.
+
+        The maps are what :attr:`extractor` gives for the config's layers, so
+        maps computed once can be turned into the patch features of several
+        models (the library's and the learner's stages, say).
+        """
+        if list(feature_maps) != list(self.config.layers):
+            raise ValueError(f"feature maps of the layers {', '.join(self.config.layers)} expected (the config's), "
+                             f"got {', '.join(map(str, feature_maps)) or 'none'}")
+        maps = list(feature_maps.values())
         feature_stages = {"patchify", "align", "mean_mapper", "aggregator"}
         if self.config.patch_feature == "pooled_concat" and not feature_stages & set(self.replaced):
-            return pooled_concat(feature_maps, patch_size=self.config.patch_size)
-        return self._embed_by_stages(feature_maps)
+            return pooled_concat(maps, patch_size=self.config.patch_size)
+        return self._embed_by_stages(maps)
 
     def _embed_by_stages(self, feature_maps: list[torch.Tensor]) -> tuple[torch.Tensor, tuple[int, int]]:
         """Stages 2-4 from :attr:`stages`: ``[(B, C_l, H_l, W_l)] -> (B*H*W, D)`` and ``(H, W)``.

@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from pcnotes import (
+    PatchCore,
     PatchCoreConfig,
     display_path,
     ensure_default_dataset,
@@ -55,18 +56,7 @@ from pcnotes import (
     results_dir,
     stack,
 )
-from pcnotes.stages import (
-    DEFAULT_LAYERS,
-    FeatureExtractor,
-    NearestNeighbours,
-    anomaly_map,
-    compute_metrics,
-    embed,
-    image_scores,
-    load_backbone,
-    score_grid,
-    select_coreset,
-)
+from pcnotes.stages import DEFAULT_LAYERS, FeatureExtractor, load_backbone
 
 _ = torch.manual_seed(0)
 
@@ -171,15 +161,12 @@ train_maps, test_maps = extractor(train_images), extractor(test_images)  # {bloc
 
 def run_patchcore(layers: tuple[str, ...]) -> dict:
     """Fit on train_maps and score test_maps, reading only `layers`; the metrics, grid and bank size."""
-    dims = {"pretrain_dim": config.pretrain_dim, "target_dim": config.target_dim, "patch_size": config.patch_size}
-    train_features, grid = embed({layer: train_maps[layer] for layer in layers}, **dims)  # (8*h*w, D)
-    train_features = train_features.numpy()
-    bank = train_features[select_coreset(train_features, RATIO, config.sampler, seed=config.seed)]
-    test_features, _ = embed({layer: test_maps[layer] for layer in layers}, **dims)
-    grid_scores = score_grid(NearestNeighbours(bank), test_features, len(test_images), grid)  # (B, h, w)
-    maps = anomaly_map(grid_scores, size=224, sigma=config.sigma)
-    metrics = compute_metrics(test_labels, image_scores(grid_scores), test_masks, maps)
-    return {**metrics, "grid": grid, "bank": len(bank)}
+    model = PatchCore(config, layers=layers, patch_feature="mean_mapped")
+    train_features, grid = model.patch_features({layer: train_maps[layer] for layer in layers})  # (8*h*w, D)
+    test_features, _ = model.patch_features({layer: test_maps[layer] for layer in layers})
+    model.fit_features(train_features.numpy(), grid)
+    scores, maps = model.score_features(test_features.numpy(), grid, size=(224, 224))  # (B,), (B, 224, 224)
+    return {**model.metrics(test_labels, scores, test_masks, maps), "grid": grid, "bank": len(model.memory_bank)}
 
 
 small = {layers: run_patchcore(layers) for layers in LAYER_SETS}

@@ -48,12 +48,10 @@ import json
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from scipy import ndimage
 
 from pcnotes import (
     PatchCore,
     PatchCoreConfig,
-    course,
     display_path,
     ensure_default_dataset,
     list_categories,
@@ -63,20 +61,7 @@ from pcnotes import (
     stack,
 )
 from pcnotes.app.plots import add_colorbar, draw_mask_contour, overlay_heatmap, shared_scale, show_image
-from pcnotes.stages import (
-    NearestNeighbours,
-    anomaly_map,
-    compute_metrics,
-    coreset_size,
-    embed,
-    image_scores,
-    label_regions,
-    pooled_concat,
-    pro_curve,
-    roc_curve_points,
-    score_grid,
-    select_coreset,
-)
+from pcnotes.stages import coreset_size
 
 SEED = 0
 torch.manual_seed(SEED)
@@ -123,24 +108,17 @@ for category in categories:
 # the approximate greedy sampler (`config.sampler`, notebook 03's deep dive).
 
 # %%
-def patch_features(maps: dict, patch_feature: str) -> tuple[np.ndarray, tuple[int, int]]:
-    """``{layer: (N, C, h, w)}`` -> ``(N*H*W, D)`` and the grid ``(H, W)``."""
-    features, grid = pooled_concat(maps) if patch_feature == "pooled_concat" else embed(maps)
-    return features.numpy(), grid
-
-
 def evaluate(category: str, weights: str = "imagenet", patch_feature: str = config.patch_feature) -> dict:
     """Fit on the train feature maps, score the test set: scores (N,), maps (N, H, W), metrics."""
     d = data[category]
     train_maps, test_maps = d["maps"][weights]
-    train_features, grid = patch_features(train_maps, patch_feature)
-    test_features, _ = patch_features(test_maps, patch_feature)
-    bank = train_features[select_coreset(train_features, config.coreset_ratio, config.sampler, seed=SEED)]
-    grid_scores = score_grid(NearestNeighbours(bank), test_features, len(d["labels"]), grid)
-    scores = image_scores(grid_scores)
-    maps = anomaly_map(grid_scores, size=tuple(d["images"].shape[-2:]), sigma=config.sigma)
-    return {"scores": scores, "maps": maps, "bank": bank.shape,
-            "metrics": compute_metrics(d["labels"], scores, d["masks"], maps)}
+    model = PatchCore(config, weights=weights, patch_feature=patch_feature)
+    train_features, grid = model.patch_features(train_maps)
+    test_features, _ = model.patch_features(test_maps)
+    model.fit_features(train_features.numpy(), grid)
+    scores, maps = model.score_features(test_features.numpy(), grid, size=tuple(d["images"].shape[-2:]))
+    return {"scores": scores, "maps": maps, "bank": model.memory_bank.shape,
+            "metrics": model.metrics(d["labels"], scores, d["masks"], maps)}
 
 
 # %% [markdown]

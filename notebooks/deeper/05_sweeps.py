@@ -41,19 +41,9 @@ import numpy as np
 import torch
 
 from pcnotes import PatchCore, PatchCoreConfig, ensure_default_dataset, list_categories, load_split, stack
-from pcnotes.stages import (
-    NearestNeighbours,
-    anomaly_map,
-    compute_metrics,
-    embed,
-    image_scores,
-    pooled_concat,
-    score_grid,
-    select_coreset,
-)
 
 SEED = 0
-torch.manual_seed(SEED)
+_ = torch.manual_seed(SEED)
 
 # %% [markdown]
 # ## The backbone runs once per weights
@@ -81,20 +71,23 @@ with torch.no_grad():
     for weights in ("imagenet", "random"):
         extractor = PatchCore(config, weights=weights).extractor  # the backbone runs once per weights
         train_maps, test_maps = extractor(train_images), extractor(test_images)
-        for patch_feature, embedding in (("pooled_concat", pooled_concat), ("mean_mapped", embed)):
-            (train_features, grid), (test_features, _) = embedding(train_maps), embedding(test_maps)
+        for patch_feature in ("pooled_concat", "mean_mapped"):
+            model = PatchCore(config, weights=weights, patch_feature=patch_feature)
+            train_features, grid = model.patch_features(train_maps)
+            test_features, _ = model.patch_features(test_maps)
             features[weights, patch_feature] = train_features.numpy(), test_features.numpy(), grid
             print(f"mobilenet_v2 ({weights}), {patch_feature}: train {tuple(train_features.shape)}, "
                   f"test {tuple(test_features.shape)}, grid {grid}")
 
 
 # %%
-def evaluate_bank(train_features, test_features, grid, ratio: float, sampler: str = "approximate_greedy") -> dict:
-    """Coreset, kNN scores, maps and the three metrics of one memory bank."""
-    bank = train_features[select_coreset(train_features, ratio, sampler, seed=SEED)]
-    grid_scores = score_grid(NearestNeighbours(bank), test_features, len(test_images), grid)
-    maps = anomaly_map(grid_scores, size=tuple(test_images.shape[-2:]), sigma=config.sigma)
-    return {"bank": len(bank), **compute_metrics(test_labels, image_scores(grid_scores), test_masks, maps)}
+def evaluate_bank(weights: str, patch_feature: str, ratio: float, sampler: str = "approximate_greedy") -> dict:
+    """Coreset, kNN scores, maps and the three metrics of one memory bank, from the features above."""
+    train_features, test_features, grid = features[weights, patch_feature]
+    model = PatchCore(config, weights=weights, patch_feature=patch_feature, coreset_ratio=ratio, sampler=sampler)
+    scores, maps = model.fit_features(train_features, grid).score_features(test_features, grid,
+                                                                           size=tuple(test_images.shape[-2:]))
+    return {"bank": len(model.memory_bank), **model.metrics(test_labels, scores, test_masks, maps)}
 
 
 def print_row(name: str, m: dict) -> None:
@@ -105,7 +98,7 @@ def print_row(name: str, m: dict) -> None:
 # ## Weights × patch feature × coreset ratio
 
 # %%
-table = {(weights, patch_feature, ratio): evaluate_bank(*features[weights, patch_feature], ratio)
+table = {(weights, patch_feature, ratio): evaluate_bank(weights, patch_feature, ratio)
          for weights, patch_feature in BACKBONES for ratio in RATIOS}
 print(f"{CATEGORY}, {len(train_images)} training images{'':22s} {'bank':>6s} {'image AUROC':>11s} "
       f"{'pixel AUROC':>11s} {'AUPRO':>7s}")
@@ -128,9 +121,8 @@ for (weights, patch_feature, ratio), m in table.items():
 # score high on good images. Whether that shows depends on how varied the normal texture is:
 
 # %%
-imagenet = features["imagenet", "pooled_concat"]
 for sampler in ("approximate_greedy", "random"):
-    print_row(f"imagenet pooled_concat, {sampler} 1 %", evaluate_bank(*imagenet, 0.01, sampler))
+    print_row(f"imagenet pooled_concat, {sampler} 1 %", evaluate_bank("imagenet", "pooled_concat", 0.01, sampler))
 
 # %% [markdown]
 # ## How large is one step of image AUROC?

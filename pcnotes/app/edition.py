@@ -66,7 +66,9 @@ Each exercise is a cell tagged `exercise`: a function whose body raises
 `NotImplementedError("... write your solution here ...")`. Replace that line with
 your code and run the cell below it: `pcnotes.course` checks your function on a
 few inputs and answers in one line, naming the mistake when it recognises one.
-A notebook stops at the first exercise you have not written yet.
+A function that passes is the one the cells below it (and 05's "Your PatchCore")
+run; until then the library's runs in its place, and one line says so, so "Run
+all" always reaches the end of a notebook.
 
 Start with `00_setup.ipynb`; `deeper/` holds the deep dives, reading for after class.
 The executed solutions: `python -m pcnotes course SOMEWHERE_ELSE --solutions`.
