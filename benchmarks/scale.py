@@ -4,6 +4,7 @@ Run from the repository root::
 
     .venv/bin/python benchmarks/scale.py [--size 64] [--train 50 100 200 400 800]
                                          [--test 100 250 500 1000 2000] [--name scale]
+    .venv/bin/python benchmarks/scale.py --phases 200 500 [--name phases]
 
 Each point is one ``evaluate_category`` (the code behind ``python -m pcnotes
 evaluate``, heat maps off) in a fresh Python process, so that its peak
@@ -14,9 +15,17 @@ so the metrics mean nothing here; the time and the memory are what is measured.
 
 Two sweeps: training images at the smallest test count, then test images at
 the smallest training count. ``--size S`` resizes every image to S x S (whole
-image, no crop): 64 keeps the full grid within about ten minutes on 2 cores;
-``--size 224`` measures at the default input size. The table goes to
+image, no crop). ``--size 224`` is the default input size, where a map per test
+image held in memory would show (200 kB each: 400 MB for 2,000 images); 64 runs
+the whole grid in a few minutes. The table goes to
 ``benchmarks/results/<name>.json`` and ``.md`` and the curves to ``<name>.png``.
+
+``--phases N_TRAIN N_TEST`` instead runs ``python -m pcnotes evaluate`` at its
+defaults (image size 256 / crop 224 for these square images, heat maps on) on
+the same repeated category and writes the phase table the CLI printed
+(validate, extract, coreset, search, maps, metrics, writing, other, wall) to
+``<name>.json`` and ``.md`` (default name ``phases``).
+
 The seconds are wall-clock on whatever machine runs this (compare within one run).
 """
 
@@ -169,6 +178,10 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _phases_text(row: dict) -> str:
+    return " ".join(f"{name} {seconds:.1f}" for name, seconds in row["phases"].items())
+
+
 def plot(train_rows: list[dict], test_rows: list[dict], path: Path) -> None:
     from matplotlib.figure import Figure
 
@@ -227,10 +240,10 @@ def main(argv: list[str] | None = None) -> int:
     train_rows, test_rows = [], []
     for n_train in args.train:
         train_rows.append(measure(source, n_train, min(args.test), args.size))
-        print(markdown(train_rows).splitlines()[-1], flush=True)
+        print(markdown(train_rows).splitlines()[-1], _phases_text(train_rows[-1]), flush=True)
     for n_test in args.test:
         test_rows.append(measure(source, min(args.train), n_test, args.size))
-        print(markdown(test_rows).splitlines()[-1], flush=True)
+        print(markdown(test_rows).splitlines()[-1], _phases_text(test_rows[-1]), flush=True)
     machine = _machine(before)
     growth = test_rows[-1]["peak_mb"] / test_rows[0]["peak_mb"]
     record = {"machine": machine, "size": args.size, "train_sweep": train_rows, "test_sweep": test_rows,

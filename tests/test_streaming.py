@@ -114,7 +114,7 @@ def test_an_explicit_crop_that_cuts_defect_pixels_is_counted_once(wide, tmp_path
     assert "image size: resize 256, centre crop 224 (from --resize/--crop" in captured.out
 
 
-def test_evaluate_prints_one_phase_table_and_writes_overlays_and_top_panels(wide, tmp_path, capsys):
+def test_evaluate_prints_one_phase_table_and_writes_overlays_and_top_panels(wide, scale, tmp_path, capsys):
     code = cli.main(["evaluate", "--data-root", str(wide), "--category", "plate", "--output",
                      str(tmp_path / "run"), "--coreset-ratio", "0.5"])
     out = capsys.readouterr().out
@@ -122,6 +122,8 @@ def test_evaluate_prints_one_phase_table_and_writes_overlays_and_top_panels(wide
     phases = [line.split()[0] for line in out.splitlines()[out.splitlines().index("  phase      seconds  share")
                                                             + 1:] if line.startswith("  ")][:9]
     assert phases == ["validate", "extract", "coreset", "search", "maps", "metrics", "writing", "other", "wall"]
+    seconds = scale.parse_phases(out)  # as benchmarks/scale.py --phases reads it
+    assert list(seconds) == phases and abs(sum(seconds.values()) - 2 * seconds["wall"]) <= 0.5  # rows add up to the wall
     overlays = sorted((tmp_path / "run" / "heatmaps").glob("*.png"))
     assert len(overlays) == 5 and Image.open(overlays[0]).size == (640, 256)  # the whole image, as the model saw it
     assert len(list((tmp_path / "run" / "top").glob("*.png"))) == 5
@@ -215,6 +217,21 @@ def test_hnsw_finds_the_exact_nearest_neighbour_almost_always():
     assert PatchCore(index="hnsw").config.index == "hnsw"
     with pytest.raises(ValueError, match="index"):
         PatchCoreConfig(index="hnsw", knn_backend="torch")
+
+
+def test_the_ann_benchmark_finds_where_hnsw_pays_off():
+    spec = importlib.util.spec_from_file_location("ann_benchmark", BENCHMARKS / "ann.py")
+    ann = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ann)
+    rng = np.random.default_rng(1)
+    bank, queries = rng.normal(size=(3000, 16)).astype(np.float32), rng.normal(size=(500, 16)).astype(np.float32)
+    rows = ann.break_even(bank, queries, [1000, 2000, 5000], n_queries=400, test_patches=10**9)
+    assert [row["bank"] for row in rows] == [1000, 2000]  # no subset bigger than the bank
+    for row in rows:
+        assert row["queries"] == 400 and 0.5 <= row["recall_at_1"] <= 1
+        after = row["pays_off_after_queries"]
+        assert row["faster_for_test_set"] == (after is not None)  # 10**9 queries: any finite break-even
+        assert (after is None) == (row["hnsw_ms_per_1000"] >= row["exact_ms_per_1000"])
 
 
 # -- benchmarks/scale.py ---------------------------------------------------------------------
