@@ -132,7 +132,7 @@ def run_phases(source: Path, n_train: int, n_test: int) -> dict:
     import time
 
     with tempfile.TemporaryDirectory(prefix="pcnotes-phases-") as folder:
-        root = make_set(source, Path(folder), n_train, n_test)
+        root = make_set(source, Path(folder) / "data", n_train, n_test)  # the output may not lie in it
         start = time.perf_counter()
         done = subprocess.run([sys.executable, "-m", "pcnotes", "evaluate", "--data-root", str(root),
                                "--category", CATEGORY, "--output", str(Path(folder) / "run")],
