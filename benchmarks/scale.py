@@ -4,6 +4,7 @@ Run from the repository root::
 
     .venv/bin/python benchmarks/scale.py [--size 64] [--train 50 100 200 400 800]
                                          [--test 100 250 500 1000 2000] [--name scale]
+    .venv/bin/python benchmarks/scale.py --phases 200 500 [--name phases]
 
 Each point is one ``evaluate_category`` (the code behind ``python -m pcnotes
 evaluate``, heat maps off) in a fresh Python process, so that its peak
@@ -14,9 +15,17 @@ so the metrics mean nothing here; the time and the memory are what is measured.
 
 Two sweeps: training images at the smallest test count, then test images at
 the smallest training count. ``--size S`` resizes every image to S x S (whole
-image, no crop): 64 keeps the full grid within about ten minutes on 2 cores;
-``--size 224`` measures at the default input size. The table goes to
+image, no crop). ``--size 224`` is the default input size, where a map per test
+image held in memory would show (200 kB each: 400 MB for 2,000 images); 64 runs
+the whole grid in a few minutes. The table goes to
 ``benchmarks/results/<name>.json`` and ``.md`` and the curves to ``<name>.png``.
+
+``--phases N_TRAIN N_TEST`` instead runs ``python -m pcnotes evaluate`` at its
+defaults (image size 256 / crop 224 for these square images, heat maps on) on
+the same repeated category and writes the phase table the CLI printed
+(validate, extract, coreset, search, maps, metrics, writing, other, wall) to
+``<name>.json`` and ``.md`` (default name ``phases``).
+
 The seconds are wall-clock on whatever machine runs this (compare within one run).
 """
 
@@ -27,6 +36,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -34,6 +44,7 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CATEGORY = "wood"
+MODEL_PHASES = ("extract", "coreset", "search", "maps")  # fit + predict, as the CLI counts them
 
 
 def _link_repeated(sources: list[Path], folder: Path, count: int) -> list[Path]:
@@ -101,6 +112,63 @@ def measure(source: Path, n_train: int, n_test: int, size: int) -> dict:
             **{key: round(value, 2) if isinstance(value, float) else value for key, value in row.items()}}
 
 
+def parse_phases(output: str) -> dict:
+    """The CLI's phase table (``phase seconds share`` rows, then ``wall``) -> seconds per phase and the wall."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.split() == ["phase", "seconds", "share"])
+    seconds = {}
+    for line in lines[start + 1:]:
+        match = re.match(r"  (\w+) +([0-9.]+)", line)
+        if not match:
+            break
+        seconds[match[1]] = float(match[2])
+        if match[1] == "wall":
+            break
+    return seconds
+
+
+def run_phases(source: Path, n_train: int, n_test: int) -> dict:
+    """``python -m pcnotes evaluate`` at its defaults (heat maps on) on a made set: the CLI's phase table."""
+    import time
+
+    with tempfile.TemporaryDirectory(prefix="pcnotes-phases-") as folder:
+        root = make_set(source, Path(folder) / "data", n_train, n_test)  # the output may not lie in it
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "pcnotes", "evaluate", "--data-root", str(root),
+                               "--category", CATEGORY, "--output", str(Path(folder) / "run")],
+                              capture_output=True, text=True, env={**os.environ})
+        process_seconds = time.perf_counter() - start
+        if done.returncode != 0:
+            raise RuntimeError(f"the evaluation of {n_train} / {n_test} images failed:\n{done.stderr}")
+        metrics = json.loads((Path(folder) / "run" / "metrics.json").read_text())
+        heat_maps = len(list((Path(folder) / "run" / "heatmaps").glob("*.png")))
+    seconds = parse_phases(done.stdout)
+    model = sum(seconds[key] for key in MODEL_PHASES)
+    return {"n_train": n_train, "n_test": n_test, "image_size": metrics["image_size"], "heat_maps": heat_maps,
+            "seconds": seconds, "fit_predict_share": round(model / seconds["wall"], 3),
+            "process_seconds": round(process_seconds, 1)}
+
+
+def phases_markdown(row: dict) -> str:
+    wall = row["seconds"]["wall"]
+    lines = ["| phase | seconds | share of the wall time |", "| --- | ---: | ---: |"]
+    lines += [f"| {name} | {value:.1f} | {100 * value / wall:.0f}% |" for name, value in row["seconds"].items()]
+    return "\n".join(lines)
+
+
+def write_phases(row: dict, machine: str, results: Path, name: str) -> None:
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{name}.json").write_text(json.dumps({"machine": machine, **row}, indent=1) + "\n")
+    (results / f"{name}.md").write_text(
+        f"# scale.py --phases: the CLI's phase table on {row['n_test']} test images\n\n{machine}. "
+        f"`python -m pcnotes evaluate` at its defaults (image size {row['image_size']}, heat maps on: "
+        f"{row['heat_maps']} overlays and the top panels) on the embedded `{CATEGORY}` repeated to "
+        f"{row['n_train']} training and {row['n_test']} test images; the table the CLI printed:\n\n"
+        f"{phases_markdown(row)}\n\nfit + predict ({', '.join(MODEL_PHASES)}): "
+        f"{100 * row['fit_predict_share']:.0f}% of the wall time. The whole process, Python's start and "
+        f"imports included, took {row['process_seconds']:.1f} s.\n")
+
+
 def markdown(rows: list[dict]) -> str:
     lines = ["| train images | test images | memory bank | fit s | predict s | evaluate s | peak memory MB |",
              "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -108,6 +176,10 @@ def markdown(rows: list[dict]) -> str:
         lines.append(f"| {row['n_train']} | {row['n_test']} | {row['memory_bank_size']:,} | {row['fit_seconds']:.1f} "
                      f"| {row['predict_seconds']:.1f} | {row['evaluate_seconds']:.1f} | {row['peak_mb']:,.0f} |")
     return "\n".join(lines)
+
+
+def _phases_text(row: dict) -> str:
+    return " ".join(f"{name} {seconds:.1f}" for name, seconds in row["phases"].items())
 
 
 def plot(train_rows: list[dict], test_rows: list[dict], path: Path) -> None:
@@ -130,6 +202,13 @@ def plot(train_rows: list[dict], test_rows: list[dict], path: Path) -> None:
     figure.savefig(path)
 
 
+def _machine(load_before: float) -> str:
+    """The date, Python, the cores and their load before and after the run (other jobs share them)."""
+    return (f"{datetime.date.today()}, python {platform.python_version()}, {os.cpu_count()} CPU cores, load average "
+            f"{load_before:.1f} before the run and {os.getloadavg()[0]:.1f} after it (shared with other jobs: "
+            "compare within this run only)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=64, help="images resized to S x S (default: %(default)s)")
@@ -137,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test", type=int, nargs="+", default=[100, 250, 500, 1000, 2000])
     parser.add_argument("--name", default="scale", help="results file name (default: %(default)s)")
     parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--phases", nargs=2, type=int, metavar=("N_TRAIN", "N_TEST"),
+                        help="instead of the sweeps: one `python -m pcnotes evaluate` at its defaults (heat maps "
+                             "on) and its phase table, written to <name>.json and .md (default name: phases)")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -146,15 +228,23 @@ def main(argv: list[str] | None = None) -> int:
     from pcnotes.data.synth import ensure_default_dataset
 
     source = ensure_default_dataset() / CATEGORY
-    machine = (f"{datetime.date.today()}, python {platform.python_version()}, {os.cpu_count()} CPU cores "
-               "(shared with other jobs: compare within this run only)")
+    before = os.getloadavg()[0]
+    if args.phases:
+        row = run_phases(source, *args.phases)
+        name = "phases" if args.name == "scale" else args.name
+        write_phases(row, _machine(before), args.results, name)
+        print(phases_markdown(row))
+        print(f"fit + predict: {100 * row['fit_predict_share']:.0f}% of the wall time; wrote "
+              f"{args.results / name}.json and .md")
+        return 0
     train_rows, test_rows = [], []
     for n_train in args.train:
         train_rows.append(measure(source, n_train, min(args.test), args.size))
-        print(markdown(train_rows).splitlines()[-1], flush=True)
+        print(markdown(train_rows).splitlines()[-1], _phases_text(train_rows[-1]), flush=True)
     for n_test in args.test:
         test_rows.append(measure(source, min(args.train), n_test, args.size))
-        print(markdown(test_rows).splitlines()[-1], flush=True)
+        print(markdown(test_rows).splitlines()[-1], _phases_text(test_rows[-1]), flush=True)
+    machine = _machine(before)
     growth = test_rows[-1]["peak_mb"] / test_rows[0]["peak_mb"]
     record = {"machine": machine, "size": args.size, "train_sweep": train_rows, "test_sweep": test_rows,
               "peak_memory_growth_over_test_sweep": round(growth, 3)}

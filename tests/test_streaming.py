@@ -59,6 +59,15 @@ def wide(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module")
+def scale():
+    """benchmarks/scale.py as a module."""
+    spec = importlib.util.spec_from_file_location("scale_benchmark", BENCHMARKS / "scale.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 # -- the default image size -------------------------------------------------------------------
 
 
@@ -105,7 +114,7 @@ def test_an_explicit_crop_that_cuts_defect_pixels_is_counted_once(wide, tmp_path
     assert "image size: resize 256, centre crop 224 (from --resize/--crop" in captured.out
 
 
-def test_evaluate_prints_one_phase_table_and_writes_overlays_and_top_panels(wide, tmp_path, capsys):
+def test_evaluate_prints_one_phase_table_and_writes_overlays_and_top_panels(wide, scale, tmp_path, capsys):
     code = cli.main(["evaluate", "--data-root", str(wide), "--category", "plate", "--output",
                      str(tmp_path / "run"), "--coreset-ratio", "0.5"])
     out = capsys.readouterr().out
@@ -113,6 +122,8 @@ def test_evaluate_prints_one_phase_table_and_writes_overlays_and_top_panels(wide
     phases = [line.split()[0] for line in out.splitlines()[out.splitlines().index("  phase      seconds  share")
                                                             + 1:] if line.startswith("  ")][:9]
     assert phases == ["validate", "extract", "coreset", "search", "maps", "metrics", "writing", "other", "wall"]
+    seconds = scale.parse_phases(out)  # as benchmarks/scale.py --phases reads it
+    assert list(seconds) == phases and abs(sum(seconds.values()) - 2 * seconds["wall"]) <= 0.5  # rows add up to the wall
     overlays = sorted((tmp_path / "run" / "heatmaps").glob("*.png"))
     assert len(overlays) == 5 and Image.open(overlays[0]).size == (640, 256)  # the whole image, as the model saw it
     assert len(list((tmp_path / "run" / "top").glob("*.png"))) == 5
@@ -157,6 +168,40 @@ def test_evaluate_streams_to_the_scores_and_metrics_of_predicting_everything_at_
     assert set(result.phases) == {"validate", "extract", "coreset", "search", "maps", "metrics"}
 
 
+def test_the_metric_store_holds_a_grid_and_a_packed_mask_per_image_not_its_map():
+    size, grid = (224, 224), (28, 28)
+    store = MetricStore(size, sigma=4.0)
+    masks = np.zeros((8, *size), dtype=bool)
+    masks[4:, 100:120, 30:60] = True  # half of each batch defective
+    for _ in range(25):  # 200 images
+        store.add(np.ones(8), np.array([0] * 4 + [1] * 4), np.ones((8, *grid), np.float32), masks)
+    per_image = store.nbytes / len(store)
+    assert per_image == 4 + 8 + 28 * 28 * 4 + 0.5 * 224 * 224 / 8  # score, label, grid, half a packed mask
+    assert 224 * 224 * 4 > 30 * per_image  # one float32 map is more than 30 times that
+
+
+def test_evaluate_holds_no_map_of_a_scored_batch(scale, tmp_path):
+    """Memory that stays after each batch grows by far less than one map per image (tracemalloc)."""
+    import tracemalloc
+
+    from pcnotes.data.synth import ensure_default_dataset
+
+    root = scale.make_set(ensure_default_dataset() / scale.CATEGORY, tmp_path / "set", 2, 32)
+    config = PatchCoreConfig(resize=(96, 96), crop=None, batch_size=4)  # 8 test batches
+    held = []  # (images scored, bytes traced) after each batch
+    tracemalloc.start()
+    try:
+        evaluate_category(root, scale.CATEGORY, config,
+                          on_batch=lambda batch: held.append((batch.first + len(batch.maps),
+                                                              tracemalloc.get_traced_memory()[0])))
+    finally:
+        tracemalloc.stop()
+    assert len(held) == 8
+    (first, before), (last, after) = held[1], held[-1]  # from the second batch: first-call caches are made
+    per_image = (after - before) / (last - first)
+    assert per_image < 96 * 96 * 4 / 8, per_image  # an eighth of a float32 map
+
+
 # -- the approximate index ---------------------------------------------------------------------
 
 
@@ -174,13 +219,25 @@ def test_hnsw_finds_the_exact_nearest_neighbour_almost_always():
         PatchCoreConfig(index="hnsw", knn_backend="torch")
 
 
+def test_the_ann_benchmark_finds_where_hnsw_pays_off():
+    spec = importlib.util.spec_from_file_location("ann_benchmark", BENCHMARKS / "ann.py")
+    ann = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ann)
+    rng = np.random.default_rng(1)
+    bank, queries = rng.normal(size=(3000, 16)).astype(np.float32), rng.normal(size=(500, 16)).astype(np.float32)
+    rows = ann.break_even(bank, queries, [1000, 2000, 5000], n_queries=400, test_patches=10**9)
+    assert [row["bank"] for row in rows] == [1000, 2000]  # no subset bigger than the bank
+    for row in rows:
+        assert row["queries"] == 400 and 0.5 <= row["recall_at_1"] <= 1
+        after = row["pays_off_after_queries"]
+        assert row["faster_for_test_set"] == (after is not None)  # 10**9 queries: any finite break-even
+        assert (after is None) == (row["hnsw_ms_per_1000"] >= row["exact_ms_per_1000"])
+
+
 # -- benchmarks/scale.py ---------------------------------------------------------------------
 
 
-def test_scale_benchmark_measures_one_small_point(tmp_path):
-    spec = importlib.util.spec_from_file_location("scale_benchmark", BENCHMARKS / "scale.py")
-    scale = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(scale)
+def test_scale_benchmark_measures_one_small_point(scale, tmp_path):
     from pcnotes.data.synth import ensure_default_dataset
 
     source = ensure_default_dataset() / scale.CATEGORY

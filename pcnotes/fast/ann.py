@@ -7,7 +7,7 @@ Yashunin 2018) visits only a few hundred entries per query and returns the true
 nearest neighbour almost always; when it misses, it returns a slightly farther
 entry, so a patch score can only come out slightly *higher* than exact.
 
-``benchmarks/scale.py`` measures its recall@1, the AUROC change and the
+``benchmarks/ann.py`` measures its recall@1, the AUROC change and the
 speed-up against exact search (``benchmarks/results/ann.md``).
 """
 

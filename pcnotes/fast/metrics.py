@@ -58,6 +58,12 @@ class MetricStore:
             self.labels.append(int(label))
             self.grids.append(np.asarray(grid, dtype=np.float32))
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes held for the test set so far: per image a score, a label, a grid and, if defective, a packed mask."""
+        return (4 * len(self.scores) + 8 * len(self.labels) + sum(grid.nbytes for grid in self.grids)
+                + sum(packed.nbytes for packed in self.masks.values()))
+
     def _mask(self, index: int) -> np.ndarray:
         packed = self.masks.get(index)
         if packed is None:
