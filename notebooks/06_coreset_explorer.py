@@ -104,7 +104,7 @@ for sampler, ratio, size, radius, image, pixel, pro in sorted(rows):
 
 # %%
 figure = ExplorerFigure(dpi=72)
-stats = update(0.01, "approximate_greedy", cache=state)  # opens on the largest defect
+stats = update(0.01, "approximate_greedy", cache=state)  # opens on the defect that stands out most
 for name, value in stats_rows(stats):
     print(f"{name:>15}: {value}")
 display(figure.draw(stats, state.history(data.name)))
