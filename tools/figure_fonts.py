@@ -40,6 +40,14 @@ from PIL import Image as _Image
 
 _FIGURE_FONTS = []
 _print_figure = _Canvas.print_figure
+_CELL = [0]  # the notebook's code cell running now, from 1 (this hook's own cell is not counted)
+
+
+def _next_cell(info):
+    _CELL[0] += 1
+
+
+get_ipython().events.register("pre_run_cell", _next_cell)
 
 
 def _drawn_texts(fig):
@@ -58,7 +66,7 @@ def _recording_print_figure(self, filename, *args, **kwargs):
     if isinstance(filename, _io.BytesIO) and texts and kwargs.get("format", "png") == "png":
         smallest = min(texts, key=lambda t: t.get_fontsize())
         dpi = kwargs.get("dpi") or self.figure.dpi
-        _FIGURE_FONTS.append({"cell": get_ipython().execution_count - 1,
+        _FIGURE_FONTS.append({"cell": _CELL[0],
                               "width": _Image.open(_io.BytesIO(filename.getvalue())).width,
                               "font_px": smallest.get_fontsize() * dpi / 72,
                               "text": smallest.get_text()[:40]})
