@@ -361,7 +361,7 @@ class CoresetExplorer(widgets.VBox):
         start = time.perf_counter()
         if not self.state.is_loaded(category):
             self._show_busy(f"extracting {category} features and building its neighbour "
-                            "tables (once per category)…")
+                            "table (once per category)…")
         elif self.state.will_run_sampler(category, sampler, ratio):
             label = {v: k for k, v in SAMPLER_NAMES.items()}[sampler]
             self._show_busy(f"running the {label} sampler (once; smaller ratios reuse its picks)…")
