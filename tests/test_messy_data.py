@@ -1,6 +1,6 @@
 """Issue 23: messy real-world files give a right result or one clear line, never a silent wrong one.
 
-Each test names the cases of the issue it pins (the closing note's table lists all 42).
+The issue's closing note has the table of its 42 cases, each with the tests here that pin it.
 The CLI runs in-process (``cli.main``) on small PNGs at ``--resize 64x64``, or on
 test_cli's tiny generated data set for ``evaluate``.
 """
@@ -79,10 +79,10 @@ def fitted():
     return PatchCore(resize=(64, 64), crop=None, coreset_ratio=1.0).fit(images), images
 
 
-# -- 1, 40: outputs keep the user's edits; OS junk is ignored -------------------------------
+# -- outputs keep the user's edits; OS junk is ignored -------------------------------
 
 
-def test_case1_an_edited_output_is_the_users_until_force(model_dir, tmp_path):
+def test_an_edited_output_is_the_users_until_force(model_dir, tmp_path):
     image = write_image(tmp_path / "a.png")
     argv = ["predict", "--model", model_dir, image, "--output", tmp_path / "out"]
     assert run(argv)[0] == 0
@@ -97,7 +97,7 @@ def test_case1_an_edited_output_is_the_users_until_force(model_dir, tmp_path):
     assert b"my,note" not in (tmp_path / "out" / "scores.csv").read_bytes()
 
 
-def test_case40_files_that_operating_systems_add_do_not_block_a_rerun(tmp_path):
+def test_files_that_operating_systems_add_do_not_block_a_rerun(tmp_path):
     with replace_folder(tmp_path / "out", "predict") as staging:
         (staging / "scores.csv").write_text("path,score\n")
     for junk in (".DS_Store", "._scores.csv", "Thumbs.db", "desktop.ini"):
@@ -110,24 +110,24 @@ def test_case40_files_that_operating_systems_add_do_not_block_a_rerun(tmp_path):
         folders.check_target(tmp_path / "out", "predict")
 
 
-# -- 2, 3, 4, 22, 23, 35: outputs per data set; the category option ---------------------
+# -- outputs per data set; the category option ---------------------
 
 
-def test_case2_3_default_outputs_differ_for_categories_of_the_same_name(tmp_path):
+def test_default_outputs_differ_for_categories_of_the_same_name(tmp_path):
     outputs = {cli.default_output(tmp_path / parent / "cat") for parent in ("a", "b", "x", "y")}
     assert len(outputs) == 4 and all(o.parent == Path("runs") and o.name.startswith("cat-") for o in outputs)
     assert cli.default_output(tmp_path / "a" / "cat") == cli.default_output(tmp_path / "a" / "cat")
 
 
 @pytest.mark.parametrize("category", [".", "", " ", "sub/.."])
-def test_case4_35_the_root_or_nothing_as_category_is_a_usage_error(tiny, category, tmp_path, monkeypatch):
+def test_the_root_or_nothing_as_category_is_a_usage_error(tiny, category, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, _, err = run(["evaluate", "--data-root", tiny, "--category", category])
     assert code == 2 and "--category must name a category folder" in error_line(err)
     assert not (tmp_path / "runs").exists()
 
 
-def test_case2_22_23_two_data_roots_keep_two_outputs_and_a_latin1_name_is_shown(tiny, tmp_path, monkeypatch):
+def test_two_data_roots_keep_two_outputs_and_a_latin1_name_is_shown(tiny, tmp_path, monkeypatch):
     """Two copies of one category: two outputs; a test image and mask named with a Latin-1 byte."""
     monkeypatch.chdir(tmp_path)
     for name in ("a", "b"):
@@ -151,7 +151,7 @@ def test_case2_22_23_two_data_roots_keep_two_outputs_and_a_latin1_name_is_shown(
     assert (written[0] / "heatmaps" / f"{defect.name}_{latin1}.png").is_file()
 
 
-# -- 5, 6, 7: EXIF orientation, and a property over orientations 1 to 8 -------------------
+# -- EXIF orientation, and a property over orientations 1 to 8 -------------------
 
 #: For each EXIF orientation, how to store a picture so that a viewer shows the original.
 STORED = {1: None, 2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
@@ -180,7 +180,7 @@ def defect_scene(height=64, width=96, top=8, left=56):
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(orientation=st.integers(1, 8), suffix=st.sampled_from([".png", ".jpg"]))
-def test_case5_6_7_exif_orientations_keep_maps_and_masks_on_the_image_as_shown(fitted, tmp_path_factory,
+def test_exif_orientations_keep_maps_and_masks_on_the_image_as_shown(fitted, tmp_path_factory,
                                                                                orientation, suffix):
     model, _ = fitted
     folder = tmp_path_factory.mktemp("exif")
@@ -203,11 +203,11 @@ def test_case5_6_7_exif_orientations_keep_maps_and_masks_on_the_image_as_shown(f
     assert truth[peak]
 
 
-# -- 8, 9, 10, 11: every number finite --------------------------------------------------
+# -- every number finite --------------------------------------------------
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
-def test_case8_9_a_bank_that_is_not_finite_is_refused_at_load(fitted, tmp_path, value):
+def test_a_bank_that_is_not_finite_is_refused_at_load(fitted, tmp_path, value):
     model, images = fitted
     clean = model.memory_bank.copy()
     try:
@@ -219,7 +219,7 @@ def test_case8_9_a_bank_that_is_not_finite_is_refused_at_load(fitted, tmp_path, 
         PatchCore.load(path)
 
 
-def test_case10_11_a_nan_pixel_is_refused_at_fit_and_predict(fitted):
+def test_a_nan_pixel_is_refused_at_fit_and_predict(fitted):
     model, images = fitted
     spoiled = images.clone()
     spoiled[1, 0, 5, 5] = float("nan")
@@ -229,10 +229,10 @@ def test_case10_11_a_nan_pixel_is_refused_at_fit_and_predict(fitted):
         PatchCore(resize=(64, 64), crop=None).fit(spoiled)
 
 
-# -- 12 to 15: every image file used or named -----------------------------------------------
+# -- every image file used or named -----------------------------------------------
 
 
-def test_case12_13_webp_and_gif_are_read_and_other_files_named(model_dir, tmp_path):
+def test_webp_and_gif_are_read_and_other_files_named(model_dir, tmp_path):
     train = image_folder(tmp_path / "train", 2)
     for i, suffix in enumerate([".webp", ".webp", ".gif"]):
         write_image(train / f"{10 + i}{suffix}", seed=10 + i)
@@ -246,13 +246,13 @@ def test_case12_13_webp_and_gif_are_read_and_other_files_named(model_dir, tmp_pa
 
 
 @pytest.mark.parametrize("suffix", [".gif", ".webp"])
-def test_case14_15_a_folder_of_only_gif_or_webp_is_used(tmp_path, suffix):
+def test_a_folder_of_only_gif_or_webp_is_used(tmp_path, suffix):
     folder = image_folder(tmp_path / "only", 2, suffix)
     images = load_images(list_images(folder), image_transform((64, 64), None))
     assert images.shape == (2, 3, 64, 64)
 
 
-def test_case14_15_no_images_names_the_accepted_and_the_found_extensions(tmp_path):
+def test_no_images_names_the_accepted_and_the_found_extensions(tmp_path):
     train = tmp_path / "train"
     train.mkdir()
     (train / "a.heic").write_bytes(b"x")
@@ -262,10 +262,10 @@ def test_case14_15_no_images_names_the_accepted_and_the_found_extensions(tmp_pat
     assert code == 1 and ".png, .jpg" in line and ".webp, .gif" in line and "it holds only .heic, .txt files" in line
 
 
-# -- 16, 17, 33: the model knows what it was made from ------------------------------------
+# -- the model knows what it was made from ------------------------------------
 
 
-def test_case16_17_33_weights_file_hashed_stored_absolute_and_config_covered(model_dir, tmp_path, monkeypatch):
+def test_weights_file_hashed_stored_absolute_and_config_covered(model_dir, tmp_path, monkeypatch):
     backbone, _ = load_backbone("mobilenet_v2", "random", seed=3)
     (tmp_path / "fit_here").mkdir()
     torch.save(backbone.state_dict(), tmp_path / "fit_here" / "weights.pt")
@@ -285,7 +285,7 @@ def test_case16_17_33_weights_file_hashed_stored_absolute_and_config_covered(mod
     assert code == 1 and "is not the weights file the model" in error_line(err) and "weights.pt" in err
 
 
-def test_case17_an_edited_config_json_is_refused(model_dir, tmp_path):
+def test_an_edited_config_json_is_refused(model_dir, tmp_path):
     shutil.copytree(model_dir, tmp_path / "model")
     path = tmp_path / "model" / "config.json"
     meta = json.loads(path.read_text())
@@ -295,25 +295,25 @@ def test_case17_an_edited_config_json_is_refused(model_dir, tmp_path):
         PatchCore.load(tmp_path / "model")
 
 
-# -- 18, 19: one-sided colour scales -------------------------------------------------------
+# -- one-sided colour scales -------------------------------------------------------
 
 
 @pytest.mark.parametrize("option, value, message", [
     ("--vmin", "1000", "--vmin (1000) must be below the highest map value"),
     ("--vmax", "-5", "--vmax (-5) must be above the lowest map value"),
 ])
-def test_case18_19_a_one_sided_scale_that_inverts_is_refused(model_dir, tmp_path, option, value, message):
+def test_a_one_sided_scale_that_inverts_is_refused(model_dir, tmp_path, option, value, message):
     code, _, err = run(["predict", "--model", model_dir, write_image(tmp_path / "a.png"),
                         "--output", tmp_path / "out", option, value])
     assert code == 2 and message in error_line(err) and not (tmp_path / "out").exists()
 
 
-def test_case18_19_a_one_sided_scale_on_its_side_is_kept():
+def test_a_one_sided_scale_on_its_side_is_kept():
     assert cli._colour_scale((0.5, 2.0), 1.0, None) == (1.0, 2.0)
     assert cli._colour_scale((0.5, 2.0), None, 1.0) == (0.5, 1.0)
 
 
-# -- 20, 21, 24, 25: sizes checked before any work ----------------------------------------
+# -- sizes checked before any work ----------------------------------------
 
 
 @pytest.mark.parametrize("resize, message", [
@@ -323,26 +323,26 @@ def test_case18_19_a_one_sided_scale_on_its_side_is_kept():
     ("100000", "--resize 100000 (crop 224) needs about"),
     ("100000x100000", "--resize 100000x100000 (crop none) needs about"),
 ])
-def test_case20_21_24_25_sizes_too_small_or_too_large_are_refused_before_reading(tmp_path, resize, message):
+def test_sizes_too_small_or_too_large_are_refused_before_reading(tmp_path, resize, message):
     train = image_folder(tmp_path / "train", 1)
     code, out, err = run(["fit", "--train-dir", train, "--model", tmp_path / "model", "--resize", resize])
     assert code == 2 and message in error_line(err) and "weights loaded" not in out
 
 
-def test_case20_the_size_limit_follows_the_deepest_layer():
+def test_the_size_limit_follows_the_deepest_layer():
     assert PatchCore(layers=("features.6",)).deepest_stride() == ("features.6", 8)
     PatchCore(layers=("features.6",), resize=(24, 24), crop=None).check_input_size()  # 8 x 3
     with pytest.raises(ConfigError, match="use at least 48 pixels"):
         PatchCore(resize=(47, 64), crop=None).check_input_size()
 
 
-def test_case22_predicting_on_another_grid_than_the_fit_is_refused(fitted):
+def test_predicting_on_another_grid_than_the_fit_is_refused(fitted):
     model, _ = fitted
     with pytest.raises(ValueError, match="give a 16x16 patch grid, but the model was fitted on a 8x8 grid"):
         model.predict(torch.zeros(1, 3, 128, 128))
 
 
-# -- 26, 21 (empty masks), 27 to 29 (near-miss names) -------------------------------------
+# -- empty masks, near-miss mask names -------------------------------------
 
 
 def _zero_masks(root: Path, how_many: int | None = None) -> list[Path]:
@@ -352,7 +352,7 @@ def _zero_masks(root: Path, how_many: int | None = None) -> list[Path]:
     return masks
 
 
-def test_case21_an_empty_defect_mask_is_one_warning_line(tiny, tmp_path):
+def test_an_empty_defect_mask_is_one_warning_line(tiny, tmp_path):
     shutil.copytree(tiny, tmp_path / "data")
     zeroed = _zero_masks(tmp_path / "data", 2)
     test = MVTecDataset(tmp_path / "data", CATEGORY, "test", resize=(256, 256), crop=None)
@@ -362,7 +362,7 @@ def test_case21_an_empty_defect_mask_is_one_warning_line(tiny, tmp_path):
     assert len(lines) == 1 and str(zeroed[0]) in lines[0]
 
 
-def test_case26_all_masks_empty_is_refused_before_the_fit(tiny, tmp_path, monkeypatch):
+def test_all_masks_empty_is_refused_before_the_fit(tiny, tmp_path, monkeypatch):
     shutil.copytree(tiny, tmp_path / "data")
     _zero_masks(tmp_path / "data")
     monkeypatch.setattr(PatchCore, "fit", lambda *_: pytest.fail("no fit should start"))
@@ -371,7 +371,7 @@ def test_case26_all_masks_empty_is_refused_before_the_fit(tiny, tmp_path, monkey
 
 
 @pytest.mark.parametrize("near", ["000.png", "000_mask.PNG", "000_mask.jpg"])
-def test_case27_28_29_a_near_miss_mask_name_is_named(tiny, tmp_path, near):
+def test_a_near_miss_mask_name_is_named(tiny, tmp_path, near):
     shutil.copytree(tiny, tmp_path / "data")
     mask = sorted((tmp_path / "data" / CATEGORY / "ground_truth").rglob("000_mask.png"))[0]
     Image.open(mask).save(mask.with_name(near), format="PNG" if near.lower().endswith("png") else "JPEG")
@@ -381,10 +381,10 @@ def test_case27_28_29_a_near_miss_mask_name_is_named(tiny, tmp_path, near):
         MVTecDataset(tmp_path / "data", CATEGORY, "test")
 
 
-# -- 31, 32, 36, 41: names -------------------------------------------------------------------
+# -- names -------------------------------------------------------------------
 
 
-def test_case32_a_long_file_name_gives_a_short_output_name(model_dir, tmp_path):
+def test_a_long_file_name_gives_a_short_output_name(model_dir, tmp_path):
     long = write_image(tmp_path / ("é" * 120 + ".png"))  # 240 bytes
     code, _, err = run(["predict", "--model", model_dir, long, "--output", tmp_path / "out"])
     assert code == 0, err
@@ -392,7 +392,7 @@ def test_case32_a_long_file_name_gives_a_short_output_name(model_dir, tmp_path):
     assert len(written) == 1 and len(os.fsencode(written[0].stem)) <= cli.MAX_STEM_BYTES
 
 
-def test_case36_a_file_named_like_an_option_gets_a_hint(model_dir, tmp_path, monkeypatch):
+def test_a_file_named_like_an_option_gets_a_hint(model_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write_image(tmp_path / "-x.png")
     code, _, err = run(["predict", "--model", model_dir, "-x.png", "--output", "out"])
@@ -411,7 +411,7 @@ NAMES = st.one_of(
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(name=NAMES)
-def test_case31_32_36_property_any_file_name_is_scored_and_written(model_dir, tmp_path_factory, name):
+def test_property_any_file_name_is_scored_and_written(model_dir, tmp_path_factory, name):
     place = tmp_path_factory.mktemp("names")
     (place / "in").mkdir()
     image = write_image(place / "in" / f"{name}.png")
@@ -424,10 +424,10 @@ def test_case31_32_36_property_any_file_name_is_scored_and_written(model_dir, tm
     assert len(os.fsencode(written.stem)) <= cli.MAX_STEM_BYTES
 
 
-# -- 34: decompression bombs ----------------------------------------------------------------
+# -- decompression bombs ----------------------------------------------------------------
 
 
-def test_case34_an_image_over_pillows_limit_is_one_line_naming_it(tmp_path, monkeypatch):
+def test_an_image_over_pillows_limit_is_one_line_naming_it(tmp_path, monkeypatch):
     path = write_image(tmp_path / "big.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 3000)  # 64 x 64 = 4096: over the limit, under twice it
     with pytest.warns(DataWarning) as caught:
@@ -436,10 +436,10 @@ def test_case34_an_image_over_pillows_limit_is_one_line_naming_it(tmp_path, monk
     assert f"e.g. {path}, 64 x 64" in str(caught[0].message)
 
 
-# -- 37: loading while another process saves -----------------------------------------------
+# -- loading while another process saves -----------------------------------------------
 
 
-def test_case37_loading_while_another_process_saves_always_succeeds(fitted, tmp_path):
+def test_loading_while_another_process_saves_always_succeeds(fitted, tmp_path):
     model, _ = fitted
     path = model.save(tmp_path / "model")
     code = (
@@ -463,7 +463,7 @@ def test_case37_loading_while_another_process_saves_always_succeeds(fitted, tmp_
     assert writer.wait() == 0 and loads >= 1
 
 
-# -- 38, 39: the API names wrong inputs -------------------------------------------------------
+# -- the API names wrong inputs -------------------------------------------------------
 
 
 @pytest.mark.parametrize("images, error, message", [
@@ -472,7 +472,7 @@ def test_case37_loading_while_another_process_saves_always_succeeds(fitted, tmp_
     (torch.zeros(2, 1, 64, 64), ValueError, r"must have the shape \(B, 3, H, W\), got \(2, 1, 64, 64\)"),
     (np.zeros((2, 3, 64, 64), np.float32), TypeError, "must be a torch.Tensor"),
 ])
-def test_case38_39_wrong_inputs_are_named_in_one_line(fitted, images, error, message):
+def test_wrong_inputs_are_named_in_one_line(fitted, images, error, message):
     model, _ = fitted
     for call in (model.predict, PatchCore(resize=(64, 64), crop=None).fit):
         with pytest.raises(error, match=message):

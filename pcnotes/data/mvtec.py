@@ -39,6 +39,7 @@ from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
+from pcnotes.util.folders import OS_JUNK
 from pcnotes.util.paths import printable
 
 __all__ = [
@@ -78,8 +79,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 #: named in one warning line (see :func:`skipped_files`), never skipped silently.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 ACCEPTED = ", ".join(IMAGE_EXTENSIONS)
-#: Files that operating systems add to folders by themselves: never images, never worth a warning.
-_OS_JUNK = (".DS_Store", "Thumbs.db", "desktop.ini")
 
 
 class DataError(ValueError):
@@ -494,7 +493,7 @@ def skipped_files(folder: str | Path) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted((p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
-                   and p.name not in _OS_JUNK and not _is_image_file(p)), key=lambda p: p.name)
+                   and p.name not in OS_JUNK and not _is_image_file(p)), key=lambda p: p.name)
 
 
 def note_skipped(folder: str | Path) -> None:
