@@ -21,10 +21,11 @@ def test_a_figure_under_9_px_in_the_book_fails_and_a_legible_one_passes(tmp_path
     small = tmp_path / "small.py"  # 8-pt text at 80 dpi (8.9 px) in a figure wider than the column
     small.write_text(HEADER + "fig, ax = plt.subplots(figsize=(14, 3), dpi=80)\n"
                      "ax.set_title('tiny', fontsize=8)\n")
-    shown = tmp_path / "shown.py"  # the explorer figure, as notebook 06 displays it, and a pyplot one
-    shown.write_text(HEADER + "fig, ax = plt.subplots(figsize=(8, 3), dpi=80)\nax.set_title('fine', fontsize=9)\n"
+    shown = tmp_path / "shown.py"  # a JPEG pyplot figure, and the explorer figure as 06 displays it and as a widget
+    shown.write_text(HEADER + "%config InlineBackend.figure_formats = ['jpeg']\n"
+                     "fig, ax = plt.subplots(figsize=(8, 3), dpi=80)\nax.set_title('fine', fontsize=9)\n"
                      "\n# %%\nfrom IPython.display import display\nfrom pcnotes.app.explorer import ExplorerFigure\n"
-                     "display(ExplorerFigure(dpi=72).fig)\n")
+                     "figure = ExplorerFigure(dpi=72)\ndisplay(figure.fig)\nwidget_png = figure.png()\n")
 
     result = fonts(small)
     assert result.returncode == 1, result.stdout + result.stderr
@@ -36,7 +37,7 @@ def test_a_figure_under_9_px_in_the_book_fails_and_a_legible_one_passes(tmp_path
     result = fonts(shown)
     assert result.returncode == 0, result.stdout + result.stderr
     rows = [line.split() for line in result.stdout.splitlines()[1:]]
-    assert [(row[0], row[1]) for row in rows] == [("shown", "1"), ("shown", "2")]  # both figures measured
+    assert [(row[0], row[1]) for row in rows] == [("shown", "1"), ("shown", "2"), ("shown", "2")]  # all measured
     assert all(9 <= float(row[4]) for row in rows)
 
 

@@ -3,7 +3,7 @@
     python tools/figure_fonts.py [NOTEBOOK.py ...] [--column 688] [--min 9]
 
 Runs each notebook (default: the core ones, notebooks/NN_topic.py) in a fresh kernel,
-with a hook on matplotlib's ``print_figure`` that looks at every PNG rendered into memory
+with a hook on matplotlib's ``print_figure`` that looks at every PNG or JPEG rendered into memory
 (the inline backend's, ``display(fig)``'s, a widget's): the smallest visible text (font size
 in points × dpi / 72, in pixels of the image) and the width of the image. The book shows an image
 at its own width, or shrunk to the column when wider, so
@@ -40,6 +40,7 @@ from PIL import Image as _Image
 
 _FIGURE_FONTS = []
 _print_figure = _Canvas.print_figure
+_RASTER = ("png", "jpeg", "jpg")  # the inline backend's formats (several notebooks show JPEG)
 _CELL = [0]  # the notebook's code cell running now, from 1 (this hook's own cell is not counted)
 
 
@@ -60,12 +61,13 @@ def _drawn_texts(fig):
 
 
 def _recording_print_figure(self, filename, *args, **kwargs):
-    """Every PNG rendered into memory (the inline backend, display(fig), a widget's png)."""
+    """Every PNG or JPEG rendered into memory (the inline backend, display(fig), a widget's png)."""
     result = _print_figure(self, filename, *args, **kwargs)
     texts = _drawn_texts(self.figure)
-    if isinstance(filename, _io.BytesIO) and texts and kwargs.get("format", "png") == "png":
+    if isinstance(filename, _io.BytesIO) and texts and kwargs.get("format", "png") in _RASTER:
         smallest = min(texts, key=lambda t: t.get_fontsize())
-        dpi = kwargs.get("dpi") or self.figure.dpi
+        dpi = kwargs.get("dpi")
+        dpi = dpi if isinstance(dpi, (int, float)) else self.figure.dpi  # savefig passes "figure"
         _FIGURE_FONTS.append({"cell": _CELL[0],
                               "width": _Image.open(_io.BytesIO(filename.getvalue())).width,
                               "font_px": smallest.get_fontsize() * dpi / 72,
