@@ -31,6 +31,9 @@ include_patterns = [
 # generated data set, run outputs and the book's own build.
 exclude_patterns = [".*", "**/.*", "data/synthetic", "runs", "artifacts", "book/_build"]
 html_extra_path = ["_extra"]
+# pcnotes.css: long code and output lines wrap rather than being clipped at the column.
+html_static_path = ["_static"]
+html_css_files = ["pcnotes.css"]
 
 # Notebooks are rendered with the outputs they were committed with, never re-run.
 nb_execution_mode = "off"

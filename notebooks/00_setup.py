@@ -154,7 +154,7 @@ for row, category in enumerate(categories):
     paths = sorted((root / category / "train" / "good").glob("*.png"))[:n_show]
     for ax, path in zip(axes[row], paths):
         ax.imshow(load_rgb(path))
-        ax.set_title(f"{category}/{path.name}", fontsize=8)
+        ax.set_title(f"{category}/{path.name}", fontsize=9)
 for ax in axes.flat:
     ax.axis("off")
 fig.suptitle("train/good: what PatchCore learns as normal")
@@ -178,7 +178,7 @@ for row, category in enumerate(categories):
         mask = np.asarray(load_mask(root / category / "ground_truth" / defect / f"{path.stem}_mask.png")) > 127
         ax.imshow(load_rgb(path))
         ax.contour(mask, levels=[0.5], colors="red", linewidths=1)
-        ax.set_title(f"{category}: {defect} ({100 * mask.mean():.1f} %)", fontsize=8)
+        ax.set_title(f"{category}: {defect}\n({100 * mask.mean():.1f} %)", fontsize=9)
 fig.suptitle("test/<defect> with the ground-truth mask (red contour, % of pixels)")
 fig.tight_layout()
 

@@ -224,27 +224,33 @@ def one_nn_distance(train_fmap: torch.Tensor, test_fmap: torch.Tensor) -> np.nda
     return distances[:, 0].reshape(height, width)
 
 
-fig, axes = plt.subplots(2, len(blocks) + 1, figsize=(14, 5.2))
-axes[0, 0].imshow(unnormalize(images[1]))
-axes[0, 0].contour(mask.numpy(), levels=[0.5], colors="red", linewidths=1)
-axes[0, 0].set_title("image (224×224)", fontsize=9)
-axes[1, 0].imshow(mask.numpy(), cmap="gray")
-axes[1, 0].set_title("ground-truth mask", fontsize=9)
-for column, block in enumerate(blocks, start=1):
-    fmap = test_maps[block]
-    size = fmap.shape[-1]
-    small_mask = F.interpolate(mask[None, None], size=(size, size), mode="area")[0, 0].numpy()
-    panels = [fmap[0].norm(dim=0).numpy(), one_nn_distance(train_maps[block], fmap)]
-    titles = [f"{block}: {fmap.shape[1]} ch, {size}×{size}", "1-NN distance to normal"]
-    scales = ["feature norm (L2)", "anomaly score: Euclidean\ndistance in feature space"]
-    for row, (panel, title, scale) in enumerate(zip(panels, titles, scales)):
-        shown = axes[row, column].imshow(panel, cmap="viridis")
-        axes[row, column].contour(small_mask, levels=[0.25], colors="red", linewidths=1)
-        axes[row, column].set_title(title, fontsize=9)
-        fig.colorbar(shown, ax=axes[row, column], fraction=0.046, pad=0.03).set_label(scale, fontsize=7)
-for ax in axes.flat:
-    ax.axis("off")
-fig.tight_layout()
+def show_blocks(pair: tuple[str, str]) -> None:
+    """One figure: the image and mask, then per block its feature norm (top) and 1-NN distance (bottom)."""
+    fig, axes = plt.subplots(2, 3, figsize=(8.4, 5.4))
+    axes[0, 0].imshow(unnormalize(images[1]))
+    axes[0, 0].contour(mask.numpy(), levels=[0.5], colors="red", linewidths=1)
+    axes[0, 0].set_title("image (224×224)")
+    axes[1, 0].imshow(mask.numpy(), cmap="gray")
+    axes[1, 0].set_title("ground-truth mask")
+    for column, block in enumerate(pair, start=1):
+        fmap = test_maps[block]
+        size = fmap.shape[-1]
+        small_mask = F.interpolate(mask[None, None], size=(size, size), mode="area")[0, 0].numpy()
+        panels = [fmap[0].norm(dim=0).numpy(), one_nn_distance(train_maps[block], fmap)]
+        titles = [f"{block}: {fmap.shape[1]} ch, {size}×{size}\nfeature norm (L2)",
+                  "1-NN distance to normal\n(the anomaly score)"]
+        for row, (panel, title) in enumerate(zip(panels, titles)):
+            shown = axes[row, column].imshow(panel, cmap="viridis")
+            axes[row, column].contour(small_mask, levels=[0.25], colors="red", linewidths=1)
+            axes[row, column].set_title(title)
+            fig.colorbar(shown, ax=axes[row, column], fraction=0.046, pad=0.03)
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.tight_layout()
+
+
+show_blocks(blocks[:2])  # early against the first default
+show_blocks(blocks[2:])  # the second default against late
 
 # %% [markdown]
 # What to look for:

@@ -182,11 +182,13 @@ print("same 40 picks as pcnotes.stages.s5_coreset.greedy_coreset:", np.array_equ
 # Kept points red: random follows the **density**, greedy the **extent**.
 
 # %%
-fig, axes = plt.subplots(1, 3, figsize=(13, 4.2), sharex=True, sharey=True)
+fig, axes = plt.subplots(1, 3, figsize=(8.4, 3.6), sharex=True, sharey=True)
 for ax, (name, indices) in zip(axes, selections.items()):
     pca_scatter(ax, features, indices, seed=SEED)
-    ax.set_title(f"{name}: {len(indices)} points")
-fig.tight_layout()
+    ax.set_title(f"{name}: {len(indices)} kept")
+    ax.get_legend().remove()  # one legend for the three panels, below them
+fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncols=2, markerscale=3)
+fig.tight_layout(rect=(0, 0.1, 1, 1))
 
 # %% [markdown]
 # ## The coverage radius
@@ -201,7 +203,7 @@ toy = np.vstack([rng.normal(size=(380, 2)), rng.normal(loc=(4.5, 4.0), scale=0.3
 toy_ratio = 0.05  # 20 of 400 points
 toy_sets = {"random": coreset.random_coreset(toy, toy_ratio, seed=SEED),
             "greedy": coreset.greedy_coreset(toy, toy_ratio, projection_dim=None)}
-fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), sharex=True, sharey=True)
+fig, axes = plt.subplots(1, 2, figsize=(8.4, 4.4), sharex=True, sharey=True)
 for ax, (name, indices) in zip(axes, toy_sets.items()):
     radius = coreset.coverage_radius(toy, indices)
     nearest = cdist(toy, toy[indices]).min(axis=1)  # each point's distance to the coreset
@@ -214,7 +216,7 @@ for ax, (name, indices) in zip(axes, toy_sets.items()):
     ax.scatter(*toy[worst], s=80, marker="x", c="k", label="worst-covered point")
     ax.set_title(f"{name}: coverage radius {radius:.2f}")
     ax.set_aspect("equal")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="lower right", fontsize=9)
 fig.tight_layout()
 
 # %% [markdown]

@@ -50,7 +50,7 @@ torch.manual_seed(0)
 # ## Features once, then any ratio
 #
 # `prepare` extracts one category's features once, with the paper's `mean_mapped` (the 128-d
-# default ranks almost every image right at any ratio).
+# default ranks nearly every image right).
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -82,7 +82,7 @@ explorer
 #
 # 1. At 1 %, is random's radius or greedy's larger? Where are the red points?
 # 2. Step up from 0.1 %: where do greedy's metrics stop improving, and random's catch up?
-# 3. At 0.1 %, what happens to the heat map's background?
+# 3. Which patches score above the radius, the white line on the colour bar?
 #
 # ## A snapshot, without a kernel
 #
@@ -104,7 +104,7 @@ for sampler, ratio, size, radius, image, pixel, pro in sorted(rows):
 
 # %%
 figure = ExplorerFigure(dpi=72)
-stats = update(0.01, "approximate_greedy", cache=state)  # opens on the largest defect
+stats = update(0.01, "approximate_greedy", cache=state)  # opens on the defect that stands out most
 for name, value in stats_rows(stats):
     print(f"{name:>15}: {value}")
 display(figure.draw(stats, state.history(data.name)))

@@ -53,6 +53,8 @@ async () => {
     ids: Array.from(document.querySelectorAll("[id], a[name]")).map(e => e.id || e.getAttribute("name")),
     refresh: !!document.querySelector('meta[http-equiv="refresh"]'),
     bodyText: document.body.innerText,
+    clipped: Array.from(document.querySelectorAll("pre")).filter(e => e.scrollWidth > e.clientWidth + 1)
+      .map(e => e.textContent.slice(0, 60)),
   };
 }
 """
@@ -225,6 +227,12 @@ def test_every_image_is_decoded_and_every_notebook_figure_is_there(visited):
         assert shown >= figures, f"{page}: {shown} figures shown, {source.name} has {figures}"
         counted += figures
     assert counted > 10  # the notebooks' figures really were counted
+
+
+def test_no_code_or_output_line_is_clipped_at_the_column(visited):
+    reports, *_ = visited
+    clipped = {page: r["clipped"] for page, r in reports.items() if r.get("clipped")}
+    assert not clipped, clipped
 
 
 def test_math_is_typeset_on_every_page_that_has_some(visited):

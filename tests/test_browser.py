@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import signal
 import socket
 import statistics
@@ -256,6 +255,8 @@ def _drive(page, url: str, token: str) -> None:
     page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
     stats = _wait_shown(page, RUN_ALL_S)
     assert not _row(stats, "test image").startswith("good/"), "the explorer should open on a defect"
+    # The radius is given in the space of the heat map's scores (1024-d mean_mapped features in 06).
+    assert _row(stats, "coverage radius").endswith("(1024-d, the space of the scores)"), stats
     # Every cell has run: the explorer's later updates go on while the kernel is idle.
     page.wait_for_function("""() => {
         const panel = window.jupyterapp.shell.currentWidget;

@@ -4,6 +4,7 @@ import re
 from pathlib import Path
 
 import jupytext
+import pytest
 import torch.nn.functional as F
 
 from pcnotes import course as exercises
@@ -82,3 +83,40 @@ def test_the_pasted_wrong_answer_is_what_the_checker_prints(capsys):
     assert not exercises.check_patchify(patchify_without_padding)
     printed = capsys.readouterr().out.strip()
     assert f"```text\n{printed}\n```" in GUIDE
+
+
+def shape(tensor) -> str:
+    return f"`{tuple(tensor.shape)}`"
+
+
+@pytest.mark.slow  # two backbones, wide_resnet50_2 with random weights: seconds
+def test_the_cheatsheet_shapes_are_those_of_the_code():
+    import torch
+
+    from pcnotes.stages import DEFAULT_LAYERS, FeatureExtractor, load_backbone
+    from pcnotes.stages.s2_patches import patchify
+    from pcnotes.stages.s3_align import align_patches
+    from pcnotes.stages.s4_mean_mapped import aggregate, mean_map
+    from pcnotes.stages.s4_pooled_concat import pooled_concat
+
+    features_row = table_rows(CHEATSHEET, "stage (module in `pcnotes/stages/`)")[0]
+    mean_mapped = table_rows(CHEATSHEET, "`mean_mapped`: the paper's, wide_resnet50_2's default")
+    pooled = table_rows(CHEATSHEET, "`pooled_concat`: mobilenet_v2's default")[0]
+    images = torch.zeros(2, 3, 224, 224)
+    for column, name in [(2, "wide_resnet50_2"), (3, "mobilenet_v2")]:
+        backbone, _ = load_backbone(name, weights="random", seed=0)
+        first, second = FeatureExtractor(backbone, DEFAULT_LAYERS[name])(images).values()
+        assert features_row[column] == f"{shape(first)}, {shape(second)}", name
+        unfolded = F.unfold(first, kernel_size=3, padding=1)
+        (patches, grid), (coarse, coarse_grid) = patchify(first, 3), patchify(second, 3)
+        aligned = align_patches(coarse, coarse_grid, grid)
+        mapped = [mean_map(p.reshape(-1, *p.shape[2:]), 1024) for p in (patches, aligned)]
+        stacked = torch.stack(mapped, dim=1)
+        assert [row[column] for row in mean_mapped] == [
+            f"`unfold` {shape(unfolded)} → {shape(patches)}",
+            f"{shape(coarse)} → {shape(aligned)}",
+            f"each layer {shape(mapped[0])}",
+            f"{shape(stacked)} → {shape(aggregate(stacked, 1024))}",
+        ], name
+        concatenated, _ = pooled_concat([first, second])
+        assert pooled[column] == f"{shape(concatenated)}: {first.shape[1]} + {second.shape[1]}", name

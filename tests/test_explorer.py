@@ -41,7 +41,7 @@ def png_size(png: bytes) -> tuple[int, int]:
     return Image.open(io.BytesIO(png)).size
 
 
-def test_the_explorer_opens_on_the_largest_defect(fresh_state):
+def test_the_explorer_opens_on_the_defect_that_stands_out_most(fresh_state):
     widget = explorer.build_explorer(fresh_state, ratio=0.01)
     data = fresh_state.data("fabric")
     assert widget.image.value == data.default_image == widget.stats.image_index
@@ -144,7 +144,7 @@ def test_an_error_is_shown_and_the_next_change_works(fresh_state, monkeypatch):
     assert widget.stats.bank_size == int(4704 * 0.2) and "ready" in widget.status.value
 
 
-def test_switching_category_extracts_it_and_opens_its_largest_defect(fresh_state):
+def test_switching_category_extracts_it_and_opens_its_clearest_defect(fresh_state):
     widget = explorer.build_explorer(fresh_state, ratio=0.01, sampler="random")
     widget.image.value = 6
     settle(widget)
@@ -168,10 +168,15 @@ def test_the_figure_reuses_its_axes_and_redraws_what_changed(fresh_state):
     figure.draw(second, fresh_state.history("fabric"))
     assert figure.fig.axes == axes and figure._heat is heat  # same image: only its pixels change
     np.testing.assert_array_equal(heat.get_array(), second.amap)
-    assert heat.get_clim() == pytest.approx(second.map_range)
+    # One scale for the heat map, its colour bar and the coverage radius, which the bar marks.
+    low, high = min(second.map_range[0], second.radius_score), max(second.map_range[1], second.radius_score)
+    assert heat.get_clim() == pytest.approx((low, high)) == figure.colorbar.mappable.get_clim()
+    assert figure._radius_line.get_ydata()[0] == pytest.approx(second.radius_score)
+    assert f"radius r = {second.radius_score:.1f}" in figure.map_ax.get_title()
+    assert figure.curve_ax.get_ylim() == pytest.approx((0.5, 1.01))  # a fixed AUROC axis
     assert figure.bank_ax.get_title() == f"memory bank: {second.bank_size:,} of 4,704 patches"
     assert figure.png() != png
-    assert figure.fig.axes[4].get_ylabel() == "anomaly score (Euclidean distance in feature space)"
+    assert figure.fig.axes[4].get_ylabel() == "anomaly score: distance to the bank\n(the features' own space)"
     third = explorer.update(0.05, "random", image_index=8, cache=fresh_state)
     figure.draw(third, fresh_state.history("fabric"))
     assert figure._heat is not heat and third.image_label in figure.image_ax.get_title()

@@ -4,6 +4,7 @@ Runs on a tiny generated data set (fabric: 6 training and 11 test images;
 tiles: 2 and 5), so features are extracted in a few seconds.
 """
 
+import dataclasses
 import math
 import subprocess
 import sys
@@ -13,10 +14,8 @@ import pytest
 
 import pcnotes.app.explorer_state as explorer_state
 from pcnotes.stages.s5_coreset import coverage_radius, select_coreset
-from pcnotes.stages.s8_metrics import compute_metrics
-from pcnotes.stages.s7_maps import anomaly_map
 from pcnotes.config import PatchCoreConfig
-from pcnotes.stages.s6_scoring import NearestNeighbours, image_scores
+from pcnotes.model import PatchCore
 
 # A small K, so that the tables miss often and their fallback searches run too.
 NEIGHBOURS = 8
@@ -34,12 +33,15 @@ def fresh_state(state):
     return state
 
 
-def plain_scores(data, indices):
-    """What a plain PatchCore with the bank ``train_features[indices]`` gives: grid, maps, metrics."""
-    distances, _ = NearestNeighbours(data.train_features[indices]).search(data.test_features, 1)
-    grid = distances[:, 0].reshape(data.num_test, *data.grid)
-    maps = anomaly_map(grid)
-    return grid, maps, compute_metrics(data.labels, image_scores(grid), data.masks, maps)
+def plain_scores(data, indices, config=None):
+    """What a plain PatchCore with the bank ``train_features[indices]`` gives: its prediction and metrics.
+
+    Through PatchCore's own seam (fit_features, score_features, metrics), with the whole given bank kept.
+    """
+    config = dataclasses.replace(config or PatchCoreConfig(), coreset_ratio=1.0)
+    model = PatchCore(config).fit_features(data.train_features[indices], data.grid)
+    prediction = model.score_features(data.test_features, data.grid, size=data.masks.shape[-2:])
+    return prediction, model.metrics(data.labels, prediction.scores, data.masks, prediction.maps)
 
 
 @pytest.mark.slow
@@ -59,7 +61,6 @@ def test_prepare_extracts_the_first_category_and_lists_all(explorer_root):
     assert data.test_features.shape == (data.num_test * 784, 128)
     assert data.grid == (28, 28)
     assert data.masks.shape == (data.num_test, 224, 224) and data.masks.dtype == bool
-    assert data.projected.shape == (6 * 784, 128)
     assert data.labels.tolist() == [0, 0, 0] + [1] * (data.num_test - 3)
     assert data.image_labels[0] == "good/000.png"
 
@@ -80,13 +81,15 @@ def test_update_equals_a_plain_patchcore_with_that_bank(fresh_state):
     assert np.array_equal(stats.indices, indices)
     assert stats.bank_size == len(indices) == int(data.num_train * 0.05)
 
-    grid, maps, metrics = plain_scores(data, indices)
+    prediction, metrics = plain_scores(data, indices)
     for name in ("image_auroc", "pixel_auroc", "aupro"):
         assert getattr(stats, name) == pytest.approx(metrics[name], abs=1e-4)
-    np.testing.assert_allclose(stats.amap, maps[5], rtol=1e-4, atol=1e-4)
-    assert stats.image_score == pytest.approx(float(grid[5].max()), rel=1e-5)
-    np.testing.assert_allclose(stats.image_scores, image_scores(grid), rtol=1e-5)
-    assert stats.coverage_radius == pytest.approx(coverage_radius(data.projected, indices), rel=1e-4)
+    np.testing.assert_allclose(stats.amap, prediction.maps[5], rtol=1e-4, atol=1e-4)
+    assert stats.image_score == pytest.approx(float(prediction.patch_scores[5].max()), rel=1e-5)
+    np.testing.assert_allclose(stats.image_scores, prediction.scores, rtol=1e-5)
+    # The radius is in the space the scores are in: the full D-dim features, not a projection.
+    assert stats.coverage_radius == pytest.approx(coverage_radius(data.train_features, indices), rel=1e-4)
+    assert stats.radius_score == stats.coverage_radius
     assert stats.image_label == data.image_labels[5]
     assert stats.num_pixels == data.masks.size
 
@@ -100,11 +103,11 @@ def test_a_greedy_bank_equals_a_plain_patchcore_with_it(fresh_state, ratio):
     assert stats.table_misses == 0 or ratio > 0.1
     indices = select_coreset(data.train_features, ratio, "approximate_greedy")
     assert np.array_equal(stats.indices, indices)
-    grid, maps, metrics = plain_scores(data, indices)
+    prediction, metrics = plain_scores(data, indices)
     for name in ("image_auroc", "pixel_auroc", "aupro"):
         assert getattr(stats, name) == pytest.approx(metrics[name], abs=1e-4)
-    np.testing.assert_allclose(stats.amap, maps[7], rtol=1e-4, atol=1e-4)
-    assert stats.coverage_radius == pytest.approx(coverage_radius(data.projected, indices), rel=1e-4)
+    np.testing.assert_allclose(stats.amap, prediction.maps[7], rtol=1e-4, atol=1e-4)
+    assert stats.coverage_radius == pytest.approx(coverage_radius(data.train_features, indices), rel=1e-4)
 
 
 @pytest.mark.slow  # features are extracted: seconds
@@ -145,7 +148,7 @@ def test_greedy_coverage_radius_shrinks_as_the_ratio_grows(fresh_state):
     assert all(later <= earlier for earlier, later in zip(radii, radii[1:])), radii
     assert radii[0] > 2 * radii[-1]
     last = explorer_state.update(0.01, "greedy", cache=fresh_state)
-    assert last.coverage_radius == pytest.approx(coverage_radius(data.projected, last.indices), rel=1e-4)
+    assert last.coverage_radius == pytest.approx(coverage_radius(data.train_features, last.indices), rel=1e-4)
     # The whole bank covers itself, whichever sampler picked it.
     assert explorer_state.update(1.0, "random", cache=fresh_state).coverage_radius == 0.0
 
@@ -173,13 +176,35 @@ def test_a_repeated_value_hits_the_cache(fresh_state, monkeypatch):
 
 
 @pytest.mark.slow  # features are extracted: seconds
-def test_update_opens_on_the_largest_defect_by_default(fresh_state):
+def test_update_opens_on_the_defect_that_stands_out_most(fresh_state):
     data = fresh_state.data("fabric")
     stats = explorer_state.update(0.01, "random", cache=fresh_state)
-    areas = data.masks.sum(axis=(1, 2))
-    assert stats.image_index == data.default_image == int(np.argmax(areas))
+    prediction, _ = plain_scores(data, np.arange(data.num_train))  # measured with the whole bank
+    contrast = explorer_state.defect_contrast(prediction.maps, data.masks)
+    assert stats.image_index == data.default_image == int(np.argmax(contrast))
     assert data.labels[stats.image_index] == 1 and not stats.image_label.startswith("good/")
-    assert stats.mask.sum() == areas.max() > 0
+    assert contrast[data.labels == 0].tolist() == [0.0] * 3
+    assert contrast.max() > 0.2  # a fifth of the colour scale brighter than its background, at least
+
+
+def test_defect_contrast_is_the_mask_against_its_background_as_a_fraction_of_the_scale():
+    maps = np.zeros((3, 4, 4))
+    maps[0, :2] = 10.0  # defect at 10 on a background of 0: the whole scale
+    maps[1, :2], maps[1, 2:] = 6.0, 4.0  # 2 of the scale's 10
+    masks = np.zeros((3, 4, 4), dtype=bool)
+    masks[:2, :2] = True  # the third image is good: no mask
+    assert explorer_state.defect_contrast(maps, masks).tolist() == pytest.approx([1.0, 0.2, 0.0])
+
+
+@pytest.mark.slow  # features are extracted: seconds
+def test_the_radius_is_on_the_scale_of_squared_scores_when_they_are_squared(explorer_root):
+    config = PatchCoreConfig(squared=True)
+    state = explorer_state.prepare(explorer_root, config=config, neighbours=NEIGHBOURS)
+    stats = explorer_state.update(0.05, "random", image_index=5, cache=state)
+    data = state.data("fabric")
+    assert stats.radius_score == pytest.approx(coverage_radius(data.train_features, stats.indices) ** 2, rel=1e-4)
+    prediction, _ = plain_scores(data, stats.indices, config)
+    np.testing.assert_allclose(stats.image_scores, prediction.scores, rtol=1e-5)
 
 
 @pytest.mark.slow  # features are extracted: seconds
@@ -210,3 +235,4 @@ def test_stats_rows_say_what_the_numbers_are(fresh_state):
     assert rows["pixel AUROC"] == f"{stats.pixel_auroc:.3f} (all {11 * 224 * 224:,} pixels)"
     assert rows["scoring time"].endswith("per image (784 × 148 distances)")
     assert rows["test image"].startswith(stats.image_label)
+    assert rows["coverage radius"] == f"{stats.coverage_radius:.2f} (128-d, the space of the scores)"

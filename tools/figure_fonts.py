@@ -3,9 +3,9 @@
     python tools/figure_fonts.py [NOTEBOOK.py ...] [--column 688] [--min 9]
 
 Runs each notebook (default: the core ones, notebooks/NN_topic.py) in a fresh kernel,
-with a hook that looks at every figure before the inline backend shows it: the smallest
-visible text (font size in points × dpi / 72, in pixels of the saved image) and the width of
-the image as saved (``bbox_inches="tight"``, like the inline backend). The book shows an image
+with a hook on matplotlib's ``print_figure`` that looks at every PNG or JPEG rendered into memory
+(the inline backend's, ``display(fig)``'s, a widget's): the smallest visible text (font size
+in points × dpi / 72, in pixels of the image) and the width of the image. The book shows an image
 at its own width, or shrunk to the column when wider, so
 
     rendered px = font px × min(image width, column) / image width.
@@ -34,11 +34,21 @@ MARK = "FIGURE_FONTS "
 HOOK = '''
 import io as _io
 
-import matplotlib.pyplot as _plt
+from matplotlib.backend_bases import FigureCanvasBase as _Canvas
 from matplotlib.text import Text as _Text
 from PIL import Image as _Image
 
 _FIGURE_FONTS = []
+_print_figure = _Canvas.print_figure
+_RASTER = ("png", "jpeg", "jpg")  # the inline backend's formats (several notebooks show JPEG)
+_CELL = [0]  # the notebook's code cell running now, from 1 (this hook's own cell is not counted)
+
+
+def _next_cell(info):
+    _CELL[0] += 1
+
+
+get_ipython().events.register("pre_run_cell", _next_cell)
 
 
 def _drawn_texts(fig):
@@ -50,23 +60,22 @@ def _drawn_texts(fig):
     return [t for t in fig.findobj(_Text) if t.get_visible() and t.get_text().strip() and t not in hidden]
 
 
-def _record_figure_fonts():
-    for number in _plt.get_fignums():
-        fig = _plt.figure(number)
-        fig.canvas.draw()
-        texts = _drawn_texts(fig)
-        if not texts:
-            continue
+def _recording_print_figure(self, filename, *args, **kwargs):
+    """Every PNG or JPEG rendered into memory (the inline backend, display(fig), a widget's png)."""
+    result = _print_figure(self, filename, *args, **kwargs)
+    texts = _drawn_texts(self.figure)
+    if isinstance(filename, _io.BytesIO) and texts and kwargs.get("format", "png") in _RASTER:
         smallest = min(texts, key=lambda t: t.get_fontsize())
-        buffer = _io.BytesIO()
-        fig.savefig(buffer, format="png", bbox_inches="tight", dpi=fig.dpi)
-        width = _Image.open(buffer).width
-        _FIGURE_FONTS.append({"cell": get_ipython().execution_count - 1, "width": width,
-                              "font_px": smallest.get_fontsize() * fig.dpi / 72,
+        dpi = kwargs.get("dpi")
+        dpi = dpi if isinstance(dpi, (int, float)) else self.figure.dpi  # savefig passes "figure"
+        _FIGURE_FONTS.append({"cell": _CELL[0],
+                              "width": _Image.open(_io.BytesIO(filename.getvalue())).width,
+                              "font_px": smallest.get_fontsize() * dpi / 72,
                               "text": smallest.get_text()[:40]})
+    return result
 
 
-get_ipython().events.register("post_execute", _record_figure_fonts)
+_Canvas.print_figure = _recording_print_figure
 '''
 
 

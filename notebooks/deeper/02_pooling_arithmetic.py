@@ -107,12 +107,12 @@ for length, count in ((4608, 6), (2048, 4), (9216, 3)):
 
 # %%
 pool = F.adaptive_avg_pool1d(torch.eye(45, 4608)[:, None, :], 1024)[:, 0, :10].T  # (10 outputs, 45 inputs)
-fig, ax = plt.subplots(figsize=(9, 2.8))
+fig, ax = plt.subplots(figsize=(8.4, 2.8))
 shown = ax.imshow(pool, cmap="Greys", aspect="auto")
-fig.colorbar(shown, ax=ax, pad=0.01).set_label("weight of input i in output j", fontsize=8)
+fig.colorbar(shown, ax=ax, pad=0.01).set_label("weight of input i\nin output j", fontsize=9)
 for boundary in range(9, 45, 9):
     ax.axvline(boundary - 0.5, color="tab:red", lw=1)
-ax.set_xlabel("input i: flattened layer2 patch entries 0…44 (red lines: channel boundaries)")
+ax.set_xlabel("input i: flattened layer2 patch entries 0…44\n(red lines: channel boundaries)")
 ax.set_ylabel("output j")
 ax.set_title("the 4608 → 1024 mean mapper, first 10 outputs", fontsize=9)
 fig.tight_layout()
@@ -178,14 +178,16 @@ assert torch.allclose(large[5, 9], 0.75 * 0.75 * small[2, 4] + 0.75 * 0.25 * sma
 
 # %%
 row = 7
-fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), gridspec_kw={"width_ratios": [1, 1, 1.7]}, layout="constrained")
+fig = plt.figure(figsize=(8.4, 6.4), layout="constrained")  # the two maps above, the row below
+top, bottom = fig.subfigures(2, 1, height_ratios=[1, 1])
+axes = [*top.subplots(1, 2), bottom.subplots()]
 vmin, vmax = small.min().item(), small.max().item()
 for ax, grid_map, title in ((axes[0], small, "layer3 entry, 14×14"),
                             (axes[1], large, "bilinear to 28×28 (align_corners=False)")):
     shown = ax.imshow(grid_map, vmin=vmin, vmax=vmax, cmap="viridis")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=10)
     ax.set_xticks([]), ax.set_yticks([])
-fig.colorbar(shown, ax=axes[:2], fraction=0.03, pad=0.02).set_label("feature value (random weights)", fontsize=8)
+top.colorbar(shown, ax=axes[:2], fraction=0.03, pad=0.02).set_label("feature value\n(random weights)", fontsize=9)
 axes[0].axhline(row, color="white", lw=0.8)
 axes[1].axhline(2 * row + 0.5, color="white", lw=0.8)
 signal = small[row]
@@ -196,8 +198,8 @@ axes[2].axvspan(-0.5, 0, color="grey", alpha=0.2)
 axes[2].axvspan(13, 13.5, color="grey", alpha=0.2, label="clamped to the edge sample")
 axes[2].set_xlabel("position in input pixels")
 axes[2].set_ylabel("feature value")
-axes[2].set_title(f"row {row} of the 14×14 map, resized alone", fontsize=9)
-axes[2].legend(fontsize=7);
+axes[2].set_title(f"row {row} of the 14×14 map, resized alone", fontsize=10)
+axes[2].legend(fontsize=9);
 
 # %% [markdown]
 # ## The same pools on a narrow backbone

@@ -126,6 +126,7 @@ for name in ("approximate greedy", "greedy"):
 print("bank:", sweep_bank.shape, " coreset sizes:", [coreset.coreset_size(len(sweep_bank), r) for r in RATIOS])
 
 # %%
+print(f"{'radius at ratio':18s}", "  ".join(f"{r:>6.0%}" for r in RATIOS))
 for name in samplers:
     print(f"{name:18s}", "  ".join(f"{r:6.2f}" for r in radius[name]))
 target = radius["greedy"][0]

@@ -74,7 +74,7 @@ from pcnotes.stages import (
 SEED = 0
 torch.manual_seed(SEED)
 plt.rcParams["figure.dpi"] = 80
-SCORE_LABEL = "anomaly score (Euclidean distance in feature space)"
+SCORE_LABEL = "anomaly score\n(Euclidean distance in feature space)"
 
 
 # %% [markdown]
@@ -163,7 +163,8 @@ assert score_grids.shape == (2, 28, 28) and pair_maps.shape == (2, 224, 224)
 
 # %%
 upsampled = upsample_scores(score_grids, size=224)
-fig, axes = plt.subplots(1, 4, figsize=(13, 3.3), layout="constrained")
+fig, axes = plt.subplots(2, 2, figsize=(7.2, 6.6), layout="constrained")
+axes = axes.ravel()
 show_image(axes[0], batch[1])
 draw_mask_contour(axes[0], masks[example])
 axes[0].set_title("image + ground truth")
@@ -259,14 +260,14 @@ if EMBEDDED:  # claims about the embedded set; other data may differ
 good = int(np.flatnonzero(labels == 0)[np.argmin(scores[labels == 0])])  # the cleanest good image
 whole_set = normalize_maps(maps, per_image=False)
 per_image_maps = normalize_maps(maps, per_image=True)
-fig, axes = plt.subplots(2, 3, figsize=(10, 6.2), layout="constrained")
+fig, axes = plt.subplots(2, 3, figsize=(8.4, 5.6), layout="constrained")
 for row, (i, name) in enumerate(((good, "good"), (example, test.defects[example]))):
     show_image(axes[row, 0], test_images[i])
     draw_mask_contour(axes[row, 0], masks[i])
     axes[row, 0].set_title(f"{name}, score {scores[i]:.2f}")
     for column, (normalised, how) in enumerate(((whole_set, "whole test set"), (per_image_maps, "per image")), 1):
         overlay_heatmap(axes[row, column], test_images[i], normalised[i], vmin=0, vmax=1)
-        axes[row, column].set_title(f"{how}: max {normalised[i].max():.2f}")
+        axes[row, column].set_title(f"{how}\nmax {normalised[i].max():.2f}")
 _ = add_colorbar(fig, axes[:, 1:], 0, 1, "normalised score")
 
 # %%

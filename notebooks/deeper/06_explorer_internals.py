@@ -60,9 +60,13 @@ torch.manual_seed(0)
 # the part that does not depend on the ratio, once per category:
 #
 # * the patch features of every training image `(N, D)` and every test image `(T·h·w, D)`;
-# * the 128-d random projection of the training features that the greedy samplers work in;
-# * two **neighbour tables**: each test patch's `K` nearest training patches, and each training
-#   patch's `K` nearest training patches in the projection (for the coverage radius).
+# * a **neighbour table**: each test patch's `K` nearest training patches;
+# * the test image to open on: the defect that stands out most from its background on the whole
+#   bank's maps.
+#
+# The coverage radius is not tabled: each bank's radius is one search of the training patches
+# outside it, in the `D` dimensions the scores live in, so that the heat map's scale and the
+# radius agree.
 #
 # The same settings as the core notebook:
 
@@ -74,11 +78,10 @@ print(f"{data.name}: " + ", ".join(f"{step} {seconds:.1f} s" for step, seconds i
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print("training patches", data.train_features.shape, "| projected", data.projected.shape)
+print("training patches", data.train_features.shape)
 print("test patches    ", data.test_features.shape)
-print("neighbour tables, K =", data.test_table.k, ":", data.test_table.indices.shape, data.train_table.indices.shape)
+print("neighbour table, K =", data.test_table.k, ":", data.test_table.indices.shape)
 assert data.test_table.indices.shape == (len(data.test_features), state.neighbours)
-assert data.train_table.indices.shape == (data.num_train, state.neighbours)
 
 # %% [markdown]
 # ## Fact 1: greedy k-center is nested
@@ -114,7 +117,7 @@ print(f"greedy bank of {len(bank)}: the first {len(bank)} of the run's {len(run.
 # least as far as the last listed one. Only patches with no kept neighbour in their list are
 # searched the usual way, through the bank alone. So the answer is exact for every `K`; a
 # smaller `K` only sends more patches to that search, and the notebooks use `K = 64` because
-# building the tables is most of `prepare`'s time. How many patches are searched, per bank:
+# building the table is much of `prepare`'s time. How many patches are searched, per bank:
 
 # %%
 for ratio in (0.001, 0.01, 0.1):
@@ -166,7 +169,7 @@ after
 # %% [markdown]
 # ## Summary
 #
-# * The features and two neighbour tables are computed once per category; a new ratio only
+# * The features and a neighbour table are computed once per category; a new ratio only
 #   changes the bank.
 # * Greedy coresets are nested: one run to 10 % answers every smaller ratio, by look-up.
 # * A neighbour table gives the nearest bank entry of any subset exactly; its `K` sets only how

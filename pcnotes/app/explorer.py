@@ -51,6 +51,9 @@ __all__ = [
 ]
 
 SAMPLER_COLOURS = {"random": "tab:orange", "approximate_greedy": "tab:blue", "greedy": "tab:green"}
+#: The AUROC axis always spans this much, so that a wiggle of a few pairs looks as small as it is.
+AUROC_FLOOR = 0.5
+FONT = 10  # points; at the default dpi of 72 the smallest text is 9.5 px (tools/figure_fonts.py)
 
 
 def stats_html(stats: Stats) -> str:
@@ -82,9 +85,14 @@ class ExplorerFigure:
     and its outline when the image changes, the heat map's pixels and the
     colour scale for a new bank, and the curve's data. The axes are placed by
     hand, so no layout engine runs per update.
+
+    The heat map's colour bar marks the bank's coverage radius ``r`` on the
+    scores' own scale: every training patch lies within ``r`` of the bank, so
+    a test patch coloured above the mark is farther from the bank than any
+    normal training patch is. The AUROC axis is fixed from 0.5 to 1.
     """
 
-    SIZE = (9.6, 6.6)  # inches
+    SIZE = (9.5, 6.8)  # inches: 684 px wide at 72 dpi, under the book's 688-px column
 
     def __init__(self, dpi: int = 72):
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -94,18 +102,21 @@ class ExplorerFigure:
         width, height = self.SIZE
         self.fig = Figure(figsize=self.SIZE, dpi=dpi)
         FigureCanvasAgg(self.fig)
-        self.bank_ax = self.fig.add_axes([0.07, 0.58, 0.38, 0.36])
-        self.curve_ax = self.fig.add_axes([0.58, 0.58, 0.38, 0.36])
+        self.bank_ax = self.fig.add_axes([0.08, 0.6, 0.38, 0.34])
+        self.curve_ax = self.fig.add_axes([0.6, 0.6, 0.37, 0.34])
         side = 0.40  # the two image panels are square: side (of the height) x side * h / w
-        self.image_ax = self.fig.add_axes([0.02, 0.04, side * height / width, side])
+        self.image_ax = self.fig.add_axes([0.01, 0.04, side * height / width, side])
         self.map_ax = self.fig.add_axes([0.31, 0.04, side * height / width, side])
-        colorbar_ax = self.fig.add_axes([0.595, 0.06, 0.012, side - 0.04])
+        colorbar_ax = self.fig.add_axes([0.61, 0.06, 0.014, side - 0.04])
         # One colour bar for the whole test set's scale; the heat map follows the same limits.
         self._scale = ScalarMappable(cmap="jet")
         self._scale.set_clim(0.0, 1.0)
-        colorbar = self.fig.colorbar(self._scale, cax=colorbar_ax)
-        colorbar.set_label("anomaly score (Euclidean distance in feature space)", fontsize=8)
-        colorbar_ax.tick_params(labelsize=8)
+        self.colorbar = self.fig.colorbar(self._scale, cax=colorbar_ax)
+        self.colorbar.set_label("anomaly score: distance to the bank\n(the features' own space)", fontsize=FONT)
+        colorbar_ax.tick_params(labelsize=FONT)
+        # The coverage radius on the same scale: a white line across the bar (its value in the title).
+        self._radius_line = colorbar_ax.axhline(0.0, color="white", lw=3)
+        self._radius_edge = colorbar_ax.axhline(0.0, color="black", lw=1, ls="--")
         self._setup_curve()
         self._pca: dict[str, object] = {}  # category -> the bank panel's fitted PCA
         self._bank_shown = None  # (category, sampler, M) in the bank panel now
@@ -123,8 +134,9 @@ class ExplorerFigure:
         self._current, = ax.plot([], [], "o", ms=11, mfc="none", mec="black")
         ax.set_xscale("log")
         ax.set_xlim(7e-4, 1.4)
-        ax.set_xlabel("coreset ratio (log scale)")
-        ax.set_ylabel("AUROC on the test set")
+        ax.set_ylim(AUROC_FLOOR, 1.01)
+        ax.set_xlabel("coreset ratio (log scale)", fontsize=FONT)
+        ax.set_ylabel("AUROC on the test set", fontsize=FONT)
         ax.set_title("AUROC against ratio, as you explore", fontsize=11)
         ax.grid(True, which="major", alpha=0.3)
         self._legend_samplers = None  # the samplers the legend lists now
@@ -142,8 +154,8 @@ class ExplorerFigure:
                     Line2D([], [], color="black", marker="o", ms=11, mfc="none", ls="",
                            label="current setting")]
         # The legend sits in the free corner under the curve.
-        self.fig.legend(handles=handles, loc="center", bbox_to_anchor=(0.81, 0.25), fontsize=9,
-                        frameon=False, title="curve", title_fontsize=9)
+        self.fig.legend(handles=handles, loc="center", bbox_to_anchor=(0.84, 0.25), fontsize=FONT,
+                        frameon=False, title="curve", title_fontsize=FONT)
         self._legend_samplers = samplers
 
     def draw(self, stats: Stats, history: dict | None = None):
@@ -162,9 +174,13 @@ class ExplorerFigure:
             pca_scatter(self.bank_ax, stats.train_features, stats.indices, pca=self._pca[stats.category])
             self.bank_ax.set_title(f"memory bank: {stats.bank_size:,} of {stats.num_train:,} patches",
                                    fontsize=11)
+            self.bank_ax.legend(loc="best", fontsize=FONT, markerscale=3)
+            self.bank_ax.xaxis.label.set_fontsize(FONT)
+            self.bank_ax.yaxis.label.set_fontsize(FONT)
             self._bank_shown = bank
 
-        vmin, vmax = stats.map_range  # one scale for the whole test set
+        # One scale for the whole test set, wide enough to hold the coverage radius.
+        vmin, vmax = min(stats.map_range[0], stats.radius_score), max(stats.map_range[1], stats.radius_score)
         image = (stats.category, stats.image_index)
         if image != self._image_shown:
             for ax in (self.image_ax, self.map_ax):
@@ -172,7 +188,7 @@ class ExplorerFigure:
             show_image(self.image_ax, stats.image)
             draw_mask_contour(self.image_ax, stats.mask)
             truth = "good" if not stats.mask.any() else "defect outlined"
-            self.image_ax.set_title(f"{stats.image_label} ({truth})", fontsize=10)
+            self.image_ax.set_title(f"{stats.image_label}\n({truth})", fontsize=FONT)
             overlay_heatmap(self.map_ax, stats.image, stats.amap, vmin=vmin, vmax=vmax)
             self._heat = self.map_ax.images[-1]
             draw_mask_contour(self.map_ax, stats.mask)
@@ -181,7 +197,10 @@ class ExplorerFigure:
             self._heat.set_data(stats.amap)
         self._heat.set_clim(vmin, vmax)
         self._scale.set_clim(vmin, vmax)
-        self.map_ax.set_title(f"anomaly map, image score {stats.image_score:.2f}", fontsize=10)
+        for line in (self._radius_line, self._radius_edge):
+            line.set_ydata([stats.radius_score] * 2)
+        self.map_ax.set_title(f"anomaly map, image score {stats.image_score:.1f}\n"
+                              f"white line on the bar: radius r = {stats.radius_score:.1f}", fontsize=FONT)
         self._update_curve(stats, history or {})
         return self.fig
 
@@ -192,8 +211,8 @@ class ExplorerFigure:
             pixel_line.set_data(ratios, pixel)
         self._current.set_data([stats.effective_ratio] * 2, [stats.image_auroc, stats.pixel_auroc])
         values = [v for points in history.values() for p in points for v in p[1:]]
-        low = min(values + [stats.image_auroc, stats.pixel_auroc])
-        self.curve_ax.set_ylim(math.floor((low - 0.02) * 20) / 20, 1.005)  # down to a multiple of 0.05
+        low = min(values + [stats.image_auroc, stats.pixel_auroc, AUROC_FLOOR])
+        self.curve_ax.set_ylim(math.floor(low * 20) / 20, 1.01)  # 0.5 to 1, lower only below 0.5
         samplers = [sampler for sampler in SAMPLER_COLOURS if history.get(sampler)]
         if samplers != self._legend_samplers:
             self._draw_legend(samplers)
@@ -342,7 +361,7 @@ class CoresetExplorer(widgets.VBox):
         start = time.perf_counter()
         if not self.state.is_loaded(category):
             self._show_busy(f"extracting {category} features and building its neighbour "
-                            "tables (once per category)…")
+                            "table (once per category)…")
         elif self.state.will_run_sampler(category, sampler, ratio):
             label = {v: k for k, v in SAMPLER_NAMES.items()}[sampler]
             self._show_busy(f"running the {label} sampler (once; smaller ratios reuse its picks)…")
@@ -383,8 +402,8 @@ def build_explorer(state: ExplorerState, *, ratio: float = 0.01, sampler: str = 
                    dpi: int = 72) -> CoresetExplorer:
     """The explorer widget (an ``ipywidgets.VBox``), already showing its first update.
 
-    It opens on ``image_index``, by default the category's test image with the
-    largest defect. Its controls and views are attributes: ``ratio``,
+    It opens on ``image_index``, by default the category's defect that stands
+    out most from its background (:func:`pcnotes.app.explorer_state.defect_contrast`). Its controls and views are attributes: ``ratio``,
     ``sampler``, ``category``, ``image``, ``status``, ``stats_html``, ``plot``.
     """
     return CoresetExplorer(state, ratio=ratio, sampler=sampler, category=category,

@@ -11,7 +11,7 @@ what it gives, fast enough to follow a slider. It has no widget in it (that is
 
 * :func:`prepare` extracts, per category, the training patch features
   ``(N, D)``, the test patch features ``(T*h*w, D)``, the test masks and
-  labels, and two :class:`NeighbourTable` s. It returns an
+  labels, and a :class:`NeighbourTable`. It returns an
   :class:`ExplorerState`, which also holds every cache.
 * :func:`update` is a plain function ``(ratio, sampler, category, image)
   -> Stats``: bank size, coverage radius, image AUROC, pixel AUROC, AUPRO,
@@ -33,16 +33,19 @@ patches. So :class:`NeighbourTable` finds, once, each test patch's ``K``
 nearest training patches. For any bank, a test patch's nearest bank entry is
 then the first of its ``K`` listed neighbours that is in the bank. Only
 patches none of whose ``K`` neighbours were kept are searched the ordinary
-way. The same holds for the training patches in the 128-d projection, which
-gives the coverage radius.
+way.
+
+*Coverage radius.* It is measured in the space the scores are: the ``D``-dim
+patch features (not the greedy samplers' 128-d projection), so a heat map's
+colours and the radius can be read on one scale. Each bank's radius is one
+plain search of the training patches outside the bank through the bank.
 
 *Scores of a greedy prefix.* When a greedy sampler has run, a
 :class:`PrefixNearest` goes once through its first 10 % of picks in order
 and records, for every test patch, each bank size at which its nearest kept
 patch gets closer (from the table where it can, by computing distances
 where it cannot). Any bank up to 10 % is then a look-up, with no search at
-all; the same for the training patches gives the coverage radius of every
-prefix. Both paths give the distance a plain
+all. It gives the distance a plain
 ``NearestNeighbours(bank).search(test_features, 1)`` returns.
 
 *Maps and metrics.* The anomaly maps of all test images are computed for
@@ -68,9 +71,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from pcnotes.stages.s5_coreset import SAMPLERS, check_ratio, coreset_size, random_projection, select_coreset
+from pcnotes.stages.s5_coreset import SAMPLERS, check_ratio, coreset_size, select_coreset
 from pcnotes.data.mvtec import load_split, stack
 from pcnotes.fast.explorer import MapOperator, NeighbourTable, PixelMetrics, PrefixNearest
 from pcnotes.stages.s8_metrics import image_auroc
@@ -93,7 +95,6 @@ __all__ = [
 SAMPLER_NAMES = {"random": "random", "approximate greedy": "approximate_greedy", "greedy": "greedy"}
 #: Samplers whose coreset of size m is the first m picks of any larger run.
 NESTED_SAMPLERS = ("approximate_greedy", "greedy")
-PROJECTION_DIM = 128  # the greedy samplers' default projection
 
 
 # --------------------------------------------------------------------------
@@ -115,9 +116,8 @@ class CategoryData:
     labels: np.ndarray  # (T,) 0 good, 1 defective
     defects: list[str]
     paths: list[str]
-    projected: np.ndarray = field(repr=False)  # (N, 128) the greedy samplers' projection
+    default_image: int  # the test image to open on: see defect_contrast
     test_table: NeighbourTable = field(repr=False)  # test patches -> training patches, (D)
-    train_table: NeighbourTable = field(repr=False)  # training -> training patches, (128)
     maps: MapOperator = field(repr=False)  # patch scores -> anomaly maps
     pixel_metrics: PixelMetrics = field(repr=False)  # the test masks' regions, for the metrics
     seconds: dict = field(default_factory=dict)  # how long each preparation step took
@@ -135,15 +135,30 @@ class CategoryData:
         """``"defect/file"`` for every test image, e.g. ``"hole/003.png"``."""
         return [f"{d}/{Path(p).name}" for d, p in zip(self.defects, self.paths)]
 
-    @property
-    def default_image(self) -> int:
-        """The test image to open on: the defective one with the largest defect (0 if none)."""
-        area = self.masks.reshape(self.num_test, -1).sum(axis=1)
-        return int(np.argmax(area)) if area.max(initial=0) > 0 else 0
+
+
+def defect_contrast(maps: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """How plainly each map shows its defect: ``(T, H, W)`` maps and masks -> ``(T,)``.
+
+    The mean score inside the mask minus the mean outside it, as a fraction of
+    the colour scale (the whole set's min to max): 0.5 means the defect is half
+    the scale brighter than its background. 0 for an image without a defect.
+    """
+    low, high = float(maps.min()), float(maps.max())
+    contrast = np.zeros(len(maps))
+    for i, (amap, mask) in enumerate(zip(maps, masks)):
+        if mask.any() and not mask.all():
+            contrast[i] = (amap[mask].mean() - amap[~mask].mean()) / max(high - low, 1e-12)
+    return contrast
 
 
 def load_category(root: Path, category: str, model: PatchCore, *, neighbours: int = 256) -> CategoryData:
-    """Extract one category's features and build its two neighbour tables."""
+    """Extract one category's features and build its neighbour table.
+
+    The default test image is the defect that stands out most from its
+    background on the whole bank's maps (:func:`defect_contrast`), so the
+    explorer opens on a defect visible at a glance.
+    """
     config = model.config
     seconds = {}
     start = time.perf_counter()
@@ -155,22 +170,19 @@ def load_category(root: Path, category: str, model: PatchCore, *, neighbours: in
     seconds["extract"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    # The projection greedy_coreset and approximate_greedy_coreset use (same seed).
-    projected = random_projection(torch.from_numpy(train_features), PROJECTION_DIM, seed=config.seed)
-    projected = np.ascontiguousarray(projected.numpy())
-    train_table = NeighbourTable(projected, projected, neighbours, backend=config.knn_backend)
-    seconds["train_table"] = time.perf_counter() - start
-
-    start = time.perf_counter()
     test_table = NeighbourTable(test_features, train_features, neighbours, backend=config.knn_backend)
     seconds["test_table"] = time.perf_counter() - start
 
+    maps = MapOperator(grid, masks.shape[-2:], config.sigma)
+    nearest = test_table.distances[:, 0] ** (2 if config.squared else 1)  # the whole bank's scores
+    whole_bank = maps(scores_to_grid(unpatch_scores(nearest, len(test)), grid))  # (T, H, W)
+    contrast = defect_contrast(whole_bank, masks)
     return CategoryData(
         name=category, num_train_images=len(train), train_features=train_features,
         test_features=test_features, grid=grid, images=test_images.numpy(), masks=masks,
         labels=np.asarray(test.labels), defects=list(test.defects), paths=list(test.paths),
-        projected=projected, test_table=test_table, train_table=train_table,
-        maps=MapOperator(grid, masks.shape[-2:], config.sigma), pixel_metrics=PixelMetrics(masks),
+        default_image=int(np.argmax(contrast)), test_table=test_table,
+        maps=maps, pixel_metrics=PixelMetrics(masks),
         seconds=seconds,
     )
 
@@ -185,7 +197,7 @@ class CoresetResult:
     indices: np.ndarray  # (M,) int64 into the training patches
     seconds: float  # time of the sampler run these indices come from
     run_size: int  # how many points that run picked (>= M for a prefix)
-    coverage_radius: float  # in the 128-d projection
+    coverage_radius: float  # Euclidean, in the D-dim features the scores use
 
 
 @dataclass
@@ -206,7 +218,6 @@ class GreedyRun:
     order: np.ndarray  # (R,) int64 pick order
     seconds: float  # how long the sampler run took
     test: PrefixNearest  # test patches -> the first `test.num_picks` picks, (D)
-    radius: np.ndarray  # (P,) coverage radius of the first m = 1..P picks, in the projection
 
 
 class ExplorerState:
@@ -283,15 +294,21 @@ class ExplorerState:
                                      seed=self.config.seed)
             seconds, run_size = time.perf_counter() - start, size
             self.counters["sampler_runs"] += 1
-        if run is not None and size <= len(run.radius):
-            radius = float(run.radius[size - 1])
-        else:
-            radii = data.train_table.nearest_in(indices)
-            radii[indices] = 0.0  # a kept patch covers itself (faiss rounding can leave ~1e-3)
-            radius = float(radii.max())
-        result = CoresetResult(indices, seconds, run_size, radius)
+        result = CoresetResult(indices, seconds, run_size, self.coverage_radius(data, indices))
         self._coresets[key] = result
         return result, False
+
+    def coverage_radius(self, data: CategoryData, indices: np.ndarray) -> float:
+        """The largest distance from a training patch to its nearest bank entry, in ``D`` dimensions.
+
+        Only the patches outside the bank are searched: a kept patch covers itself.
+        """
+        outside = np.ones(data.num_train, dtype=bool)
+        outside[indices] = False
+        if not outside.any():
+            return 0.0
+        bank = NearestNeighbours(data.train_features[indices], backend=self.config.knn_backend)
+        return float(bank.search(data.train_features[outside], 1)[0].max())
 
     def greedy_run(self, data: CategoryData, sampler: str, size: int) -> GreedyRun:
         """A greedy run of at least ``size`` picks, with its prefix look-ups.
@@ -313,11 +330,9 @@ class ExplorerState:
             seconds = time.perf_counter() - start
             self.counters["sampler_runs"] += 1
             if run is None:  # the look-ups only need the first picks: those of any run
-                first = order[: sizes[0]]
-                radius = PrefixNearest(data.train_table, first).largest()
-                run = GreedyRun(order, seconds, PrefixNearest(data.test_table, first), radius)
+                run = GreedyRun(order, seconds, PrefixNearest(data.test_table, order[: sizes[0]]))
             else:
-                run = GreedyRun(order, seconds, run.test, run.radius)
+                run = GreedyRun(order, seconds, run.test)
             self._greedy_runs[key] = run
         return run
 
@@ -441,7 +456,8 @@ class Stats:
     ratio: float  # as requested
     bank_size: int  # M
     num_train: int  # N
-    coverage_radius: float
+    coverage_radius: float  # Euclidean, in the D-dim features the scores use
+    radius_score: float  # the coverage radius as a patch score: squared when the scores are
     image_auroc: float
     pixel_auroc: float
     aupro: float
@@ -483,8 +499,8 @@ def update(ratio: float, sampler: str = "approximate_greedy", category: str | No
 
     ``ratio`` in (0, 1]; ``sampler`` one of ``random``, ``approximate_greedy``,
     ``greedy``; ``category`` defaults to the first; ``image_index`` picks
-    the test image whose map is returned (default: the one with the largest
-    defect, :attr:`CategoryData.default_image`). Coresets and scores come
+    the test image whose map is returned (default: the defect that stands out
+    most, :attr:`CategoryData.default_image`). Coresets and scores come
     from ``cache`` when this bank size was seen before.
     """
     start = time.perf_counter()
@@ -508,7 +524,8 @@ def update(ratio: float, sampler: str = "approximate_greedy", category: str | No
     amap = data.maps(scored.score_grid[image_index : image_index + 1])[0]
     return Stats(
         category=data.name, sampler=sampler, ratio=ratio, bank_size=size, num_train=data.num_train,
-        coverage_radius=coreset.coverage_radius, **scored.metrics,
+        coverage_radius=coreset.coverage_radius,
+        radius_score=coreset.coverage_radius ** (2 if cache.config.squared else 1), **scored.metrics,
         selection_seconds=coreset.seconds, scoring_seconds=scored.seconds, run_size=coreset.run_size,
         image_index=image_index, image_label=data.image_labels[image_index],
         image_score=float(scored.image_scores[image_index]),
@@ -544,7 +561,8 @@ def stats_rows(stats: Stats) -> list[tuple[str, str]]:
         ("coreset ratio", f"{stats.ratio:.4f}"),
         ("bank size", f"{stats.bank_size:,} of {stats.num_train:,} patches ({stats.effective_ratio:.2%})"),
         ("bank memory", f"{stats.bank_mib:.1f} MiB"),
-        ("coverage radius", f"{stats.coverage_radius:.2f} (in the 128-d projection)"),
+        ("coverage radius", f"{stats.coverage_radius:.2f} ({stats.train_features.shape[1]}-d, "
+                            "the space of the scores)"),
         ("image AUROC", f"{stats.image_auroc:.3f} ({stats.num_test} test images)"),
         ("pixel AUROC", f"{stats.pixel_auroc:.3f} (all {stats.num_pixels:,} pixels)"),
         ("AUPRO", f"{stats.aupro:.3f} (all pixels, FPR up to 0.3)"),
