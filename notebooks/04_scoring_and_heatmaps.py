@@ -193,16 +193,16 @@ euclidean_grids = score_grid(model.index, test_features, n_test, grid)
 scores, maps = image_scores(euclidean_grids), anomaly_map(euclidean_grids)  # every test image
 kinds = sorted(set(test.defects) - {"good"})
 vmin, vmax = shared_scale(maps)
-fig, axes = plt.subplots(2, len(kinds), figsize=(3 * len(kinds) + 1, 6), squeeze=False, layout="constrained")
+fig, axes = plt.subplots(2, len(kinds), figsize=(8.4, 5.2), squeeze=False, layout="constrained")  # 672 px: fits the book
 for column, kind in enumerate(kinds):
     i = int(np.flatnonzero(np.asarray(test.defects) == kind)[0])
     show_image(axes[0, column], test_images[i])
     draw_mask_contour(axes[0, column], masks[i])
-    axes[0, column].set_title(f"{kind}: ground truth")
+    axes[0, column].set_title(f"{kind}\nground truth")
     overlay_heatmap(axes[1, column], test_images[i], maps[i], vmin=vmin, vmax=vmax)
     draw_mask_contour(axes[1, column], masks[i])
-    axes[1, column].set_title(f"image score {scores[i]:.2f}")
-_ = add_colorbar(fig, axes[1, :], vmin, vmax, SCORE_LABEL)
+    axes[1, column].set_title(f"image score\n{scores[i]:.2f}")
+_ = add_colorbar(fig, axes[1, :], vmin, vmax, "anomaly score\n(Euclidean distance\nin feature space)")
 
 # %% [markdown]
 # ## For fast finishers: eq. 7, re-weighting the image score

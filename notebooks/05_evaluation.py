@@ -176,16 +176,21 @@ auroc = course.adopt("auroc", auroc, course.check_auroc(auroc))
 # A few percent of FPR is thousands of false pixels, so pixel AUROC flatters.
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+fig, axes = plt.subplots(1, 2, figsize=(8.4, 4))
+image_curves = {}
 for category, result in default.items():
     d, m = data[category], result["metrics"]
-    axes[0].plot(*roc_curve_points(d["labels"], result["scores"]), label=f"{category} ({m['image_auroc']:.3f})")
+    image_curves[category] = roc_curve_points(d["labels"], result["scores"])
+    axes[0].plot(*image_curves[category], label=f"{category} ({m['image_auroc']:.3f})")
     axes[1].plot(*roc_curve_points(d["masks"].ravel(), result["maps"].ravel()),
                  label=f"{category} ({m['pixel_auroc']:.3f})")
+fpr, tpr = next(iter(image_curves.values()))
+if all(len(f) == len(fpr) and np.allclose(f, fpr) and np.allclose(t, tpr) for f, t in image_curves.values()):
+    axes[0].text(0.35, 0.55, f"the {len(image_curves)} curves coincide:\nonly the last drawn shows", fontsize=9)
 for ax, title in zip(axes, ("image-level ROC", "pixel-level ROC")):
     ax.plot([0, 1], [0, 1], "k:", lw=1)
     ax.set(xlabel="false-positive rate", ylabel="true-positive rate", title=title)
-    ax.legend(fontsize=8, title="AUROC", loc="lower right")
+    ax.legend(fontsize=9, title="AUROC", title_fontsize=9, loc="lower right")
 fig.tight_layout()
 
 # %% [markdown]
@@ -230,7 +235,7 @@ pro = course.adopt("pro", pro, course.check_pro(pro))
 # PRO(t) over all thresholds, against the FPR on good pixels:
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+fig, axes = plt.subplots(1, 2, figsize=(8.4, 4))
 for category, result in default.items():
     fpr, overlap = pro_curve(data[category]["masks"], result["maps"])
     for ax in axes:
@@ -239,8 +244,8 @@ for ax, right, title in zip(axes, (1.0, 0.1), ("per-region overlap", "zoom: FPR 
     ax.axvline(0.3, color="k", ls="--", lw=1)
     ax.set(xlim=(0, right), xlabel="false-positive rate (good pixels)", ylabel="PRO: mean overlap per region",
            title=title)
-axes[0].text(0.31, 0.05, "FPR = 0.3:\narea counted\nto the left", fontsize=8)
-axes[0].legend(fontsize=8, loc="lower right")
+axes[0].text(0.31, 0.05, "FPR = 0.3:\narea counted\nto the left", fontsize=9)
+axes[0].legend(fontsize=9, loc="lower right")
 fig.tight_layout()
 
 # %% [markdown]
@@ -277,11 +282,11 @@ print("your memory bank:", mine.memory_bank.shape, " test scores:", mine_predict
 # %%
 defective = np.flatnonzero(d["labels"] == 1)[:4]
 vmin, vmax = shared_scale(mine_prediction.maps)
-fig, axes = plt.subplots(1, len(defective), figsize=(3 * len(defective), 3.2), squeeze=False)
+fig, axes = plt.subplots(1, len(defective), figsize=(8.4, 2.8), squeeze=False)
 for ax, i in zip(axes[0], defective):
     overlay_heatmap(ax, d["images"][i], mine_prediction.maps[i], vmin=vmin, vmax=vmax)
     draw_mask_contour(ax, d["masks"][i])
-    ax.set_title(f"{d['test'].defects[i]}: score {mine_prediction.scores[i]:.2f}", fontsize=9)
+    ax.set_title(f"{d['test'].defects[i]}\nscore {mine_prediction.scores[i]:.2f}", fontsize=9)
 fig.tight_layout()
 
 # %%
