@@ -105,7 +105,7 @@ def test_evaluate_prints_the_weights_and_a_table(evaluated):
 
 
 @pytest.mark.slow
-def test_evaluate_writes_one_three_panel_png_per_test_image(evaluated, tiny):
+def test_evaluate_writes_one_overlay_per_test_image_and_panels_of_the_top_ten(evaluated, tiny):
     _, _, output = evaluated
     test = MVTecDataset(tiny, CATEGORY, "test")
     expected = {f"{d}_{Path(p).stem}.png" for d, p in zip(test.defects, test.paths)}
@@ -114,9 +114,12 @@ def test_evaluate_writes_one_three_panel_png_per_test_image(evaluated, tiny):
     assert {p.name for p in (output / "heatmaps").iterdir()} == expected
     for name in ("good_000.png", sorted(expected)[0]):
         with Image.open(output / "heatmaps" / name) as png:
-            png.load()
-            width, height = png.size
-        assert width > 2.5 * height  # three square panels side by side
+            assert png.size == (224, 224)  # the image with its map blended in, as the model saw it
+    top = sorted((output / "top").iterdir())
+    assert len(top) == 10 and {p.name[3:] for p in top} < expected  # 01_NAME.png ... 10_NAME.png
+    with Image.open(top[0]) as png:
+        width, height = png.size
+    assert top[0].name.startswith("01_") and width > 2.5 * height  # three square panels side by side
     assert sorted(p.name for p in output.parent.iterdir()) == [output.name]  # no temp folders
 
 
