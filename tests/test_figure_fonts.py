@@ -41,8 +41,5 @@ def test_a_figure_under_9_px_in_the_book_fails_and_a_legible_one_passes(tmp_path
     assert all(9 <= float(row[4]) for row in rows)
 
 
-@pytest.mark.slow  # runs every core notebook: minutes
-def test_every_figure_of_the_core_notebooks_is_legible_in_the_book():
-    result = fonts()  # the core notebooks, at the book's 688-px column
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert len(result.stdout.splitlines()) > 10  # the figures were found and measured
+# Every figure of the core notebooks is measured where they already run in full:
+# tests/test_learner_course.py (the learner edition, every stub filled, draws the book's figures).

@@ -6,11 +6,15 @@ capstone runs the learner's stages: its AUROC equals the library's, every stage 
 With one stage wrong (patchify with reflect padding), notebooks 02-05 still run to the end, and
 the capstone names that stage under "library".
 
+The first run also measures every figure as the book shows it (tools/figure_fonts.py's hook): the
+learner's notebooks draw the solution notebooks' figures, so the core notebooks run once for both.
+
 The notebooks run one after the other in one course folder, each in its own kernel, as a learner's
 "Run all" would run them.
 """
 
 import ast
+import importlib.util
 import re
 import subprocess
 import sys
@@ -30,6 +34,9 @@ CORE = ["00_setup", "01_layer_hooks", "02_locally_aware_patches", "03_coreset", 
 CAPSTONE = ["patchify", "align", "mean_mapper", "aggregator", "coreset_size", "greedy_k_center", "image_score",
             "auroc"]
 EXERCISES = sorted(path.stem for path in ANSWERS.glob("*.py"))
+_spec = importlib.util.spec_from_file_location("figure_fonts", ROOT / "tools" / "figure_fonts.py")
+figure_fonts = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(figure_fonts)
 CAPSTONE_LINE = re.compile(r"your PatchCore: image AUROC (\d\.\d{4}) \(library (\d\.\d{4})\); yours: (.*); library: (.*)")
 
 
@@ -50,17 +57,23 @@ def filled(cell_source: str, answers: dict[str, Path]) -> str:
     return "\n".join([*imports, "", *(answers[name].read_text() for name in names)])
 
 
-def run_course(out: Path, notebooks: list[str], answers: dict[str, Path]) -> dict[str, nbformat.NotebookNode]:
+def run_course(out: Path, notebooks: list[str], answers: dict[str, Path],
+               fonts: dict | None = None) -> dict[str, nbformat.NotebookNode]:
     """Fill every stub of ``notebooks`` and run them in order: ``{name: executed notebook}``.
-    A cell that raises stops the test with nbclient's CellExecutionError, naming the cell."""
+    A cell that raises stops the test with nbclient's CellExecutionError, naming the cell.
+    With ``fonts``, each notebook runs with figure_fonts' hook, and ``fonts[name]`` gets its records."""
     executed = {}
     for name in notebooks:
         notebook = nbformat.read(out / f"{name}.ipynb", as_version=4)
         for cell in notebook.cells:
             if "exercise" in cell.metadata.get("tags", []):
                 cell.source = filled(cell.source, answers)
+        if fonts is not None:
+            notebook = figure_fonts.instrumented(notebook)
         NotebookClient(notebook, timeout=300, kernel_name="python3",
                        resources={"metadata": {"path": str(out)}}).execute()
+        if fonts is not None:
+            fonts[name] = figure_fonts.records(notebook)
         executed[name] = notebook
     return executed
 
@@ -104,7 +117,16 @@ def test_every_exercise_has_an_answer_and_a_checker_line_in_the_notebooks():
 def test_the_learner_edition_with_every_stub_filled_runs_the_learners_patchcore(tmp_path, course_env):
     out = learner_edition(tmp_path / "learner")
     answers = {name: ANSWERS / f"{name}.py" for name in EXERCISES}
-    notebooks = run_course(out, CORE, answers)
+    fonts: dict[str, list[dict]] = {}
+    notebooks = run_course(out, CORE, answers, fonts)
+
+    shown = [(name, record["cell"], record["text"], figure_fonts.rendered_px(record["font_px"], record["width"]))
+             for name, found in fonts.items() for record in found]
+    drawn = {"00_setup", "01_layer_hooks", "03_coreset", "04_scoring_and_heatmaps", "05_evaluation",
+             "06_coreset_explorer"}  # the notebooks with figures: each was measured
+    assert drawn <= {name for name, *_ in shown}, shown
+    small = [row for row in shown if row[3] < figure_fonts.MIN_PX]
+    assert not small, f"figure text under {figure_fonts.MIN_PX:g} px in the book: {small}"
 
     lines = adopt_lines(notebooks)
     assert len(lines) == len(EXERCISES) and all(line.startswith("✓ ") for line in lines), lines

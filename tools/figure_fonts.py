@@ -23,9 +23,9 @@ import sys
 from pathlib import Path
 
 import jupytext
+import nbformat
 from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell
-from nbsync import NAME_PATTERN
 
 COLUMN_PX = 688
 MIN_PX = 9.0
@@ -84,16 +84,26 @@ def rendered_px(font_px: float, width: int, column: int = COLUMN_PX) -> float:
     return font_px * min(width, column) / width
 
 
-def measure(py: Path, timeout: int = 600) -> list[dict]:
-    """One record per figure: code cell number, image width, smallest font (px), its text."""
-    notebook = jupytext.read(py)
+def instrumented(notebook):
+    """The notebook's code cells between the hook and a last cell that prints what the hook recorded."""
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
-    notebook.cells = [new_code_cell(HOOK)] + code + [new_code_cell(f"print({MARK!r} + __import__('json').dumps(_FIGURE_FONTS))")]
-    NotebookClient(notebook, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(py.parent)}}).execute()
-    for output in notebook.cells[-1].outputs:
+    report = new_code_cell(f"print({MARK!r} + __import__('json').dumps(_FIGURE_FONTS))")
+    return nbformat.v4.new_notebook(cells=[new_code_cell(HOOK), *code, report], metadata=notebook.metadata)
+
+
+def records(executed) -> list[dict]:
+    """What :func:`instrumented`'s last cell printed: one record per figure."""
+    for output in executed.cells[-1].outputs:
         if output.get("name") == "stdout" and MARK in output.text:
             return json.loads(output.text.split(MARK, 1)[1])
-    raise RuntimeError(f"{py}: no figure record came back")
+    raise RuntimeError("no figure record came back")
+
+
+def measure(py: Path, timeout: int = 600) -> list[dict]:
+    """One record per figure: code cell number, image width, smallest font (px), its text."""
+    notebook = instrumented(jupytext.read(py))
+    NotebookClient(notebook, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(py.parent)}}).execute()
+    return records(notebook)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--column", type=int, default=COLUMN_PX, help="the book's column width in px")
     parser.add_argument("--min", type=float, default=MIN_PX, help="the smallest legible text in px")
     args = parser.parse_args(argv)
+    from nbsync import NAME_PATTERN  # tools/ is on the path when this runs as a script
+
     notebooks = args.notebooks or sorted(Path("notebooks").glob(f"{NAME_PATTERN}.py"))
     small = 0
     print(f"{'notebook':<28} {'cell':>4} {'width':>5} {'font':>5} {'shown':>5}  smallest text")
