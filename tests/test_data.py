@@ -13,6 +13,7 @@ from pcnotes.data.mvtec import (
     DataError,
     MaskValuesWarning,
     MVTecDataset,
+    collect_notes,
     image_transform,
     list_categories,
     list_images,
@@ -376,6 +377,18 @@ def test_a_background_of_one_warns_names_the_values_and_is_thresholded(tmp_path)
                                       "the maximum (127.5) count as defect; save masks with only 0 and one "
                                       "other value")
     assert (mask > 0).sum() == 9  # the defect, not the whole image
+
+
+def test_many_masks_that_are_not_binary_are_one_line_that_counts_them(tmp_path):
+    array = np.ones((8, 8), np.uint8)  # a JPEG-like background of 1
+    array[2:5, 2:5] = 255
+    paths = [_mask_file(tmp_path / f"{i:03d}_mask.png", array) for i in range(5)]
+    with pytest.warns(MaskValuesWarning) as caught, collect_notes():
+        masks = [np.asarray(load_mask(path)) for path in paths]
+    assert [str(w.message) for w in caught if issubclass(w.category, MaskValuesWarning)] == [
+        f"5 mask files are not binary; the first: {paths[0]}: mask is not binary (values seen: 1, 255); pixels "
+        "above half the maximum (127.5) count as defect; save masks with only 0 and one other value"]
+    assert all((mask > 0).sum() == 9 for mask in masks)
 
 
 def test_jpeg_ringing_warns_and_the_intended_mask_comes_back(tmp_path):

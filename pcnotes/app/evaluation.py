@@ -13,6 +13,7 @@ score grids and packed defect masks).
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -22,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from pcnotes.config import PatchCoreConfig
-from pcnotes.data.mvtec import DataError, collect_notes, load_split
+from pcnotes.data.mvtec import DataError, MaskValuesWarning, collect_notes, load_split
 from pcnotes.fast.metrics import MetricStore
 from pcnotes.model import PatchCore
 from pcnotes.stages.s7_maps import anomaly_map
@@ -92,7 +93,8 @@ def evaluate_category(
     test.check_masks()  # masks only: an all-empty set stops here, before the fit
     phases = {"validate": time.perf_counter() - start}
 
-    with collect_notes():  # rotated or very large files: one line per kind for the whole run
+    with warnings.catch_warnings(), collect_notes():  # rotated or large files: one line per kind for the run
+        warnings.simplefilter("ignore", MaskValuesWarning)  # check_masks has said it, before the fit
         model.fit(DataLoader(train, batch_size=config.batch_size))
         fit_seconds = model.timings["extract_train"] + model.timings["coreset"]
 

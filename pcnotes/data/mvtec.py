@@ -99,20 +99,24 @@ class DataWarning(UserWarning):
 
 #: kind -> the line shown for it, from the count and one example file.
 _NOTE_LINES = {
-    "skipped": lambda n, example, extra: (
+    "skipped": lambda n, example, extra, first: (
         f"{n} file{'s' * (n > 1)} skipped, not an image format pcnotes reads (extensions: {extra}; "
         f"e.g. {example}); accepted: {ACCEPTED}"),
-    "rotated": lambda n, example, extra: (
+    "rotated": lambda n, example, extra, first: (
         f"{n} image or mask file{'s' * (n > 1)} turned upright as their EXIF orientation says, as a "
         f"viewer shows them (e.g. {example})"),
-    "large": lambda n, example, extra: (
+    "large": lambda n, example, extra, first: (
         f"{n} image{'s' * (n > 1)} larger than Pillow's decompression-bomb limit of "
         f"{Image.MAX_IMAGE_PIXELS} pixels read anyway (e.g. {example}, {extra}); check that they are "
         "the photographs you meant"),
-    "empty_mask": lambda n, example, extra: (
+    "not_binary": lambda n, example, extra, first: (
+        first if n == 1 else f"{n} mask files are not binary; the first: {first}"),
+    "empty_mask": lambda n, example, extra, first: (
         f"{n} defective test image{'s' * (n > 1)} have an all-zero mask, no defect pixel (e.g. {example}): "
         "they count in image AUROC but add no defective pixel; draw the defect or move the image to test/good"),
 }
+#: the warning class of a kind, where it is not DataWarning
+_NOTE_CATEGORY = {"not_binary": MaskValuesWarning}
 _notes: dict[str, list[tuple[str, str]]] | None = None  # kind -> [(file, detail)] while collecting
 
 
@@ -142,8 +146,8 @@ def collect_notes():
         notes, _notes = _notes, None
         for kind, found in notes.items():
             details = ", ".join(sorted({detail for _, detail in found if detail}))
-            warnings.warn(_NOTE_LINES[kind](len(found), printable(found[0][0]), details),
-                          DataWarning, stacklevel=3)
+            line = _NOTE_LINES[kind](len(found), printable(found[0][0]), details, found[0][1])
+            warnings.warn(line, _NOTE_CATEGORY.get(kind, DataWarning), stacklevel=3)
 
 
 # --------------------------------------------------------------------------
@@ -299,10 +303,9 @@ def load_mask(path: str | Path) -> Image.Image:
         positive = raw > 0
     else:
         threshold = values.max() / 2
-        warnings.warn(
-            f"{path}: mask is not binary (values seen: {_shown(values)}); pixels above half the "
-            f"maximum ({threshold:g}) count as defect; save masks with only 0 and one other value",
-            MaskValuesWarning, stacklevel=2)
+        # one line for all such masks of a run (a folder of JPEG masks), naming the first
+        _note("not_binary", path, f"{printable(path)}: mask is not binary (values seen: {_shown(values)}); pixels "
+              f"above half the maximum ({threshold:g}) count as defect; save masks with only 0 and one other value")
         positive = raw > threshold
     return Image.fromarray(positive.astype(np.uint8) * 255, mode="L")
 
@@ -775,10 +778,11 @@ class MVTecDataset(Dataset):
         """
         defective = [(path, mask) for path, label, _, mask in self._samples if label == 1]
         empty = []
-        for _, mask_path in defective:
-            mask = self.target_transform(load_mask(mask_path))
-            if not (mask if self.crop is None else self.crop(mask)).any():
-                empty.append(mask_path)
+        with collect_notes():  # masks that are not binary: one line for the split
+            for _, mask_path in defective:
+                mask = self.target_transform(load_mask(mask_path))
+                if not (mask if self.crop is None else self.crop(mask)).any():
+                    empty.append(mask_path)
         if defective and len(empty) == len(defective):
             raise DataError(
                 f"{printable(empty[0].parent.parent)}: every defect mask is empty ({len(empty)} masks, "
