@@ -46,21 +46,12 @@ demo: install
 	$(BIN)/python -m pcnotes demo
 
 test: install browser
+	$(BIN)/python -m pytest tests
 	$(MAKE) --no-print-directory sync-check
 	$(MAKE) --no-print-directory wordcount
-	$(BIN)/python -c "from pcnotes.data.synth import ensure_default_dataset as e; print('data set:', e())"
-	@# The notebooks (nbval) run beside the unit tests, so that both share the two cores; nbval's
-	@# report is printed when both are done. The notebooks adopt the solutions' stages into a
-	@# course folder of their own, never a learner's.
-	@log="$$(mktemp)"; course="$$(mktemp -d)"; \
-	echo "running the notebooks with nbval in the background; their report follows the unit tests"; \
-	PCNOTES_COURSE_DIR="$$course" $(BIN)/python -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env \
-	  --nbval-sanitize-with notebooks/sanitize.cfg notebooks/ > "$$log" 2>&1 & nbval=$$!; \
-	$(BIN)/python -m pytest tests; tests=$$?; \
-	wait $$nbval; notebooks=$$?; \
-	echo "---- nbval over notebooks/ ----"; cat "$$log"; rm -rf "$$log" "$$course"; \
-	echo "unit tests: exit $$tests; notebooks: exit $$notebooks"; \
-	test $$tests = 0 && test $$notebooks = 0
+	# the notebooks adopt the solutions' stages: into a folder of their own, never a learner's
+	PCNOTES_COURSE_DIR="$$(mktemp -d)" $(BIN)/python -m pytest --nbval-lax --nbval-current-env \
+	  --nbval-sanitize-with notebooks/sanitize.cfg notebooks/
 
 # The unit tests that take under a minute together: no slow ones, no browser.
 quick: install
