@@ -23,7 +23,8 @@ def run(argv):
 
 
 def config_of(argv):
-    return cli._config(cli.build_parser().parse_args(["fit", "--train-dir", "x", "--model", "y", *argv]))
+    config, _ = cli._config(cli.build_parser().parse_args(["fit", "--train-dir", "x", "--model", "y", *argv]))
+    return config
 
 
 def test_the_cli_lists_the_library_s_patch_features():

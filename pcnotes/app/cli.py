@@ -407,36 +407,41 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _config(args, train_paths: Sequence[Path] = ()):
-    """The model's config from the options; the image size from ``train_paths`` unless given."""
+    """The model's config from the options, and the training images' sizes where they chose the image size.
+
+    Returns ``(config, sizes)``: ``sizes`` are the ``(width, height)`` of ``train_paths``, every
+    file read once (:func:`photo_sizes`), or ``None`` when ``--resize``/``--crop`` decide.
+    """
     from pcnotes.config import PatchCoreConfig
     from pcnotes.data.mvtec import default_image_size, photo_sizes
 
+    sizes = None
     if args.resize is None and args.crop is None and train_paths:
-        resize, crop = default_image_size(photo_sizes(train_paths))
+        sizes = photo_sizes(train_paths)
+        resize, crop = default_image_size(sizes)
     else:
         resize = 256 if args.resize is None else args.resize
         if args.crop is None:  # not given: the reference's 224, or no crop after --resize HxW
             crop = 224 if isinstance(resize, int) else None
         else:
             crop = None if args.crop == "none" else args.crop
-    return PatchCoreConfig(
+    config = PatchCoreConfig(
         backbone=args.backbone, weights=args.weights, layers=tuple(args.layers or ()),
         patch_feature=args.patch_feature or "", resize=resize, crop=crop,
         coreset_ratio=args.coreset_ratio, sampler=args.sampler, num_neighbors=args.num_neighbors,
         reweight=args.reweight, seed=args.seed, index=args.index,
     )
+    return config, sizes
 
 
-def _print_size(args, config, train_paths: Sequence[Path]) -> None:
-    """One line: the image size chosen, and why."""
-    from pcnotes.data.mvtec import photo_sizes
-
+def _print_size(args, config, sizes) -> None:
+    """One line: the image size chosen, and why (``sizes``: what :func:`_config` returned)."""
     if args.resize is not None or args.crop is not None:
         why = "from --resize/--crop"
     elif config.crop is not None:
         why = "square training images"
     else:
-        aspects = [w / h for w, h in photo_sizes(train_paths)]
+        aspects = [w / h for w, h in sizes]
         why = f"median width/height {statistics.median(aspects):.2f} of {len(aspects)} training images"
     print(f"image size: {_size_text(config)} ({why}; --resize/--crop override)", flush=True)
 
@@ -627,8 +632,8 @@ def cmd_evaluate(args) -> int:
     root, category = category_folder.parent, category_folder.name
     train_dir = category_folder / "train" / "good"
     train_paths = list_images(train_dir) if train_dir.is_dir() else []
-    config = _config(args, train_paths)
-    _print_size(args, config, train_paths)
+    config, sizes = _config(args, train_paths)
+    _print_size(args, config, sizes)
     output = args.output if args.output is not None else default_output(category_folder)
     inputs = [given_root, root, category_folder]
     folders.check_target(output, "evaluate", inputs=inputs, force=args.force)
@@ -689,12 +694,13 @@ def cmd_fit(args) -> int:
 
     train_dir = args.train_dir
     paths = list_images(train_dir)  # a missing folder, named
-    config = _config(args, paths)  # a bad option fails first
+    config, sizes = _config(args, paths)  # a bad option fails first
     if not paths:
         raise no_images(train_dir, "training images")
     note_skipped(train_dir)
-    photo_sizes(paths)  # every training file read (not decoded): an unreadable one fails now
-    _print_size(args, config, paths)
+    if sizes is None:
+        photo_sizes(paths)  # every training file read (not decoded): an unreadable one fails now
+    _print_size(args, config, sizes)
     folders.check_target(args.model, "fit", inputs=[train_dir], force=args.force)  # PatchCore.save replaces it
     model = PatchCore(config)
     model.check_fit(len(paths))
@@ -828,8 +834,8 @@ def cmd_demo(args) -> int:
     with folders.replace_folder(args.output, "demo", inputs=[root], force=args.force) as staging:
         for category in categories:
             print(f"[{category}] fitting and scoring ...", flush=True)
-            config = configs[category]
-            _print_size(args, config, train_paths[category])
+            config, sizes = configs[category]
+            _print_size(args, config, sizes)
             out = staging / category
             out.mkdir()
             metrics, seconds, _, extremes = _evaluate_into(root, category, config, out,
